@@ -1,0 +1,15 @@
+"""sslstudio: self-supervised learning with pretext tasks.
+
+The engine (everything outside :mod:`sslstudio.gui`) never imports Qt.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "load_backbone"]
+
+
+def load_backbone(path, device="cpu"):
+    """Load an exported backbone (``.pt``, ``.safetensors``, TorchScript or ONNX) as an ``nn.Module``."""
+    from sslstudio.export import load_backbone as _load
+
+    return _load(path, device=device)

@@ -1,0 +1,371 @@
+"""The ``sslstudio`` command line: argument parsing and printing only; the work is in the engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from sslstudio.errors import SSLStudioError
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "--:--"
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class ProgressPrinter:
+    """Turns engine events into a progress bar with ETA (a TTY) or periodic log lines (a pipe)."""
+
+    def __init__(self, stream=None, width: int = 28):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.width = width
+        self._last = 0.0
+        self._line_open = False
+
+    def _write_bar(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r" + text[:200].ljust(120))
+            self._line_open = True
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _newline(self) -> None:
+        if self._line_open:
+            self.stream.write("\n")
+            self._line_open = False
+
+    def __call__(self, event) -> None:
+        kind = event.kind
+        if kind == "step":
+            now = time.monotonic()
+            last_step = event.step == event.steps_per_epoch
+            every = max(1, event.steps_per_epoch // 4)
+            if self.tty and now - self._last < 0.2 and not last_step:
+                return
+            if not self.tty and event.step % every and not last_step:
+                return
+            self._last = now
+            frac = event.global_step / max(event.total_steps, 1)
+            filled = int(self.width * frac)
+            metric = "" if event.metric is None else f" {event.metric_name[:3]} {event.metric:.3f}"
+            self._write_bar(f"epoch {event.epoch + 1}/{event.epochs} [{'#' * filled}{'.' * (self.width - filled)}] "
+                            f"{100 * frac:3.0f}% loss {event.loss:.4f}{metric} | {event.samples_per_s:,.0f} samples/s "
+                            f"({event.images_per_s:,.0f} img/s) | ETA {_fmt_time(event.eta_s)}")
+        elif kind == "epoch":
+            self._newline()
+            name = event.metric_name
+            parts = [f"epoch {event.epoch + 1}/{event.epochs}:", f"train loss {event.train_loss:.4f}"]
+            if event.train_metric is not None:
+                parts.append(f"train {name} {event.train_metric:.4f}")
+            label = "test" if event.extra.get("mode") else "held-out"
+            if event.val_metric is not None:
+                parts.append(f"{label} {name} {event.val_metric:.4f}")
+            if event.samples_per_s:
+                parts.append(f"{event.samples_per_s:,.0f} samples/s")
+            parts.append(f"ETA {_fmt_time(event.eta_s)}")
+            self.stream.write("  ".join(parts) + "\n")
+        elif kind == "log":
+            self._newline()
+            prefix = "warning: " if event.level == "warning" else ""
+            self.stream.write(prefix + event.message + "\n")
+        elif kind == "checkpoint":
+            pass
+        elif kind == "failed":
+            self._newline()
+        self.stream.flush()
+
+
+def _options(pairs: list[str] | None) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SSLStudioError(f"--option takes KEY=VALUE; got {pair!r}.")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _csv(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+# -- subcommands -------------------------------------------------------------------------------
+def cmd_tasks(args) -> int:
+    from sslstudio.tasks import get_task, list_tasks
+
+    infos = [get_task(name)().info() for name in list_tasks()]
+    if args.json:
+        print(json.dumps(infos, indent=2, default=str))
+        return 0
+    for info in infos:
+        print(f"{info['name']:<12} {info['description']}")
+        print(f"{'':<12} paper: {info['paper']}")
+        print(f"{'':<12} metric: {info['metric']}")
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from sslstudio.data import write_demo_data
+
+    counts = write_demo_data(args.dir, seed=args.seed, size=args.size, n_unlabelled=args.n_unlabelled,
+                             n_train_per_class=args.n_train_per_class, n_test_per_class=args.n_test_per_class)
+    print(f"demo data written to {args.dir}: {json.dumps(counts, default=str)}")
+    return 0
+
+
+def cmd_preview(args) -> int:
+    from sslstudio.engine.preview import save_preview
+    from sslstudio.tasks import create_task
+
+    task = create_task(args.task, _options(args.option), args.image_size)
+    path = save_preview(task, args.data, args.out, n=args.n, seed=args.seed)
+    print(f"wrote {path} ({args.n} {args.task} samples)")
+    return 0
+
+
+def _pretrain_config(args):
+    from sslstudio.engine import PretrainConfig
+
+    return PretrainConfig(task=args.task, data=args.data, out=args.out, arch=args.arch, epochs=args.epochs,
+                          batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                          weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+                          image_size=args.image_size, device=args.device, precision=args.precision, seed=args.seed,
+                          workers=args.workers, holdout=args.holdout, task_options=_options(args.option),
+                          resume=args.resume)
+
+
+def cmd_pretrain(args) -> int:
+    from sslstudio.engine import pretrain
+
+    if args.task is None and not args.resume:
+        raise SSLStudioError("--task is required (see `sslstudio tasks`).")
+    if args.data is None and not args.resume:
+        raise SSLStudioError("--data is required: the folder of unlabelled images.")
+    config = _pretrain_config(args)
+    if args.resume:
+        from sslstudio.runs import RunDir
+
+        previous = RunDir(args.out).read_config()
+        config.task = config.task or previous["task"]
+        config.data = config.data or previous["data"]
+        if args.arch is None:
+            config.arch = previous["arch"]
+        if args.image_size is None:
+            config.image_size = previous["image_size"]
+    config.arch = config.arch or "resnet18"
+    config.image_size = config.image_size or 64
+    summary = pretrain(config, on_event=ProgressPrinter())
+    metric = summary["metric"]
+    print(f"{summary['status']}: {summary['epochs_completed']}/{summary['epochs']} epochs in "
+          f"{_fmt_time(summary['time_s'])}; train {metric} {summary.get(f'final_train_{metric}')}, "
+          f"held-out {metric} {summary.get(f'final_val_{metric}')}, "
+          f"{summary['samples_per_s'] or 0:,.0f} samples/s; skipped {summary['skipped']} file(s). Run: {args.out}")
+    return 0 if summary["status"] == "finished" else 130
+
+
+def cmd_finetune(args) -> int:
+    from sslstudio.evaluation import FinetuneConfig, finetune
+
+    summary = finetune(FinetuneConfig(init=args.init, labelled=args.labelled, test=args.test, mode=args.mode,
+                                      out=args.out, arch=args.arch, per_class=args.per_class, epochs=args.epochs,
+                                      layer=args.layer, batch_size=args.batch_size, lr=args.lr,
+                                      image_size=args.image_size, device=args.device, seed=args.seed,
+                                      weights=args.weights),
+                       on_event=ProgressPrinter())
+    print(f"{summary['status']}: test accuracy {summary['test_accuracy']:.4f} ({args.init}, {args.mode}, "
+          f"{summary['layer']}); written to {args.out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from sslstudio.evaluation import compare
+
+    rows = compare(args.labelled, args.out, _csv(args.init) if args.init else [], test=args.test,
+                   baselines=_csv(args.baselines), modes=_csv(args.modes), layers=args.layers, arch=args.arch,
+                   per_class=args.per_class, epochs_head=args.epochs_head or args.epochs,
+                   epochs_all=args.epochs_all or args.epochs, image_size=args.image_size, device=args.device,
+                   seed=args.seed, weights=args.weights, on_event=ProgressPrinter())
+    print((Path(args.out) / "results.md").read_text())
+    return 0 if any(r.get("test_accuracy") is not None for r in rows) else 1
+
+
+def cmd_export(args) -> int:
+    from sslstudio.runs import export_run
+
+    paths = export_run(args.run_dir, args.out, _csv(args.format) or None, which=args.checkpoint)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The whole workflow on the built-in demo data, headless."""
+    from sslstudio.data import write_demo_data
+    from sslstudio.engine import PretrainConfig, pretrain
+    from sslstudio.engine.preview import save_preview
+    from sslstudio.evaluation import compare
+    from sslstudio.runs import export_run
+    from sslstudio.tasks import create_task
+
+    root = Path(args.dir)
+    data = root / "data"
+    if not (data / "unlabelled").is_dir():
+        print(f"writing demo data to {data}", file=sys.stderr)
+        write_demo_data(data, seed=0)
+    task = create_task("rotation", image_size=args.image_size)
+    grid = save_preview(task, str(data / "unlabelled"), str(root / "preview-rotation.png"), n=8)
+    print(f"preview: {grid}", file=sys.stderr)
+    run_dir = root / "runs" / "rotation"
+    config = PretrainConfig(task="rotation", data=str(data / "unlabelled"), out=str(run_dir), arch=args.arch,
+                            epochs=args.epochs, batch_size=32, image_size=args.image_size, workers=args.workers,
+                            resume=(run_dir / "checkpoints" / "last.pt").is_file()
+                            and not (run_dir / "summary.json").is_file())
+    if not (run_dir / "summary.json").is_file():
+        pretrain(config, on_event=ProgressPrinter())
+    compare(str(data / "labelled"), str(root / "compare"), [str(run_dir)], baselines=["imagenet", "random"],
+            modes=["head"], layers="all", epochs_head=30, on_event=ProgressPrinter())
+    export_run(run_dir, root / "export")
+    print((root / "compare" / "results.md").read_text())
+    print(f"backbone exported to {root / 'export'}; load it with sslstudio.load_backbone('{root / 'export'}')")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sslstudio", description="Self-supervised learning with pretext tasks.")
+    from sslstudio import __version__
+
+    p.add_argument("--version", action="version", version=f"sslstudio {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("tasks", help="list the pretext tasks")
+    s.add_argument("--json", action="store_true", help="print the list as JSON")
+    s.set_defaults(func=cmd_tasks)
+
+    s = sub.add_parser("demo-data", help="write the procedurally drawn demo image set")
+    s.add_argument("dir")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, default=64, help="image side in pixels")
+    s.add_argument("--n-unlabelled", type=int, default=400)
+    s.add_argument("--n-train-per-class", type=int, default=30)
+    s.add_argument("--n-test-per-class", type=int, default=15)
+    s.set_defaults(func=cmd_demo_data)
+
+    s = sub.add_parser("preview", help="write a grid of generated samples with their labels")
+    s.add_argument("--task", required=True)
+    s.add_argument("--data", required=True, help="folder of images")
+    s.add_argument("--out", required=True, help="PNG file to write")
+    s.add_argument("--n", type=int, default=16, help="number of samples")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--image-size", type=int, default=64)
+    s.add_argument("--option", action="append", metavar="KEY=VALUE", help="task setting (repeatable)")
+    s.set_defaults(func=cmd_preview)
+
+    s = sub.add_parser("pretrain", help="pretrain a backbone on a pretext task")
+    s.add_argument("--task")
+    s.add_argument("--data", help="folder of unlabelled images (searched recursively)")
+    s.add_argument("--out", required=True, help="run directory")
+    s.add_argument("--arch", default=None, help="backbone (default resnet18)")
+    s.add_argument("--epochs", type=int, help="default: the paper's")
+    s.add_argument("--batch-size", type=int, help="source images per batch (default: the paper's)")
+    s.add_argument("--lr", type=float, help="peak learning rate (default: the paper's)")
+    s.add_argument("--momentum", type=float)
+    s.add_argument("--weight-decay", type=float)
+    s.add_argument("--schedule", default="auto", choices=["auto", "step", "cosine", "constant"],
+                   help="auto: the paper's step decay for 30+ epochs, else warm-up + cosine")
+    s.add_argument("--warmup-epochs", type=float)
+    s.add_argument("--image-size", type=int, default=None, help="working resolution (default 64)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader worker processes")
+    s.add_argument("--holdout", type=float, default=0.05, help="fraction of images held out for validation")
+    s.add_argument("--option", action="append", metavar="KEY=VALUE", help="task setting (repeatable)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser("finetune", help="fine-tune a backbone on labelled images")
+    s.add_argument("--init", required=True, help="RUN_DIR, imagenet, random or a weights file")
+    s.add_argument("--labelled", required=True, help="DIR/<class>/... or DIR/train/<class>/...")
+    s.add_argument("--test", help="test folder (default DIR/test, else a seeded stratified split)")
+    s.add_argument("--mode", default="head", choices=["head", "all"])
+    s.add_argument("--out", required=True)
+    s.add_argument("--arch")
+    s.add_argument("--per-class", type=int, help="labelled images per class (seeded subset)")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--layer", help="backbone stage the head-only probe reads (default: last)")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--image-size", type=int)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--weights", help="ImageNet weights file for --init imagenet")
+    s.set_defaults(func=cmd_finetune)
+
+    s = sub.add_parser("compare", help="fine-tune every (initialisation, mode, layer) and tabulate")
+    s.add_argument("--labelled", required=True)
+    s.add_argument("--test")
+    s.add_argument("--init", help="run directories, comma-separated")
+    s.add_argument("--baselines", default="imagenet,random")
+    s.add_argument("--modes", default="head,all")
+    s.add_argument("--layers", default="last", help="last, all, or stage names (head-only rows)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--arch")
+    s.add_argument("--per-class", type=int)
+    s.add_argument("--epochs", type=int, help="epochs of every job (default: head 50, all 30)")
+    s.add_argument("--epochs-head", type=int)
+    s.add_argument("--epochs-all", type=int)
+    s.add_argument("--image-size", type=int)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--weights", help="ImageNet weights file for the imagenet baseline")
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("export", help="export a run's backbone")
+    s.add_argument("run_dir")
+    s.add_argument("--out", required=True)
+    s.add_argument("--format", default="pt,safetensors,torchscript,onnx")
+    s.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("demo", help="demo data -> preview -> rotation pretraining -> compare -> export")
+    s.add_argument("--dir", default="sslstudio-demo")
+    s.add_argument("--arch", default="resnet18")
+    s.add_argument("--epochs", type=int, default=8)
+    s.add_argument("--image-size", type=int, default=32)
+    s.add_argument("--workers", type=int, default=2)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except SSLStudioError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; a pretraining run keeps its last checkpoint (continue it with --resume).",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,227 @@
+"""Loading a labelled image folder (one sub-folder per class) into train/test lists.
+
+Accepted layouts::
+
+    DIR/<class>/image.jpg                      (test images split off, seeded)
+    DIR/train/<class>/image.jpg                (same, when there is no DIR/test)
+    DIR/train/<class>/... and DIR/test/<class>/...
+
+Images inside a class folder are found recursively. Every split and subset is
+drawn with a random generator seeded from ``seed`` and the class name, after
+sorting the paths, so the same inputs always give the same lists.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sslstudio.data.scan import check_folder, walk_images
+from sslstudio.errors import ConfigError, DataError
+
+__all__ = ["LabelledSplit", "load_labelled"]
+
+_LAYOUT = "DIR/<class>/image.jpg or DIR/train/<class>/image.jpg (with an optional DIR/test/<class>/image.jpg)"
+
+
+@dataclass
+class LabelledSplit:
+    """Labelled images split into a training and a test list.
+
+    Attributes:
+        classes: Class names, sorted; a label is an index into this list.
+        train: ``(path, label)`` pairs for training, sorted by label then path.
+        test: ``(path, label)`` pairs for testing, sorted by label then path.
+        test_source: ``"folder"`` when the test images come from a test
+            folder, ``"split"`` when they were split off the training images.
+    """
+
+    classes: list[str]
+    train: list[tuple[Path, int]] = field(default_factory=list)
+    test: list[tuple[Path, int]] = field(default_factory=list)
+    test_source: str = "split"
+
+    def summary(self) -> str:
+        """Return a one-line description of the classes and the split."""
+        origin = "test folder" if self.test_source == "folder" else "split off the training images"
+        names = ", ".join(self.classes[:6]) + (", ..." if len(self.classes) > 6 else "")
+        return (
+            f"{len(self.classes)} classes ({names}): {len(self.train):,} training and "
+            f"{len(self.test):,} test images ({origin})"
+        )
+
+
+def _class_folders(folder: Path) -> list[str]:
+    """Return the sorted names of the non-hidden sub-folders of ``folder``."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+    except OSError as exc:
+        raise DataError(f"The folder {folder} cannot be read ({exc.strerror}); check its permissions.") from exc
+
+
+def _collect(folder: Path, names: list[str], role: str) -> dict[str, list[Path]]:
+    """Find the images of each class folder; an empty class folder is an error."""
+    images: dict[str, list[Path]] = {}
+    for name in names:
+        found, _ = walk_images(folder / name)
+        if not found:
+            raise DataError(
+                f"The {role} class folder '{name}' ({folder / name}) contains no images; "
+                "add images to it or remove the folder."
+            )
+        images[name] = [Path(p) for p in found]
+    return images
+
+
+def _rng(seed: int, purpose: str, name: str) -> random.Random:
+    """Return a generator seeded from ``seed``, a purpose and a class name."""
+    return random.Random(f"{int(seed)}/{purpose}/{name}")
+
+
+def _split(images: dict[str, list[Path]], test_fraction: float, seed: int) -> tuple[dict, dict]:
+    """Split every class into train and test with a seeded, stratified shuffle."""
+    train: dict[str, list[Path]] = {}
+    test: dict[str, list[Path]] = {}
+    for name, paths in images.items():
+        n = len(paths)
+        if n < 2:
+            raise DataError(
+                f"The class '{name}' has only one image ({paths[0]}), so it cannot be split into "
+                "training and test images; add more images to it or provide a test folder."
+            )
+        n_test = min(max(1, round(n * test_fraction)), n - 1)
+        shuffled = sorted(paths)
+        _rng(seed, "split", name).shuffle(shuffled)
+        test[name] = sorted(shuffled[:n_test])
+        train[name] = sorted(shuffled[n_test:])
+    return train, test
+
+
+def _subset(train: dict[str, list[Path]], per_class: int, seed: int) -> dict[str, list[Path]]:
+    """Keep a seeded random subset of ``per_class`` images of each class."""
+    short = [f"{name} ({len(paths)})" for name, paths in train.items() if len(paths) < per_class]
+    if short:
+        warnings.warn(
+            f"{len(short)} classes have fewer than {per_class} training images and keep all they have: "
+            + ", ".join(short)
+            + ".",
+            UserWarning,
+            stacklevel=3,
+        )
+    out: dict[str, list[Path]] = {}
+    for name, paths in train.items():
+        if len(paths) <= per_class:
+            out[name] = list(paths)
+        else:
+            out[name] = sorted(_rng(seed, "subset", name).sample(sorted(paths), per_class))
+    return out
+
+
+def _resolve_layout(root: Path, test_root: str | os.PathLike[str] | None) -> tuple[Path, Path | None]:
+    """Return the training folder and the test folder (if any)."""
+    train_dir = root / "train"
+    if train_dir.is_dir():
+        test_dir = root / "test"
+        if test_root is None and test_dir.is_dir():
+            return train_dir, test_dir
+    else:
+        train_dir = root
+    if test_root is not None:
+        return train_dir, check_folder(test_root, "The test folder")
+    return train_dir, None
+
+
+def _check_settings(test_fraction: float, per_class: int | None) -> None:
+    """Raise :class:`ConfigError` for settings that cannot work."""
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ConfigError(f"The test fraction must be between 0 and 1 (exclusive), but {test_fraction} was given.")
+    if per_class is not None and int(per_class) < 1:
+        raise ConfigError(f"The number of images per class must be at least 1, but {per_class} was given.")
+
+
+def load_labelled(
+    root: str | os.PathLike[str],
+    test_root: str | os.PathLike[str] | None = None,
+    *,
+    per_class: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> LabelledSplit:
+    """Load a labelled folder into seeded, deterministic train and test lists.
+
+    Args:
+        root: ``DIR`` holding class folders, or a ``train/`` (and optional
+            ``test/``) folder of class folders.
+        test_root: Folder of test class folders; overrides ``DIR/test``.
+        per_class: Keep at most this many training images per class (a
+            seeded subset, taken after the split); classes with fewer keep
+            all of them, with a warning.
+        test_fraction: Share of each class used for testing when there is no
+            test folder (at least one image in test and one in train).
+        seed: Seed of the split and the subset.
+
+    Returns:
+        The classes and the train/test lists.
+
+    Raises:
+        DataError: A folder is missing, a class folder is empty, there are
+            fewer than two classes, a class cannot be split, or the test
+            folder has a class the training folder lacks.
+        ConfigError: ``test_fraction`` or ``per_class`` is out of range.
+    """
+    _check_settings(test_fraction, per_class)
+    root_dir = check_folder(root, "The labelled folder")
+    train_dir, test_dir = _resolve_layout(root_dir, test_root)
+
+    classes = _class_folders(train_dir)
+    if not classes:
+        raise DataError(
+            f"The labelled folder {train_dir} contains no class folders; arrange the images as {_LAYOUT}."
+        )
+    if len(classes) < 2:
+        raise DataError(
+            f"Labelled data needs at least two classes, but {train_dir} has only 1: {classes[0]}; "
+            f"add a folder per class, as in {_LAYOUT}."
+        )
+    train_images = _collect(train_dir, classes, "training")
+
+    if test_dir is not None:
+        test_classes = _class_folders(test_dir)
+        unknown = [name for name in test_classes if name not in train_images]
+        if unknown:
+            raise DataError(
+                f"The test folder {test_dir} has classes that are not in the training folder {train_dir}: "
+                f"{', '.join(unknown)}; rename or remove them so every test class also has training images."
+            )
+        if not test_classes:
+            raise DataError(
+                f"The test folder {test_dir} contains no class folders; arrange it as {test_dir}/<class>/image.jpg."
+            )
+        missing = [name for name in classes if name not in test_classes]
+        if missing:
+            warnings.warn(
+                f"The test folder {test_dir} has no images for {len(missing)} classes: {', '.join(missing)}; "
+                "those classes are not tested.",
+                UserWarning,
+                stacklevel=2,
+            )
+        test_images = _collect(test_dir, test_classes, "test")
+        source = "folder"
+    else:
+        train_images, test_images = _split(train_images, float(test_fraction), seed)
+        source = "split"
+
+    if per_class is not None:
+        train_images = _subset(train_images, int(per_class), seed)
+
+    index = {name: i for i, name in enumerate(classes)}
+    return LabelledSplit(
+        classes=list(classes),
+        train=[(p, index[name]) for name in classes for p in train_images[name]],
+        test=[(p, index[name]) for name in classes if name in test_images for p in test_images[name]],
+        test_source=source,
+    )

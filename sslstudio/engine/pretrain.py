@@ -1,0 +1,381 @@
+"""The pretraining loop: images -> task samples -> backbone + task head -> events and a run directory.
+
+The loop emits events through a plain callback (see :mod:`sslstudio.engine.events`), checks a
+:class:`~sslstudio.engine.events.RunControl` between steps (pause / cancel), writes a checkpoint
+after every epoch (atomically) and can resume from the last one to the same final weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sslstudio.engine.device import autocast, device_name, resolve_device, resolve_precision
+from sslstudio.engine.events import (Cancelled, CheckpointEvent, EpochEvent, EventSink, FailedEvent,
+                                     FinishedEvent, LogEvent, RunControl, StepEvent)
+from sslstudio.engine.loader import VAL_EPOCH, TaskDataset, epoch_batches, make_loader
+from sslstudio.engine.schedule import lr_multiplier, resolve_schedule
+from sslstudio.errors import ConfigError, SSLStudioError
+from sslstudio.runs import RunDir, library_versions
+
+#: Settings that must not change when a run is resumed.
+RESUME_KEYS = ("task", "arch", "image_size", "seed", "epochs", "batch_size", "lr", "momentum",
+               "nesterov", "weight_decay", "schedule", "warmup_epochs", "holdout", "task_options")
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a pretraining run needs. ``None`` optimisation fields take the task's paper values."""
+
+    task: str
+    data: str
+    out: str
+    arch: str = "resnet18"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    nesterov: bool | None = None
+    weight_decay: float | None = None
+    schedule: str = "auto"
+    warmup_epochs: float | None = None
+    image_size: int = 64
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    workers: int = 2
+    holdout: float = 0.05
+    task_options: dict = field(default_factory=dict)
+    resume: bool = False
+    log_every: int = 10
+    max_images: int | None = None
+
+    def resolved(self, task) -> dict:
+        """The config as a dict with the task's defaults filled in (what ``config.json`` records)."""
+        optim = task.optim
+        d = dataclasses.asdict(self)
+        for key in ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay"):
+            if d[key] is None:
+                d[key] = getattr(optim, key)
+        d["lr_decay"] = optim.lr_decay
+        d["milestones"] = list(optim.milestones)
+        d["schedule"], d["warmup_epochs"] = resolve_schedule(self.schedule, int(d["epochs"]), self.warmup_epochs)
+        d["task_options"] = dataclasses.asdict(task.config)
+        d["data"] = str(Path(self.data).resolve())
+        d["out"] = str(Path(self.out).resolve())
+        return d
+
+
+def pretrain(config: PretrainConfig, on_event: EventSink | None = None,
+             control: RunControl | None = None) -> dict:
+    """Run (or resume) a pretraining run and return its summary.
+
+    Emits :class:`StepEvent`, :class:`EpochEvent`, :class:`CheckpointEvent`, :class:`LogEvent`
+    and finally :class:`FinishedEvent` (also when cancelled) or :class:`FailedEvent` (then the
+    error is re-raised; :class:`~sslstudio.errors.SSLStudioError` carries a sentence for the user).
+    """
+    emit = on_event or (lambda event: None)
+    control = control or RunControl()
+    try:
+        return _Pretrainer(config, emit, control).run()
+    except SSLStudioError as exc:
+        emit(FailedEvent(str(exc), type(exc).__name__, traceback.format_exc()))
+        raise
+    except torch.cuda.OutOfMemoryError as exc:
+        emit(FailedEvent("the GPU ran out of memory: lower --batch-size or --image-size, or use a "
+                         "smaller --arch.", type(exc).__name__, traceback.format_exc()))
+        raise
+    except Exception as exc:
+        emit(FailedEvent(f"training failed: {exc}", type(exc).__name__, traceback.format_exc()))
+        raise
+
+
+class _Pretrainer:
+    def __init__(self, config: PretrainConfig, emit: EventSink, control: RunControl):
+        self.config = config
+        self.emit = emit
+        self.control = control
+
+    # ------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        from sslstudio.data import decode_folder
+        from sslstudio.models import build_backbone
+        from sslstudio.tasks import create_task
+
+        cfg = self.config
+        run = RunDir(cfg.out)
+        previous = None
+        if cfg.resume:
+            previous = run.read_config()
+            if not run.last_checkpoint.is_file():
+                raise ConfigError(f"cannot resume {run.path}: it has no checkpoint yet; start it again without --resume.")
+            cfg = _merge_for_resume(cfg, previous)
+        elif run.last_checkpoint.is_file() or run.summary_path.is_file():
+            raise ConfigError(f"{run.path} already holds a run; resume it with --resume or choose another --out.")
+
+        task = create_task(cfg.task, cfg.task_options, cfg.image_size)
+        settings = cfg.resolved(task)
+        if previous is not None:
+            changed = [k for k in RESUME_KEYS if _norm(previous.get(k)) != _norm(settings.get(k))]
+            if changed:
+                raise ConfigError(f"cannot resume {run.path} with different settings ({', '.join(changed)}); "
+                                  "resume with the run's own settings or start a new run.")
+        if int(settings["batch_size"]) < 1 or int(settings["epochs"]) < 1:
+            raise ConfigError("epochs and batch size must be at least 1.")
+        if not 0.0 <= cfg.holdout < 0.5:
+            raise ConfigError(f"the held-out fraction must be in [0, 0.5); got {cfg.holdout}.")
+
+        device = resolve_device(cfg.device)
+        precision = resolve_precision(cfg.precision, device)
+        t_start = time.perf_counter()
+
+        # -- data ------------------------------------------------------------------------------
+        self.emit(LogEvent(f"reading images in {cfg.data}"))
+        images = decode_folder(cfg.data, cfg.image_size, min_source_size=task.min_image_size,
+                               small_policy=task.small_image_policy)
+        counts = images.skipped_counts()
+        if counts:
+            self.emit(LogEvent(f"skipped {sum(counts.values())} file(s): "
+                               + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())), "warning"))
+        arrays = images.arrays
+        if cfg.max_images is not None:
+            arrays = arrays[: cfg.max_images]
+        n = len(arrays)
+        order = np.random.default_rng(cfg.seed).permutation(n)
+        n_val = int(math.floor(cfg.holdout * n)) if n >= 20 else 0
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        train_set = TaskDataset(arrays[train_idx], task, cfg.seed)
+        val_set = TaskDataset(arrays[val_idx], task, cfg.seed) if n_val else None
+        self.emit(LogEvent(f"{n} images: {len(train_idx)} for training, {n_val} held out; "
+                           f"device {device_name(device)}, precision {precision}"))
+
+        # -- model -----------------------------------------------------------------------------
+        torch.manual_seed(cfg.seed)
+        backbone = build_backbone(cfg.arch)
+        model = task.build_head(backbone, backbone.feature_dim).to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        epochs, batch_size = int(settings["epochs"]), int(settings["batch_size"])
+        steps_per_epoch = len(epoch_batches(len(train_set), batch_size, cfg.seed, 0))
+        total_steps = epochs * steps_per_epoch
+        optimizer = torch.optim.SGD(model.parameters(), lr=float(settings["lr"]),
+                                    momentum=float(settings["momentum"]),
+                                    nesterov=bool(settings["nesterov"]) and float(settings["momentum"]) > 0,
+                                    weight_decay=float(settings["weight_decay"]))
+        factor = lr_multiplier(settings["schedule"], total_steps,
+                               int(round(settings["warmup_epochs"] * steps_per_epoch)),
+                               float(settings["lr_decay"]), tuple(settings["milestones"]))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+        start_epoch, history, best = 0, [], None
+        if previous is not None:
+            state = run.load_checkpoint("last")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, history, best = int(state["epoch"]), list(state.get("history", [])), state.get("best")
+            _set_rng_state(state["rng"])
+            run.truncate_metrics(start_epoch)
+            self.emit(LogEvent(f"resuming {run.path} after epoch {start_epoch} of {epochs}"))
+        else:
+            run.create()
+            if run.metrics_path.exists():
+                run.metrics_path.unlink()
+        settings.update({"device": str(device), "device_name": device_name(device), "precision": precision,
+                         "images": n, "train_images": len(train_idx), "held_out_images": n_val,
+                         "steps_per_epoch": steps_per_epoch, "feature_dim": backbone.feature_dim,
+                         "metric": task.metric_name, "samples_per_image": task.samples_per_image,
+                         "versions": library_versions()})
+        run.write_config(settings)
+
+        # -- loop ------------------------------------------------------------------------------
+        step_times: list[float] = []
+        spi = task.samples_per_image
+        cancelled = False
+        last_lr = optimizer.param_groups[0]["lr"]
+        try:
+            for epoch in range(start_epoch, epochs):
+                model.train()
+                batches = epoch_batches(len(train_set), batch_size, cfg.seed, epoch)
+                loader = make_loader(train_set, batches, cfg.workers, pin_memory=device.type == "cuda")
+                loss_sum = metric_sum = 0.0
+                metric_count = seen = 0
+                epoch_start = time.perf_counter()
+                records = []
+                for step, (inputs, target) in enumerate(loader, start=1):
+                    self.control.checkpoint()
+                    t0 = time.perf_counter()
+                    inputs = inputs.to(device, non_blocking=True)
+                    target = target.to(device, non_blocking=True)
+                    with autocast(device, precision):
+                        output = model(inputs)
+                        loss = task.loss(output, target)
+                    if not torch.isfinite(loss):
+                        raise ConfigError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
+                                          "the learning rate is probably too high; lower --lr.")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    last_lr = optimizer.param_groups[0]["lr"]
+                    scheduler.step()
+                    m_sum, m_count = task.metric(output.detach(), target)
+                    batch_images = inputs.shape[0]
+                    loss_sum += float(loss.item()) * batch_images
+                    metric_sum += m_sum
+                    metric_count += m_count
+                    seen += batch_images
+                    step_times.append(time.perf_counter() - t0)
+                    elapsed_epoch = time.perf_counter() - epoch_start
+                    ips = seen / max(elapsed_epoch, 1e-9)
+                    global_step = epoch * steps_per_epoch + step
+                    recent = step_times[-50:]
+                    eta = (total_steps - global_step) * (elapsed_epoch / step if step else sum(recent) / len(recent))
+                    metric_val = m_sum / m_count if m_count else None
+                    event = StepEvent(epoch=epoch, epochs=epochs, step=step, steps_per_epoch=len(batches),
+                                      global_step=global_step, total_steps=total_steps, loss=float(loss.item()),
+                                      metric=metric_val, metric_name=task.metric_name, lr=last_lr,
+                                      images_per_s=ips, samples_per_s=ips * spi,
+                                      elapsed_s=time.perf_counter() - t_start, eta_s=eta)
+                    self.emit(event)
+                    if step % cfg.log_every == 0 or step == len(batches):
+                        records.append({"type": "step", "epoch": epoch, "step": step, "global_step": global_step,
+                                        "loss": event.loss, task.metric_name: metric_val, "lr": last_lr,
+                                        "images_per_s": ips})
+                epoch_time = time.perf_counter() - epoch_start
+                val_loss, val_metric = self._evaluate(model, task, val_set, device, precision, cfg) if val_set else (None, None)
+                train_loss = loss_sum / max(seen, 1)
+                train_metric = metric_sum / metric_count if metric_count else None
+                ips = seen / max(epoch_time, 1e-9)
+                remaining = (epochs - epoch - 1) * epoch_time
+                entry = {"type": "epoch", "epoch": epoch, "train_loss": train_loss,
+                         f"train_{task.metric_name}": train_metric, "val_loss": val_loss,
+                         f"val_{task.metric_name}": val_metric, "lr": last_lr, "images_per_s": ips,
+                         "samples_per_s": ips * spi, "epoch_time_s": epoch_time}
+                history.append(entry)
+                records.append(entry)
+                run.append_metrics(records)
+                self.emit(EpochEvent(epoch=epoch, epochs=epochs, train_loss=train_loss, train_metric=train_metric,
+                                     val_loss=val_loss, val_metric=val_metric, metric_name=task.metric_name,
+                                     lr=last_lr, images_per_s=ips, samples_per_s=ips * spi,
+                                     elapsed_s=time.perf_counter() - t_start, eta_s=remaining))
+                score = val_metric if val_metric is not None else train_metric
+                is_best = score is not None and (best is None or score > best["score"])
+                if is_best:
+                    best = {"score": score, "epoch": epoch}
+                path = run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                            "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                                            "history": history, "best": best, "rng": _get_rng_state(),
+                                            "config": _jsonable(settings)}, best=is_best)
+                self.emit(CheckpointEvent(epoch=epoch, path=str(path), best=is_best))
+        except Cancelled:
+            cancelled = True
+            self.emit(LogEvent("stopped; the last checkpoint is kept (resume with --resume)", "warning"))
+
+        total_time = time.perf_counter() - t_start
+        final = history[-1] if history else {}
+        train_rates = [h["images_per_s"] for h in history[start_epoch:]] if history else []
+        summary = {
+            "status": "cancelled" if cancelled else "finished",
+            "task": cfg.task, "arch": cfg.arch, "epochs": epochs, "epochs_completed": len(history),
+            "metric": task.metric_name,
+            "final_train_loss": final.get("train_loss"),
+            f"final_train_{task.metric_name}": final.get(f"train_{task.metric_name}"),
+            "final_val_loss": final.get("val_loss"),
+            f"final_val_{task.metric_name}": final.get(f"val_{task.metric_name}"),
+            "best": best,
+            "images_found": len(images.paths) + len(images.skipped),
+            "images_used": n,
+            "skipped": len(images.skipped),
+            "skipped_by_reason": counts,
+            "skipped_files": [{"path": str(p), "reason": r} for p, r in images.skipped],
+            "time_s": total_time,
+            "images_per_s": float(np.mean(train_rates)) if train_rates else None,
+            "samples_per_s": float(np.mean(train_rates)) * spi if train_rates else None,
+            "device": str(device), "device_name": device_name(device), "precision": precision,
+        }
+        run.write_summary(summary)
+        self.emit(FinishedEvent(summary=summary, cancelled=cancelled))
+        return summary
+
+    def _evaluate(self, model, task, dataset, device, precision, cfg) -> tuple[float, float | None]:
+        model.eval()
+        batches = epoch_batches(len(dataset), int(cfg.batch_size or 128), cfg.seed, VAL_EPOCH,
+                                shuffle=False, drop_last=False)
+        loss_sum = metric_sum = 0.0
+        count = metric_count = 0
+        with torch.no_grad():
+            for inputs, target in make_loader(dataset, batches, 0):
+                self.control.checkpoint()
+                inputs, target = inputs.to(device), target.to(device)
+                with autocast(device, precision):
+                    output = model(inputs)
+                    loss = task.loss(output, target)
+                loss_sum += float(loss) * inputs.shape[0]
+                count += inputs.shape[0]
+                m, c = task.metric(output, target)
+                metric_sum += m
+                metric_count += c
+        model.train()
+        return loss_sum / max(count, 1), (metric_sum / metric_count if metric_count else None)
+
+
+# ----------------------------------------------------------------------------------------------
+def _merge_for_resume(cfg: PretrainConfig, previous: dict) -> PretrainConfig:
+    """Take the run's own settings; only the device, workers and logging may change on resume."""
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+    keep = {k: v for k, v in previous.items() if k in fields}
+    keep.update(device=cfg.device, workers=cfg.workers, resume=True, out=cfg.out, log_every=cfg.log_every)
+    for key, value in dataclasses.asdict(cfg).items():  # explicit overrides are checked against the run
+        if key in RESUME_KEYS and value is not None and key not in ("task_options",):
+            keep[key] = value
+    if cfg.task_options:
+        keep["task_options"] = {**previous.get("task_options", {}), **cfg.task_options}
+    keep["data"] = previous["data"]
+    return PretrainConfig(**keep)
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_norm(v) for v in value]
+    if isinstance(value, list):
+        return [_norm(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _norm(v) for k, v in value.items()}
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _jsonable(d: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(d, default=str))
+
+
+def _get_rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                       int(np_state[3]), float(np_state[4])]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,54 @@
+"""Generated samples of a task, drawn with their labels: ``sslstudio preview`` and the window's grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sslstudio.errors import DataError
+
+
+def preview_samples(task, data: str, n: int = 16, seed: int = 0) -> list[tuple]:
+    """``n`` samples ``(inputs, target)`` of ``task`` from random images of folder ``data``.
+
+    Only the images needed are decoded (a few more if some are unreadable).
+    """
+    from sslstudio.data import decode_images, scan_folder
+
+    report = scan_folder(data)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(report.files))
+    arrays = []
+    for start in range(0, len(order), max(n, 8)):
+        chunk = [report.files[i] for i in order[start:start + max(n, 8)]]
+        try:
+            decoded = decode_images(chunk, task.image_size, min_source_size=task.min_image_size,
+                                    small_policy=task.small_image_policy)
+        except DataError:
+            continue
+        arrays.extend(decoded.arrays)
+        if len(arrays) >= n:
+            break
+    if not arrays:
+        raise DataError(f"none of the {len(report.files)} image files in {data} could be read.")
+    return [task.make_sample(arrays[k % len(arrays)], np.random.default_rng((seed, k))) for k in range(n)]
+
+
+def preview_grid(task, data: str, n: int = 16, seed: int = 0, columns: int | None = None) -> Image.Image:
+    """A grid of ``n`` rendered samples with a title naming the task."""
+    from sslstudio.tasks.render import grid
+
+    tiles = [task.render(inputs, target) for inputs, target in preview_samples(task, data, n, seed)]
+    if columns is None:
+        columns = max(1, min(len(tiles), round((len(tiles) * tiles[0].height / tiles[0].width) ** 0.5)))
+    return grid(tiles, columns, title=f"{task.name}: {task.description} (seed {seed})")
+
+
+def save_preview(task, data: str, out: str, n: int = 16, seed: int = 0) -> Path:
+    img = preview_grid(task, data, n, seed)
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out_path)
+    return out_path

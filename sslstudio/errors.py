@@ -1,0 +1,21 @@
+"""Errors that carry a sentence meant for the user (no traceback needed)."""
+
+
+class SSLStudioError(Exception):
+    """Base class: ``str(error)`` is a complete sentence a user can act on."""
+
+
+class DataError(SSLStudioError):
+    """The images or folders given cannot be used (missing, empty, unreadable, one class...)."""
+
+
+class ConfigError(SSLStudioError):
+    """A setting is out of range or a combination of settings cannot work."""
+
+
+class WeightsUnavailableError(SSLStudioError):
+    """Pretrained weights are not on this machine and cannot be downloaded."""
+
+
+class RunError(SSLStudioError):
+    """A run directory is missing, incomplete or from an incompatible version."""

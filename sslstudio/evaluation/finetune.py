@@ -1,0 +1,337 @@
+"""Fine-tuning on a labelled set: a linear probe on frozen features (``head``) or all layers (``all``).
+
+``head``: the chosen backbone stage's feature map is average-pooled to a small grid (at most
+:data:`MAX_PROBE_DIM` values, e.g. 512 x 2 x 2 for a ResNet's last stage), standardised with the
+training split's mean and standard deviation, and a linear classifier is trained on it (Adam).
+``all``: backbone and a new linear classifier are trained together (SGD with Nesterov momentum,
+the backbone at a tenth of the head's learning rate, random crops and flips, cosine decay).
+Test top-1 accuracy is measured after every epoch; the reported ``test_accuracy`` is the last
+epoch's (choosing the best epoch on the test set would flatter every row).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslstudio.engine.device import autocast, device_name, resolve_device, resolve_precision
+from sslstudio.engine.events import (Cancelled, EpochEvent, EventSink, FailedEvent, FinishedEvent, LogEvent,
+                                     RunControl)
+from sslstudio.errors import ConfigError, SSLStudioError
+from sslstudio.runs import RunDir, is_run_dir, library_versions, load_run_backbone
+from sslstudio.tasks.base import MEAN, STD
+
+MODES = ("head", "all")
+MAX_PROBE_DIM = 4096
+DEFAULT_EPOCHS = {"head": 50, "all": 30}
+DEFAULT_LR = {"head": 1e-3, "all": 0.1}
+BACKBONE_LR_SCALE = 0.1
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of one fine-tuning job. ``init`` is ``random``, ``imagenet``, a run directory or a
+    weights file; ``arch`` / ``image_size`` default to the run's (else resnet18 / 64)."""
+
+    init: str
+    labelled: str
+    mode: str = "head"
+    out: str | None = None
+    test: str | None = None
+    arch: str | None = None
+    per_class: int | None = None
+    test_fraction: float = 0.2
+    epochs: int | None = None
+    layer: str | None = None
+    batch_size: int = 64
+    lr: float | None = None
+    weight_decay: float = 5e-4
+    image_size: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    weights: str | None = None  # an explicit ImageNet weights file for init=imagenet
+
+
+@dataclass
+class LabelledData:
+    """Decoded labelled images, shared by every job of a comparison."""
+
+    classes: list[str]
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_source: str
+    skipped: list
+
+    def summary(self) -> str:
+        return (f"{len(self.classes)} classes, {len(self.train_y)} training and {len(self.test_y)} test images "
+                f"(test from {self.test_source})")
+
+
+def load_labelled_data(labelled: str, test: str | None, image_size: int, per_class: int | None = None,
+                       test_fraction: float = 0.2, seed: int = 0) -> LabelledData:
+    """Read and decode a labelled folder (and test folder) at ``image_size``."""
+    from sslstudio.data import decode_images, load_labelled
+
+    split = load_labelled(labelled, test, per_class=per_class, test_fraction=test_fraction, seed=seed)
+
+    def decode(items):
+        labels = {Path(p): y for p, y in items}
+        dec = decode_images([p for p, _ in items], image_size)
+        return dec.arrays, np.array([labels[Path(p)] for p in dec.paths], dtype=np.int64), dec.skipped
+
+    tx, ty, s1 = decode(split.train)
+    vx, vy, s2 = decode(split.test)
+    return LabelledData(split.classes, tx, ty, vx, vy, split.test_source, list(s1) + list(s2))
+
+
+def resolve_init(init: str, arch: str | None, seed: int, weights: str | None = None):
+    """Build the backbone an ``init`` names; returns ``(backbone, info)``."""
+    from sslstudio.models import build_backbone
+
+    if init == "random":
+        torch.manual_seed(seed)
+        arch = arch or "resnet18"
+        return build_backbone(arch), {"init": "random", "arch": arch}
+    if init == "imagenet":
+        arch = arch or "resnet18"
+        return build_backbone(arch, weights=weights or "imagenet"), {"init": "imagenet", "arch": arch}
+    path = Path(init)
+    if is_run_dir(path):
+        backbone, config = load_run_backbone(path)
+        if arch and arch != config["arch"]:
+            raise ConfigError(f"the run {path} trained a {config['arch']} backbone, not {arch}.")
+        return backbone, {"init": str(path), "arch": config["arch"], "task": config.get("task"),
+                          "image_size": config.get("image_size")}
+    if path.is_file():
+        arch = arch or "resnet18"
+        return build_backbone(arch, weights=str(path)), {"init": str(path), "arch": arch}
+    raise ConfigError(f"--init {init!r} is neither random, imagenet, a run directory (with config.json) "
+                      "nor a weights file.")
+
+
+def run_defaults(init: str) -> dict:
+    """Architecture and image size recorded in a run directory (empty for other inits)."""
+    if init not in ("random", "imagenet") and is_run_dir(init):
+        config = RunDir(init).read_config()
+        return {"arch": config.get("arch"), "image_size": config.get("image_size"), "task": config.get("task")}
+    return {}
+
+
+def finetune(config: FinetuneConfig, on_event: EventSink | None = None, control: RunControl | None = None,
+             data: LabelledData | None = None) -> dict:
+    """Run one fine-tuning job; writes ``config.json``, ``metrics.jsonl`` and ``summary.json`` to
+    ``config.out`` (when given) and returns the summary (``test_accuracy`` in [0, 1])."""
+    emit = on_event or (lambda e: None)
+    control = control or RunControl()
+    try:
+        return _finetune(config, emit, control, data)
+    except SSLStudioError as exc:
+        emit(FailedEvent(str(exc), type(exc).__name__, traceback.format_exc()))
+        raise
+    except Exception as exc:
+        emit(FailedEvent(f"fine-tuning failed: {exc}", type(exc).__name__, traceback.format_exc()))
+        raise
+
+
+def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: LabelledData | None) -> dict:
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode must be head or all; got {cfg.mode!r}.")
+    defaults = run_defaults(cfg.init)
+    image_size = int(cfg.image_size or defaults.get("image_size") or 64)
+    arch = cfg.arch or defaults.get("arch") or "resnet18"
+    epochs = int(cfg.epochs or DEFAULT_EPOCHS[cfg.mode])
+    lr = float(cfg.lr or DEFAULT_LR[cfg.mode])
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    t0 = time.perf_counter()
+
+    backbone, info = resolve_init(cfg.init, arch, cfg.seed, cfg.weights)
+    stages = backbone.stage_names()
+    layer = stages[-1] if cfg.layer in (None, "last") else cfg.layer
+    if layer not in stages:
+        raise ConfigError(f"{arch} has no stage {layer!r}; its stages are {', '.join(stages)} (or 'last').")
+    if data is None:
+        emit(LogEvent(f"reading labelled images in {cfg.labelled}"))
+        data = load_labelled_data(cfg.labelled, cfg.test, image_size, cfg.per_class, cfg.test_fraction, cfg.seed)
+    emit(LogEvent(data.summary()))
+
+    run = RunDir(cfg.out) if cfg.out else None
+    settings = {**dataclasses.asdict(cfg), "arch": info["arch"], "image_size": image_size, "epochs": epochs,
+                "lr": lr, "layer": layer, "classes": data.classes, "device": str(device),
+                "device_name": device_name(device), "precision": precision, "versions": library_versions()}
+    if run:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(settings)
+        if run.metrics_path.exists():
+            run.metrics_path.unlink()
+
+    torch.manual_seed(cfg.seed)
+    label = {"init": cfg.init, "mode": cfg.mode, "layer": layer}
+
+    def on_epoch(epoch: int, train_loss: float, train_acc: float, test_acc: float) -> None:
+        record = {"type": "epoch", "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                  "test_accuracy": test_acc}
+        if run:
+            run.append_metrics([record])
+        elapsed = time.perf_counter() - t0
+        emit(EpochEvent(epoch=epoch, epochs=epochs, train_loss=train_loss, train_metric=train_acc, val_loss=None,
+                        val_metric=test_acc, metric_name="accuracy", lr=lr, images_per_s=0.0, samples_per_s=0.0,
+                        elapsed_s=elapsed, eta_s=elapsed / (epoch + 1) * (epochs - epoch - 1), extra=label))
+
+    cancelled = False
+    history: list[tuple[float, float, float]] = []
+    try:
+        if cfg.mode == "head":
+            history = _train_probe(backbone, layer, data, epochs, lr, cfg, device, precision, control, on_epoch)
+        else:
+            history = _train_all(backbone, data, epochs, lr, cfg, device, precision, control, on_epoch)
+    except Cancelled:
+        cancelled = True
+    summary = {"status": "cancelled" if cancelled else "finished", **label, "arch": info["arch"],
+               "image_size": image_size, "epochs": epochs, "epochs_completed": len(history),
+               "test_accuracy": history[-1][2] if history else None,
+               "train_accuracy": history[-1][1] if history else None,
+               "classes": len(data.classes), "train_images": int(len(data.train_y)),
+               "test_images": int(len(data.test_y)), "test_source": data.test_source,
+               "skipped": len(data.skipped), "time_s": time.perf_counter() - t0, "device": str(device)}
+    if run:
+        run.write_summary(summary)
+    emit(FinishedEvent(summary=summary, cancelled=cancelled))
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+def _normalise(arrays: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def probe_grid(channels: int, spatial: int, max_dim: int = MAX_PROBE_DIM) -> int:
+    """Side of the pooled grid for a stage: the largest ``g <= spatial`` with ``channels*g*g <= max_dim``."""
+    g = max(1, int(math.floor(math.sqrt(max_dim / max(channels, 1)))))
+    return max(1, min(g, spatial))
+
+
+@torch.no_grad()
+def stage_features(backbone: nn.Module, images: np.ndarray, layer: str, device: torch.device,
+                   precision: str, batch_size: int = 128, control: RunControl | None = None) -> torch.Tensor:
+    """Average-pooled features of ``layer`` for uint8 images, as a float32 CPU tensor [N, D]."""
+    backbone.eval().to(device)
+    out = []
+    grid = None
+    for start in range(0, len(images), batch_size):
+        if control:
+            control.checkpoint()
+        x = _normalise(images[start:start + batch_size]).to(device)
+        with autocast(device, precision):
+            fmap = backbone.forward_stage(x, layer)
+        if grid is None:
+            grid = probe_grid(fmap.shape[1], min(fmap.shape[2], fmap.shape[3]))
+        out.append(F.adaptive_avg_pool2d(fmap.float(), grid).flatten(1).cpu())
+    return torch.cat(out)
+
+
+def _train_probe(backbone, layer, data: LabelledData, epochs, lr, cfg, device, precision, control, on_epoch):
+    train_f = stage_features(backbone, data.train_x, layer, device, precision, control=control)
+    test_f = stage_features(backbone, data.test_x, layer, device, precision, control=control)
+    mean, std = train_f.mean(0, keepdim=True), train_f.std(0, keepdim=True).clamp_min(1e-6)
+    train_f, test_f = (train_f - mean) / std, (test_f - mean) / std
+    train_y, test_y = torch.from_numpy(data.train_y), torch.from_numpy(data.test_y)
+    torch.manual_seed(cfg.seed)
+    head = nn.Linear(train_f.shape[1], len(data.classes))
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    steps = epochs * math.ceil(len(train_y) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+    g = torch.Generator().manual_seed(cfg.seed)
+    history = []
+    for epoch in range(epochs):
+        control.checkpoint()
+        perm = torch.randperm(len(train_y), generator=g)
+        loss_sum = correct = 0.0
+        for start in range(0, len(perm), cfg.batch_size):
+            idx = perm[start:start + cfg.batch_size]
+            logits = head(train_f[idx])
+            loss = F.cross_entropy(logits, train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss) * len(idx)
+            correct += float((logits.argmax(1) == train_y[idx]).sum())
+        with torch.no_grad():
+            test_acc = float((head(test_f).argmax(1) == test_y).float().mean())
+        history.append((loss_sum / len(train_y), correct / len(train_y), test_acc))
+        on_epoch(epoch, *history[-1])
+    return history
+
+
+def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random crop (pad 1/8 of the side, reflect) and horizontal flip, on a batch."""
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    flip = torch.rand(n, generator=g) < 0.5
+    out = torch.empty_like(x)
+    for i in range(n):
+        crop = padded[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
+        out[i] = crop.flip(-1) if flip[i] else crop
+    return out
+
+
+def _train_all(backbone, data: LabelledData, epochs, lr, cfg, device, precision, control, on_epoch):
+    torch.manual_seed(cfg.seed)
+    head = nn.Linear(backbone.feature_dim, len(data.classes))
+    model = nn.Sequential(backbone, head).to(device)
+    opt = torch.optim.SGD([{"params": backbone.parameters(), "lr": lr * BACKBONE_LR_SCALE},
+                           {"params": head.parameters(), "lr": lr}],
+                          momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(data.train_y) // cfg.batch_size) if len(data.train_y) >= cfg.batch_size else 1
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
+    train_x, test_x = _normalise(data.train_x), _normalise(data.test_x)
+    train_y, test_y = torch.from_numpy(data.train_y), torch.from_numpy(data.test_y)
+    g = torch.Generator().manual_seed(cfg.seed)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(train_y), generator=g)[: steps_per_epoch * cfg.batch_size]
+        loss_sum = correct = seen = 0.0
+        for start in range(0, len(perm), cfg.batch_size):
+            control.checkpoint()
+            idx = perm[start:start + cfg.batch_size]
+            x = _augment(train_x[idx], g).to(device)
+            y = train_y[idx].to(device)
+            with autocast(device, precision):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss) * len(idx)
+            correct += float((logits.argmax(1) == y).sum())
+            seen += len(idx)
+        model.eval()
+        hits = 0
+        with torch.no_grad():
+            for start in range(0, len(test_y), 256):
+                control.checkpoint()
+                with autocast(device, precision):
+                    logits = model(test_x[start:start + 256].to(device))
+                hits += int((logits.argmax(1).cpu() == test_y[start:start + 256]).sum())
+        history.append((loss_sum / max(seen, 1), correct / max(seen, 1), hits / len(test_y)))
+        on_epoch(epoch, *history[-1])
+    return history

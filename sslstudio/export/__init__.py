@@ -1,0 +1,27 @@
+"""Exporting backbones (state dict, safetensors, TorchScript, ONNX) and loading them back."""
+
+from sslstudio.export.formats import (
+    FILE_NAMES,
+    FORMATS,
+    METADATA_FILE,
+    METADATA_KEY,
+    export_backbone,
+)
+from sslstudio.export.load import (
+    OnnxBackbone,
+    is_torchscript_file,
+    load_backbone,
+    read_export_metadata,
+)
+
+__all__ = [
+    "FILE_NAMES",
+    "FORMATS",
+    "METADATA_FILE",
+    "METADATA_KEY",
+    "OnnxBackbone",
+    "export_backbone",
+    "is_torchscript_file",
+    "load_backbone",
+    "read_export_metadata",
+]

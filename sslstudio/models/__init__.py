@@ -1,0 +1,37 @@
+"""Backbones (torchvision CNNs without classifier) and safe weight loading."""
+
+from sslstudio.models.backbones import (
+    ARCHS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    backbone_metadata,
+    build_backbone,
+    list_archs,
+    resolve_arch,
+)
+from sslstudio.models.weights import (
+    CLASSIFIER_PREFIXES,
+    imagenet_checkpoint_path,
+    imagenet_state_dict,
+    imagenet_url,
+    load_into_backbone,
+    load_weights_file,
+)
+
+__all__ = [
+    "ARCHS",
+    "CLASSIFIER_PREFIXES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Backbone",
+    "backbone_metadata",
+    "build_backbone",
+    "imagenet_checkpoint_path",
+    "imagenet_state_dict",
+    "imagenet_url",
+    "list_archs",
+    "load_into_backbone",
+    "load_weights_file",
+    "resolve_arch",
+]

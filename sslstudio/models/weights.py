@@ -1,0 +1,324 @@
+"""Safe loading of pretrained weights into backbones.
+
+Weights files from elsewhere are never unpickled as arbitrary Python objects:
+PyTorch files are read with ``torch.load(..., weights_only=True)`` and
+``.safetensors`` files with :mod:`safetensors`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor
+
+from sslstudio.errors import ConfigError, WeightsUnavailableError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sslstudio.models.backbones import Backbone
+
+__all__ = [
+    "CLASSIFIER_PREFIXES",
+    "imagenet_checkpoint_path",
+    "imagenet_state_dict",
+    "imagenet_url",
+    "load_into_backbone",
+    "load_weights_file",
+]
+
+#: Key prefixes of torchvision classifier heads; these are never loaded into a backbone.
+CLASSIFIER_PREFIXES: tuple[str, ...] = ("fc.", "classifier.")
+
+#: Prefixes stripped from every key when all keys of a state dict carry them.
+_WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "backbone.")
+
+#: Entries of a checkpoint dictionary that may hold the model's state dict.
+_NESTED_KEYS: tuple[str, ...] = ("state_dict", "model")
+
+#: Seconds allowed to reach the download host before giving up.
+_CONNECT_TIMEOUT_S = 3.0
+
+
+def _torchvision_arch(arch: str) -> str:
+    from sslstudio.models.backbones import resolve_arch
+
+    return resolve_arch(arch)
+
+
+def imagenet_url(arch: str) -> str:
+    """Return the URL of torchvision's ImageNet (``IMAGENET1K_V1``) weights for ``arch``.
+
+    Args:
+        arch: An sslstudio architecture name (see :func:`sslstudio.models.list_archs`).
+
+    Returns:
+        The download URL published by torchvision.
+
+    Raises:
+        ConfigError: If ``arch`` is unknown.
+    """
+    import torchvision
+
+    tv_arch = _torchvision_arch(arch)
+    return torchvision.models.get_model_weights(tv_arch).IMAGENET1K_V1.url
+
+
+def imagenet_checkpoint_path(arch: str) -> Path:
+    """Return where the ImageNet weights file of ``arch`` is expected on this machine.
+
+    This is ``<torch hub dir>/checkpoints/<file name of the URL>``; the hub
+    directory honours ``$TORCH_HOME``.
+
+    Args:
+        arch: An sslstudio architecture name.
+
+    Returns:
+        The expected path of the weights file (it may not exist).
+    """
+    url = imagenet_url(arch)
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _download(url: str, path: Path) -> None:
+    """Download ``url`` to ``path``, failing within a few seconds when offline.
+
+    Args:
+        url: The file to fetch.
+        path: Where to write it; partial files are removed on failure.
+
+    Raises:
+        OSError: If the host cannot be reached or the download fails.
+    """
+    host = urlparse(url).hostname or ""
+    port = 443 if urlparse(url).scheme == "https" else 80
+    # Quick reachability check so that an offline machine fails fast.
+    with socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30.0)
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+    except BaseException:
+        if path.exists():
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _cleanup_partial(folder: Path, file_name: str) -> None:
+    """Remove leftovers of an interrupted ``torch.hub`` download of ``file_name``."""
+    if not folder.is_dir():
+        return
+    for leftover in folder.glob(f"{file_name}.*.partial"):
+        leftover.unlink(missing_ok=True)
+
+
+def imagenet_state_dict(arch: str) -> dict[str, Tensor]:
+    """Return torchvision's ImageNet state dict for ``arch``, downloading it if possible.
+
+    The file is looked up in ``<torch hub dir>/checkpoints`` (``$TORCH_HOME``
+    is honoured). When it is absent, one download attempt is made; without
+    network access this fails within a few seconds.
+
+    Args:
+        arch: An sslstudio architecture name (``resnet18_small`` uses the
+            ``resnet18`` weights).
+
+    Returns:
+        The full torchvision state dict, classifier included.
+
+    Raises:
+        ConfigError: If ``arch`` is unknown or the file cannot be read safely.
+        WeightsUnavailableError: If the file is missing and cannot be downloaded.
+    """
+    url = imagenet_url(arch)
+    path = imagenet_checkpoint_path(arch)
+    if not path.is_file():
+        try:
+            _download(url, path)
+        except Exception as exc:  # noqa: BLE001 - any failure means "unavailable"
+            if path.exists():
+                path.unlink(missing_ok=True)
+            _cleanup_partial(path.parent, path.name)
+            raise WeightsUnavailableError(
+                f"The ImageNet weights file {path.name} for {arch} is not on this machine "
+                f"and could not be downloaded ({type(exc).__name__}); download it from {url} "
+                f"and put it in the folder {path.parent}, or pass your own weights with "
+                f"--weights FILE."
+            ) from exc
+    return load_weights_file(path)
+
+
+def _is_tensor_mapping(obj: object) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+    )
+
+
+def _strip_wrapper_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def load_weights_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a state dict from a ``.safetensors`` or PyTorch weights file, safely.
+
+    PyTorch files are read with ``weights_only=True``; files that would need
+    arbitrary Python objects to be unpickled are refused. A checkpoint that is
+    a dictionary with a ``"state_dict"`` or ``"model"`` entry of tensors is
+    accepted too. A leading ``module.`` or ``backbone.`` prefix is stripped
+    when every key carries it.
+
+    Args:
+        path: The weights file.
+
+    Returns:
+        A mapping from parameter names to tensors (on the CPU).
+
+    Raises:
+        WeightsUnavailableError: If the file does not exist.
+        ConfigError: If the file cannot be read, is refused for safety, or
+            holds no tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"The weights file {path} does not exist; check the path given with --weights."
+        )
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            obj: object = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ConfigError(
+                f"The weights file {path} is not a readable safetensors file ({exc})."
+            ) from exc
+    else:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            if "global" not in str(exc).lower():
+                raise ConfigError(
+                    f"The weights file {path} could not be read as PyTorch weights (it is "
+                    "damaged or not a weights file); give a .pt/.pth state_dict or a "
+                    ".safetensors file."
+                ) from exc
+            raise ConfigError(
+                f"The weights file {path} was refused for safety: it contains Python objects "
+                "other than tensors, which are never unpickled; save a plain state_dict "
+                "(or a .safetensors file) instead."
+            ) from exc
+        except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
+            raise ConfigError(
+                f"The weights file {path} could not be read as PyTorch weights "
+                f"({type(exc).__name__}); give a .pt/.pth state_dict or a .safetensors file."
+            ) from exc
+
+    state: dict[str, Tensor] | None = None
+    if _is_tensor_mapping(obj):
+        state = dict(obj)  # type: ignore[arg-type]
+    elif isinstance(obj, Mapping):
+        for key in _NESTED_KEYS:
+            if _is_tensor_mapping(obj.get(key)):
+                state = dict(obj[key])
+                break
+    if state is None:
+        raise ConfigError(
+            f"The weights file {path} holds no state dict of tensors (expected a plain "
+            "state_dict or a dictionary with a 'state_dict' or 'model' entry)."
+        )
+    return _strip_wrapper_prefixes(state)
+
+
+def load_into_backbone(backbone: Backbone, state_dict: Mapping[str, Tensor]) -> dict:
+    """Copy matching tensors of ``state_dict`` into ``backbone``.
+
+    Classifier keys (``fc.*``, ``classifier.*``) are dropped silently. Tensors
+    whose shape differs from the backbone's are skipped and reported.
+
+    Args:
+        backbone: The backbone to update in place.
+        state_dict: Parameter names (torchvision naming) to tensors.
+
+    Returns:
+        A report ``{"loaded": int, "missing": list[str], "unexpected": list[str],
+        "shape_mismatch": list[str]}``. ``missing`` lists backbone keys that
+        received no tensor (BatchNorm ``num_batches_tracked`` counters are not
+        listed); ``shape_mismatch`` entries read ``"key: file shape vs backbone shape"``.
+
+    Raises:
+        ConfigError: If no tensor at all matched the backbone.
+    """
+    own = backbone.state_dict()
+    to_load: dict[str, Tensor] = {}
+    unexpected: list[str] = []
+    mismatch: list[str] = []
+    for key, value in state_dict.items():
+        if key.startswith(CLASSIFIER_PREFIXES):
+            continue
+        if key not in own:
+            unexpected.append(key)
+        elif tuple(own[key].shape) != tuple(value.shape):
+            mismatch.append(
+                f"{key}: {tuple(value.shape)} in the weights vs {tuple(own[key].shape)} "
+                "in the backbone"
+            )
+        else:
+            to_load[key] = value
+    if not to_load:
+        raise ConfigError(
+            f"None of the weights match the {backbone.arch} backbone; they were probably "
+            "saved for a different architecture."
+        )
+    backbone.load_state_dict(to_load, strict=False)
+    mismatched_keys = {m.split(":", 1)[0] for m in mismatch}
+    missing = [
+        k
+        for k in own
+        if k not in to_load and not k.endswith("num_batches_tracked")
+    ]
+    # Keys with a mismatched shape are listed in ``shape_mismatch`` rather than ``missing``.
+    missing = [k for k in missing if k not in mismatched_keys]
+    return {
+        "loaded": len(to_load),
+        "missing": missing,
+        "unexpected": unexpected,
+        "shape_mismatch": mismatch,
+    }
+
+
+def _warn_about_report(report: dict, source: str) -> None:
+    """Emit a warning describing what could not be loaded, if anything."""
+    parts = []
+    if report["shape_mismatch"]:
+        parts.append("skipped (shape differs): " + "; ".join(report["shape_mismatch"]))
+    if report["missing"]:
+        parts.append(f"{len(report['missing'])} backbone tensors kept their random init "
+                     f"(e.g. {', '.join(report['missing'][:3])})")
+    if report["unexpected"]:
+        parts.append(f"{len(report['unexpected'])} tensors in the weights were not used "
+                     f"(e.g. {', '.join(report['unexpected'][:3])})")
+    if parts:
+        warnings.warn(
+            f"Loaded {report['loaded']} tensors from {source}; " + "; ".join(parts) + ".",
+            stacklevel=3,
+        )

@@ -1,0 +1,180 @@
+"""The pretext-task protocol shared by every task.
+
+A task is a small module with a frozen config dataclass (the paper's defaults, cited in the
+task's docstring) and a registered class that answers five questions: what one training sample
+is (:meth:`PretextTask.make_sample`), what sits on the backbone (:meth:`PretextTask.build_head`),
+how it is scored (:meth:`PretextTask.loss`, :meth:`PretextTask.metric`), how a sample looks to a
+person (:meth:`PretextTask.render`) and what it needs from an image (``min_image_size``,
+``needs_colour``, ``small_image_policy``).
+
+The config dataclass is also what a form is made from: each field carries its help text and range
+in ``field.metadata`` (see :func:`param`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from sslstudio.errors import ConfigError
+
+#: Inputs are normalised with the ImageNet statistics so that ImageNet-initialised backbones see
+#: what they were trained on; every backbone uses the same normalisation.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+          choices: tuple | None = None) -> Any:
+    """A config field with its help text and allowed range (what a settings form shows)."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples for sequence defaults in frozen configs")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation settings of a task (the paper's recipe); every field can be overridden."""
+
+    epochs: int = param(100, "Training epochs.", min=1, max=10_000)
+    batch_size: int = param(128, "Source images per batch.", min=1, max=65_536)
+    lr: float = param(0.1, "Peak learning rate.", min=0.0, max=10.0)
+    momentum: float = param(0.9, "SGD momentum.", min=0.0, max=0.999)
+    nesterov: bool = param(True, "Nesterov momentum.")
+    weight_decay: float = param(5e-4, "L2 weight decay.", min=0.0, max=1.0)
+    lr_decay: float = param(0.2, "Step schedule: multiply the rate by this at each milestone.",
+                            min=0.0, max=1.0)
+    milestones: tuple[float, ...] = param((0.3, 0.6, 0.8),
+                                          "Step schedule: milestones as fractions of the run.")
+
+
+def config_fields(config_cls: type) -> list[dict]:
+    """Describe a config dataclass's fields (name, type, default, help, range) for forms and docs."""
+    out = []
+    for f in dataclasses.fields(config_cls):
+        out.append({"name": f.name, "type": f.type if isinstance(f.type, str) else f.type.__name__,
+                    "default": f.default, **{k: v for k, v in f.metadata.items()}})
+    return out
+
+
+def validate_config(config: Any) -> None:
+    """Check every field against its declared range; raise :class:`ConfigError` with a sentence."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{type(config).__name__}.{f.name} must be one of "
+                              f"{', '.join(map(str, choices))}; got {value!r}.")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if lo is not None and value < lo or hi is not None and value > hi:
+                raise ConfigError(f"{type(config).__name__}.{f.name} must be between {lo} and {hi}; "
+                                  f"got {value!r}.")
+
+
+def make_config(config_cls: type, options: dict | None) -> Any:
+    """Build a task config from ``options`` (unknown names are a clear error)."""
+    options = dict(options or {})
+    names = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {config_cls.__name__}; "
+                          f"known: {', '.join(sorted(names))}.")
+    for key, value in list(options.items()):
+        default = names[key].default
+        if isinstance(default, tuple) and isinstance(value, list):
+            options[key] = tuple(value)
+    config = config_cls(**options)
+    validate_config(config)
+    return config
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 array -> float CxHxW tensor normalised with :data:`MEAN` / :data:`STD`."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(MEAN).view(3, 1, 1)
+    std = torch.tensor(STD).view(3, 1, 1)
+    return (t - mean) / std
+
+
+def to_image(tensor: torch.Tensor) -> Image.Image:
+    """Inverse of :func:`to_tensor`: a normalised CxHxW tensor -> 8-bit RGB PIL image."""
+    mean = torch.tensor(MEAN).view(3, 1, 1)
+    std = torch.tensor(STD).view(3, 1, 1)
+    t = (tensor.detach().float().cpu() * std + mean).clamp(0, 1)
+    arr = (t.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+class PretextTask:
+    """Base class of a pretext task. Subclasses set the class attributes and override the methods.
+
+    Attributes:
+        name: Registry name (``sslstudio tasks`` lists it).
+        description: One line saying what the network learns to predict.
+        paper: Short citation of the paper the task follows.
+        metric_name: ``"accuracy"`` (classification tasks) or ``"psnr"`` (reconstruction).
+        config_cls: The frozen config dataclass with the paper's defaults.
+        optim: The paper's optimisation recipe (:class:`OptimConfig`).
+        samples_per_image: Network inputs made from one source image (rotation: 4).
+        min_image_size: Smallest source side (pixels) the task can use as it is.
+        small_image_policy: ``"upscale"`` or ``"skip"`` for sources smaller than that.
+        needs_colour: Whether greyscale sources make no sense for the task.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    metric_name: ClassVar[str] = "accuracy"
+    config_cls: ClassVar[type] = object
+    optim: ClassVar[OptimConfig] = OptimConfig()
+    samples_per_image: ClassVar[int] = 1
+    min_image_size: ClassVar[int] = 8
+    small_image_policy: ClassVar[str] = "upscale"
+    needs_colour: ClassVar[bool] = False
+
+    def __init__(self, config: Any = None, image_size: int = 64):
+        self.config = config if config is not None else self.config_cls()
+        validate_config(self.config)
+        if image_size < self.min_image_size:
+            raise ConfigError(f"the {self.name} task needs images of at least {self.min_image_size} px; "
+                              f"image size {image_size} is too small.")
+        self.image_size = int(image_size)
+
+    # -- the five questions -------------------------------------------------------------------
+    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Turn one decoded uint8 HxWx3 image into ``(inputs, target)`` tensors."""
+        raise NotImplementedError
+
+    def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
+        """The trainable model: the backbone (as submodule ``backbone``) plus the task head."""
+        raise NotImplementedError
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
+        """Return ``(sum, count)`` so that batches can be aggregated exactly."""
+        raise NotImplementedError
+
+    def render(self, inputs: torch.Tensor, target: torch.Tensor,
+               output: torch.Tensor | None = None) -> Image.Image:
+        """Draw one sample (and optionally the model's prediction) with its label for a person."""
+        raise NotImplementedError
+
+    # -- helpers ------------------------------------------------------------------------------
+    def info(self) -> dict:
+        """What ``sslstudio tasks --json`` prints about the task."""
+        return {"name": self.name, "description": self.description, "paper": self.paper,
+                "metric": self.metric_name, "samples_per_image": self.samples_per_image,
+                "min_image_size": self.min_image_size, "small_image_policy": self.small_image_policy,
+                "needs_colour": self.needs_colour,
+                "config": [{k: v for k, v in f.items() if k != "type"} | {"type": str(f["type"])}
+                           for f in config_fields(self.config_cls)],
+                "optim": dataclasses.asdict(self.optim)}

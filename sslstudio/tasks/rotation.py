@@ -1,0 +1,97 @@
+"""Rotation prediction (RotNet).
+
+Gidaris, Singh and Komodakis, "Unsupervised Representation Learning by Predicting Image
+Rotations", ICLR 2018. Each image is fed at 0, 90, 180 and 270 degrees in the same batch, the
+network predicts which of the four rotations was applied (labels 0..3), with a classifier on the
+backbone trained by cross-entropy. The paper's recipe (CIFAR-10, section 4.1): SGD with Nesterov
+momentum 0.9, batch 128 images (x4 rotations), learning rate 0.1, weight decay 5e-4, 100 epochs,
+the rate multiplied by 0.2 after 30, 60 and 80 epochs (here: at 30%, 60% and 80% of the run).
+
+Label ``k`` means the image was rotated by ``k * 90`` degrees counter-clockwise
+(``numpy.rot90(image, k)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from sslstudio.tasks.base import OptimConfig, PretextTask, param, to_image, to_tensor
+from sslstudio.tasks.registry import register_task
+from sslstudio.tasks.render import hstack, labelled_tile
+
+ANGLES = (0, 90, 180, 270)
+
+
+@dataclass(frozen=True)
+class RotationConfig:
+    """Rotation settings. The paper feeds all four rotations of every image in one batch."""
+
+    horizontal_flip: bool = param(True, "Randomly mirror the image left-right before rotating "
+                                        "(a mirror keeps 'up' where it is, so labels stay true).")
+
+
+class RotationHead(nn.Module):
+    """Backbone followed by a linear classifier over the four rotations."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, classes: int = 4):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = nn.Linear(feature_dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 5:  # [B, 4, C, H, W] -> [4B, C, H, W]
+            x = x.flatten(0, 1)
+        return self.classifier(self.backbone(x))
+
+
+@register_task("rotation")
+class RotationTask(PretextTask):
+    """Predict which of four rotations (0/90/180/270 degrees) was applied to an image."""
+
+    description = "Predict the rotation (0, 90, 180, 270 degrees) applied to an image"
+    paper = "Gidaris, Singh, Komodakis. Unsupervised Representation Learning by Predicting Image Rotations. ICLR 2018"
+    metric_name = "accuracy"
+    config_cls = RotationConfig
+    optim = OptimConfig(epochs=100, batch_size=128, lr=0.1, momentum=0.9, nesterov=True,
+                        weight_decay=5e-4, lr_decay=0.2, milestones=(0.3, 0.6, 0.8))
+    samples_per_image = 4
+    min_image_size = 8
+    small_image_policy = "upscale"
+    needs_colour = False
+
+    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if image.shape[0] != image.shape[1]:
+            raise ValueError("rotation needs square images (the data pipeline crops them square)")
+        if self.config.horizontal_flip and rng.random() < 0.5:
+            image = image[:, ::-1]
+        inputs = torch.stack([to_tensor(np.rot90(image, k)) for k in range(4)])
+        return inputs, torch.arange(4, dtype=torch.long)
+
+    def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
+        return RotationHead(backbone, feature_dim)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output.float(), target.reshape(-1))
+
+    def metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
+        t = target.reshape(-1)
+        return float((output.argmax(1) == t).sum().item()), int(t.numel())
+
+    def render(self, inputs: torch.Tensor, target: torch.Tensor,
+               output: torch.Tensor | None = None) -> Image.Image:
+        tiles = []
+        for k in range(inputs.shape[0]):
+            label = f"{ANGLES[int(target[k])]}\u00b0"
+            colour = (255, 255, 255)
+            if output is not None:
+                pred = int(output[k].argmax())
+                label += f" \u2192 {ANGLES[pred]}\u00b0"
+                colour = (120, 230, 120) if pred == int(target[k]) else (255, 120, 120)
+            tiles.append(labelled_tile(to_image(inputs[k]), label, colour=colour))
+        return hstack(tiles)

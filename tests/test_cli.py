@@ -1,0 +1,72 @@
+"""The CLI chain a user runs: demo-data -> preview -> pretrain -> compare -> export -> torchvision."""
+
+import json
+
+import torch
+import torchvision
+from PIL import Image
+
+from sslstudio import load_backbone
+from sslstudio.cli import main
+
+
+def test_tasks_json_lists_rotation(capsys):
+    assert main(["tasks", "--json"]) == 0
+    infos = json.loads(capsys.readouterr().out)
+    rotation = next(i for i in infos if i["name"] == "rotation")
+    assert rotation["metric"] == "accuracy" and "Gidaris" in rotation["paper"]
+
+
+def test_bad_input_is_a_sentence_not_a_traceback(tmp_path, capsys):
+    assert main(["pretrain", "--task", "rotation", "--data", str(tmp_path / "nowhere"), "--out",
+                 str(tmp_path / "run"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err and "nowhere" in err
+    assert main(["preview", "--task", "jigsaw-ish", "--data", str(tmp_path), "--out", str(tmp_path / "g.png")]) == 2
+    assert "known tasks: rotation" in capsys.readouterr().err
+
+
+def test_full_chain(tmp_path, monkeypatch, no_network, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    demo = tmp_path / "demo"
+    assert main(["demo-data", str(demo), "--size", "32", "--n-unlabelled", "24", "--n-train-per-class", "4",
+                 "--n-test-per-class", "2"]) == 0
+    grid = tmp_path / "grid.png"
+    assert main(["preview", "--task", "rotation", "--data", str(demo / "unlabelled"), "--out", str(grid),
+                 "--n", "4", "--seed", "1"]) == 0
+    assert Image.open(grid).size[0] > 256
+
+    run = tmp_path / "run"
+    assert main(["pretrain", "--task", "rotation", "--data", str(demo / "unlabelled"), "--out", str(run),
+                 "--arch", "resnet18", "--epochs", "1", "--batch-size", "8", "--image-size", "32",
+                 "--device", "cpu", "--workers", "0"]) == 0
+    assert "ETA" in capsys.readouterr().err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 1
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "--labelled", str(demo / "labelled"), "--init", str(run), "--baselines",
+                 "imagenet,random", "--modes", "head", "--layers", "last", "--epochs", "1", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert {r["init_label"] for r in rows} == {"rotation (run)", "imagenet", "random"}
+    assert all(r["test_accuracy"] is not None for r in rows if r["init"] != "imagenet")
+    assert "not on this machine" in next(r for r in rows if r["init"] == "imagenet")["error"]
+
+    exp = tmp_path / "export"
+    assert main(["export", str(run), "--out", str(exp)]) == 0
+    meta = json.loads((exp / "metadata.json").read_text())
+    assert meta["task"] == "rotation" and meta["input_size"] == 32 and meta["arch"] == "resnet18"
+    tv = torchvision.models.resnet18()
+    result = tv.load_state_dict(torch.load(exp / "backbone.pt", weights_only=True), strict=False)
+    assert sorted(result.missing_keys) == ["fc.bias", "fc.weight"] and not result.unexpected_keys
+
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert torch.equal(tv.state_dict()["layer4.1.bn2.running_var"], ckpt["backbone.layer4.1.bn2.running_var"])
+    x = torch.randn(2, 3, 32, 32)
+    tv.fc = torch.nn.Identity()
+    tv.eval()
+    with torch.no_grad():
+        reference = tv(x)
+        for name in ("backbone.pt", "backbone.safetensors", "backbone.torchscript.pt", "backbone.onnx"):
+            assert torch.allclose(load_backbone(exp / name)(x), reference, atol=1e-4), name
