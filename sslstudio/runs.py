@@ -195,8 +195,7 @@ def load_run_backbone(run_dir: os.PathLike | str, which: str = "last"):
     prefix = "backbone."
     backbone_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     backbone = build_backbone(config["arch"])
-    missing, unexpected = backbone.load_state_dict(backbone_state, strict=True), None
-    del missing, unexpected
+    backbone.load_state_dict(backbone_state, strict=True)
     return backbone, config
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sslstudio.engine.events import EventSink, LogEvent, RunControl
 from sslstudio.errors import ConfigError, SSLStudioError
-from sslstudio.evaluation.finetune import (MODES, FinetuneConfig, finetune, load_labelled_data, resolve_init,
+from sslstudio.evaluation.finetuning import (MODES, FinetuneConfig, finetune, load_labelled_data, resolve_init,
                                            run_defaults)
 from sslstudio.runs import atomic_write_json, _atomic_write
 

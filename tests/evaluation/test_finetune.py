@@ -27,7 +27,7 @@ def test_head_mode_writes_per_epoch_test_accuracy(demo_root, tmp_path):
 
 
 def test_head_mode_leaves_the_backbone_untouched_and_all_mode_trains_it(demo_root, tmp_path, monkeypatch):
-    import sslstudio.evaluation.finetune as ft
+    import sslstudio.evaluation.finetuning as ft
 
     seen = {}
     original = ft.resolve_init

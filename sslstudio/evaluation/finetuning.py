@@ -268,7 +268,7 @@ def _train_probe(backbone, layer, data: LabelledData, epochs, lr, cfg, device, p
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += float((logits.argmax(1) == train_y[idx]).sum())
         with torch.no_grad():
             test_acc = float((head(test_f).argmax(1) == test_y).float().mean())
@@ -321,7 +321,7 @@ def _train_all(backbone, data: LabelledData, epochs, lr, cfg, device, precision,
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += float((logits.argmax(1) == y).sum())
             seen += len(idx)
         model.eval()
