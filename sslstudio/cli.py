@@ -62,6 +62,9 @@ class ProgressPrinter:
                             f"{100 * frac:3.0f}% loss {event.loss:.4f}{metric} | {event.samples_per_s:,.0f} samples/s "
                             f"({event.images_per_s:,.0f} img/s) | ETA {_fmt_time(event.eta_s)}")
         elif kind == "epoch":
+            job = event.extra.get("mode")
+            if job and (event.epoch + 1) % 10 and event.epoch + 1 != event.epochs:
+                return  # fine-tuning jobs: every 10th epoch and the last
             self._newline()
             name = event.metric_name
             parts = [f"epoch {event.epoch + 1}/{event.epochs}:", f"train loss {event.train_loss:.4f}"]

@@ -28,13 +28,16 @@ class TaskDataset(Dataset):
     def __getitem__(self, key):
         epoch, index = key
         rng = np.random.default_rng((self.seed, int(epoch), int(index)))
-        return self.task.make_sample(self.arrays[index], rng)
+        return self.task.make_item(int(index), self.arrays[index], rng)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True,
-                  drop_last: bool = True) -> list[list[tuple[int, int]]]:
-    """Batches of ``(epoch, index)`` keys for one epoch."""
-    if shuffle:
+                  drop_last: bool = True, order=None) -> list[list[tuple[int, int]]]:
+    """Batches of ``(epoch, index)`` keys for one epoch (``order``: the task's own index order)."""
+    if order is not None:
+        order = [int(i) for i in order]
+        n = len(order)
+    elif shuffle:
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
         order = torch.randperm(n, generator=g).tolist()
     else:

@@ -57,7 +57,6 @@ class PretrainConfig:
     task_options: dict = field(default_factory=dict)
     resume: bool = False
     log_every: int = 10
-    max_images: int | None = None
 
     def resolved(self, task) -> dict:
         """The config as a dict with the task's defaults filled in (what ``config.json`` records)."""
@@ -147,14 +146,14 @@ class _Pretrainer:
             self.emit(LogEvent(f"skipped {sum(counts.values())} file(s): "
                                + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())), "warning"))
         arrays = images.arrays
-        if cfg.max_images is not None:
-            arrays = arrays[: cfg.max_images]
         n = len(arrays)
         order = np.random.default_rng(cfg.seed).permutation(n)
         n_val = int(math.floor(cfg.holdout * n)) if n >= 20 else 0
         val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-        train_set = TaskDataset(arrays[train_idx], task, cfg.seed)
-        val_set = TaskDataset(arrays[val_idx], task, cfg.seed) if n_val else None
+        train_items = task.prepare(arrays[train_idx], cfg.seed)
+        val_items = task.holdout_items(train_items, arrays[val_idx])
+        train_set = TaskDataset(train_items, task, cfg.seed)
+        val_set = TaskDataset(val_items, task, cfg.seed) if val_items is not None and len(val_items) else None
         self.emit(LogEvent(f"{n} images: {len(train_idx)} for training, {n_val} held out; "
                            f"device {device_name(device)}, precision {precision}"))
 
@@ -194,18 +193,19 @@ class _Pretrainer:
                          "images": n, "train_images": len(train_idx), "held_out_images": n_val,
                          "steps_per_epoch": steps_per_epoch, "feature_dim": backbone.feature_dim,
                          "metric": task.metric_name, "samples_per_image": task.samples_per_image,
-                         "versions": library_versions()})
+                         "task_info": task.run_info(), "versions": library_versions()})
         run.write_config(settings)
+        task.save_artifacts(run.path)
 
         # -- loop ------------------------------------------------------------------------------
-        step_times: list[float] = []
         spi = task.samples_per_image
         cancelled = False
         last_lr = optimizer.param_groups[0]["lr"]
         try:
             for epoch in range(start_epoch, epochs):
+                plan = task.begin_epoch(model, train_set.arrays, epoch, device, optimizer, cfg.seed)
                 model.train()
-                batches = epoch_batches(len(train_set), batch_size, cfg.seed, epoch)
+                batches = epoch_batches(len(train_set), batch_size, cfg.seed, epoch, order=plan.order)
                 loader = make_loader(train_set, batches, cfg.workers, pin_memory=device.type == "cuda")
                 loss_sum = metric_sum = 0.0
                 metric_count = seen = 0
@@ -213,7 +213,6 @@ class _Pretrainer:
                 records = []
                 for step, (inputs, target) in enumerate(loader, start=1):
                     self.control.checkpoint()
-                    t0 = time.perf_counter()
                     inputs = inputs.to(device, non_blocking=True)
                     target = target.to(device, non_blocking=True)
                     with autocast(device, precision):
@@ -233,12 +232,10 @@ class _Pretrainer:
                     metric_sum += m_sum
                     metric_count += m_count
                     seen += batch_images
-                    step_times.append(time.perf_counter() - t0)
                     elapsed_epoch = time.perf_counter() - epoch_start
                     ips = seen / max(elapsed_epoch, 1e-9)
                     global_step = epoch * steps_per_epoch + step
-                    recent = step_times[-50:]
-                    eta = (total_steps - global_step) * (elapsed_epoch / step if step else sum(recent) / len(recent))
+                    eta = (total_steps - global_step) * elapsed_epoch / step
                     metric_val = m_sum / m_count if m_count else None
                     event = StepEvent(epoch=epoch, epochs=epochs, step=step, steps_per_epoch=len(batches),
                                       global_step=global_step, total_steps=total_steps, loss=float(loss.item()),
@@ -251,7 +248,7 @@ class _Pretrainer:
                                         "loss": event.loss, task.metric_name: metric_val, "lr": last_lr,
                                         "images_per_s": ips})
                 epoch_time = time.perf_counter() - epoch_start
-                val_loss, val_metric = self._evaluate(model, task, val_set, device, precision, cfg) if val_set else (None, None)
+                val_loss, val_metric = self._evaluate(model, task, val_set, device, precision, batch_size) if val_set else (None, None)
                 train_loss = loss_sum / max(seen, 1)
                 train_metric = metric_sum / metric_count if metric_count else None
                 ips = seen / max(epoch_time, 1e-9)
@@ -259,14 +256,15 @@ class _Pretrainer:
                 entry = {"type": "epoch", "epoch": epoch, "train_loss": train_loss,
                          f"train_{task.metric_name}": train_metric, "val_loss": val_loss,
                          f"val_{task.metric_name}": val_metric, "lr": last_lr, "images_per_s": ips,
-                         "samples_per_s": ips * spi, "epoch_time_s": epoch_time}
+                         "samples_per_s": ips * spi, "epoch_time_s": epoch_time, **plan.info}
                 history.append(entry)
                 records.append(entry)
                 run.append_metrics(records)
                 self.emit(EpochEvent(epoch=epoch, epochs=epochs, train_loss=train_loss, train_metric=train_metric,
                                      val_loss=val_loss, val_metric=val_metric, metric_name=task.metric_name,
                                      lr=last_lr, images_per_s=ips, samples_per_s=ips * spi,
-                                     elapsed_s=time.perf_counter() - t_start, eta_s=remaining))
+                                     elapsed_s=time.perf_counter() - t_start, eta_s=remaining,
+                                     extra=dict(plan.info)))
                 score = val_metric if val_metric is not None else train_metric
                 is_best = score is not None and (best is None or score > best["score"])
                 if is_best:
@@ -301,14 +299,15 @@ class _Pretrainer:
             "images_per_s": float(np.mean(train_rates)) if train_rates else None,
             "samples_per_s": float(np.mean(train_rates)) * spi if train_rates else None,
             "device": str(device), "device_name": device_name(device), "precision": precision,
+            "task_info": task.run_info(),
         }
         run.write_summary(summary)
         self.emit(FinishedEvent(summary=summary, cancelled=cancelled))
         return summary
 
-    def _evaluate(self, model, task, dataset, device, precision, cfg) -> tuple[float, float | None]:
+    def _evaluate(self, model, task, dataset, device, precision, batch_size) -> tuple[float, float | None]:
         model.eval()
-        batches = epoch_batches(len(dataset), int(cfg.batch_size or 128), cfg.seed, VAL_EPOCH,
+        batches = epoch_batches(len(dataset), batch_size, dataset.seed, VAL_EPOCH,
                                 shuffle=False, drop_last=False)
         loss_sum = metric_sum = 0.0
         count = metric_count = 0

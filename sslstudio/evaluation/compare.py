@@ -90,7 +90,7 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
             if init in init_errors:
                 raise ConfigError(init_errors[init])
             try:
-                resolve_init(init, arch, seed, weights)  # fail fast (and clearly) before any training
+                backbone = resolve_init(init, arch, seed, weights)  # fails fast, with a sentence
             except SSLStudioError as exc:
                 init_errors[init] = str(exc)
                 raise
@@ -100,7 +100,7 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
                                               epochs=epochs_head if mode == "head" else epochs_all,
                                               image_size=image_size, device=device, seed=seed, weights=weights,
                                               test_fraction=test_fraction),
-                               on_event=emit, control=control, data=data)
+                               on_event=emit, control=control, data=data, init=backbone)
             row["test_accuracy"] = summary["test_accuracy"]
             row["train_accuracy"] = summary["train_accuracy"]
             row["epochs"] = summary["epochs"]

@@ -130,13 +130,17 @@ def run_defaults(init: str) -> dict:
 
 
 def finetune(config: FinetuneConfig, on_event: EventSink | None = None, control: RunControl | None = None,
-             data: LabelledData | None = None) -> dict:
+             data: LabelledData | None = None, init: tuple | None = None) -> dict:
     """Run one fine-tuning job; writes ``config.json``, ``metrics.jsonl`` and ``summary.json`` to
-    ``config.out`` (when given) and returns the summary (``test_accuracy`` in [0, 1])."""
+    ``config.out`` (when given) and returns the summary (``test_accuracy`` in [0, 1]).
+
+    ``data`` (decoded labelled images) and ``init`` (``resolve_init``'s result) may be passed in by
+    a caller that already has them, as the comparison grid does.
+    """
     emit = on_event or (lambda e: None)
     control = control or RunControl()
     try:
-        return _finetune(config, emit, control, data)
+        return _finetune(config, emit, control, data, init)
     except SSLStudioError as exc:
         emit(FailedEvent(str(exc), type(exc).__name__, traceback.format_exc()))
         raise
@@ -145,7 +149,8 @@ def finetune(config: FinetuneConfig, on_event: EventSink | None = None, control:
         raise
 
 
-def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: LabelledData | None) -> dict:
+def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: LabelledData | None,
+              init: tuple | None) -> dict:
     if cfg.mode not in MODES:
         raise ConfigError(f"mode must be head or all; got {cfg.mode!r}.")
     defaults = run_defaults(cfg.init)
@@ -157,7 +162,7 @@ def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: L
     precision = resolve_precision(cfg.precision, device)
     t0 = time.perf_counter()
 
-    backbone, info = resolve_init(cfg.init, arch, cfg.seed, cfg.weights)
+    backbone, info = init or resolve_init(cfg.init, arch, cfg.seed, cfg.weights)
     stages = backbone.stage_names()
     layer = stages[-1] if cfg.layer in (None, "last") else cfg.layer
     if layer not in stages:
@@ -299,7 +304,7 @@ def _train_all(backbone, data: LabelledData, epochs, lr, cfg, device, precision,
     opt = torch.optim.SGD([{"params": backbone.parameters(), "lr": lr * BACKBONE_LR_SCALE},
                            {"params": head.parameters(), "lr": lr}],
                           momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, len(data.train_y) // cfg.batch_size) if len(data.train_y) >= cfg.batch_size else 1
+    steps_per_epoch = max(1, len(data.train_y) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
     train_x, test_x = _normalise(data.train_x), _normalise(data.test_x)
     train_y, test_y = torch.from_numpy(data.train_y), torch.from_numpy(data.test_y)

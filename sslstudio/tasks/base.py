@@ -112,6 +112,20 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+@dataclass
+class EpochPlan:
+    """What :meth:`PretextTask.begin_epoch` tells the loop.
+
+    Attributes:
+        order: Item indices for the epoch in the order they are drawn (``None``: a seeded shuffle
+            of all items). DeepCluster samples uniformly over its clusters this way.
+        info: Figures to record with the epoch (e.g. DeepCluster's NMI between assignments).
+    """
+
+    order: np.ndarray | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+
+
 class PretextTask:
     """Base class of a pretext task. Subclasses set the class attributes and override the methods.
 
@@ -167,6 +181,38 @@ class PretextTask:
                output: torch.Tensor | None = None) -> Image.Image:
         """Draw one sample (and optionally the model's prediction) with its label for a person."""
         raise NotImplementedError
+
+    # -- optional hooks (the defaults suit tasks whose samples depend on one image only) -------
+    def prepare(self, images: np.ndarray, seed: int) -> np.ndarray:
+        """Called once before training with every decoded training image (uint8 [N, S, S, 3]).
+
+        Returns the items the training set indexes: the images themselves by default;
+        Exemplar-CNN returns its seed patches. A task may also compute statistics of the user's
+        images here (colorization's ab prior) or fixed sets (jigsaw's permutations). Must be
+        deterministic for ``seed`` so that a resumed run prepares the same things.
+        """
+        return images
+
+    def holdout_items(self, train_items: np.ndarray, holdout_images: np.ndarray) -> np.ndarray | None:
+        """Items on which the held-out metric is measured (``None``: the task has none)."""
+        return holdout_images
+
+    def make_item(self, index: int, item: np.ndarray, rng: np.random.Generator):
+        """Sample of item ``index``; override when the target depends on the index (DeepCluster)."""
+        return self.make_sample(item, rng)
+
+    def begin_epoch(self, model: nn.Module, items: np.ndarray, epoch: int, device: torch.device,
+                    optimizer: torch.optim.Optimizer, seed: int) -> "EpochPlan":
+        """Called before each training epoch (DeepCluster clusters here). Returns the epoch's plan."""
+        return EpochPlan()
+
+    def run_info(self) -> dict:
+        """Figures recorded in ``config.json`` and ``summary.json`` (e.g. jigsaw's minimal Hamming distance)."""
+        return {}
+
+    def save_artifacts(self, folder) -> list:
+        """Write what a run must keep besides weights (e.g. the jigsaw permutation set); return the paths."""
+        return []
 
     # -- helpers ------------------------------------------------------------------------------
     def info(self) -> dict:

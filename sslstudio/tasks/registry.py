@@ -45,5 +45,16 @@ def create_task(name: str, options: dict | None = None, image_size: int = 64):
     return cls(make_config(cls.config_cls, options), image_size=image_size)
 
 
+_NOT_TASKS = {"base", "registry", "render"}
+
+
 def _load_builtin() -> None:
-    import sslstudio.tasks.rotation  # noqa: F401  (registers itself)
+    """Import every task module of this package (each registers itself)."""
+    import importlib
+    import pkgutil
+
+    import sslstudio.tasks as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in _NOT_TASKS and not module.name.startswith("_"):
+            importlib.import_module(f"sslstudio.tasks.{module.name}")
