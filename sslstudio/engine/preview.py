@@ -10,21 +10,18 @@ from PIL import Image
 from sslstudio.errors import DataError
 
 
-def preview_samples(task, data: str, n: int = 16, seed: int = 0) -> list[tuple]:
-    """``n`` samples ``(inputs, target)`` of ``task`` from random images of folder ``data``.
-
-    Only the images needed are decoded (a few more if some are unreadable).
-    """
+def preview_images(task, data: str, n: int = 16, seed: int = 0) -> np.ndarray:
+    """Decode ``n`` random images of folder ``data`` (a few more if some are unreadable)."""
     from sslstudio.data import decode_images, scan_folder
 
     report = scan_folder(data)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(report.files))
-    arrays = []
-    for start in range(0, len(order), max(n, 8)):
-        chunk = [report.files[i] for i in order[start:start + max(n, 8)]]
+    order = np.random.default_rng(seed).permutation(len(report.files))
+    arrays: list[np.ndarray] = []
+    chunk = max(n, 8)
+    for start in range(0, len(order), chunk):
+        paths = [report.files[i] for i in order[start:start + chunk]]
         try:
-            decoded = decode_images(chunk, task.image_size, min_source_size=task.min_image_size,
+            decoded = decode_images(paths, task.image_size, min_source_size=task.min_image_size,
                                     small_policy=task.small_image_policy)
         except DataError:
             continue
@@ -33,14 +30,25 @@ def preview_samples(task, data: str, n: int = 16, seed: int = 0) -> list[tuple]:
             break
     if not arrays:
         raise DataError(f"none of the {len(report.files)} image files in {data} could be read.")
-    return [task.make_sample(arrays[k % len(arrays)], np.random.default_rng((seed, k))) for k in range(n)]
+    return np.stack(arrays[:max(n, 1)])
+
+
+def preview_samples(task, images: np.ndarray, n: int = 16, seed: int = 0) -> list[tuple]:
+    """``n`` samples ``(inputs, target)`` made exactly as training makes them (``prepare`` then ``make_item``)."""
+    items = task.prepare(images, seed)
+    return [task.make_item(k % len(items), items[k % len(items)], np.random.default_rng((seed, k)))
+            for k in range(n)]
 
 
 def preview_grid(task, data: str, n: int = 16, seed: int = 0, columns: int | None = None) -> Image.Image:
-    """A grid of ``n`` rendered samples with a title naming the task."""
+    """A grid of ``n`` rendered samples (or the task's own preview) with a title naming the task."""
     from sslstudio.tasks.render import grid
 
-    tiles = [task.render(inputs, target) for inputs, target in preview_samples(task, data, n, seed)]
+    images = preview_images(task, data, n, seed)
+    own = task.render_preview(images, n, seed)
+    if own is not None:
+        return own
+    tiles = [task.render(inputs, target) for inputs, target in preview_samples(task, images, n, seed)]
     if columns is None:
         columns = max(1, min(len(tiles), round((len(tiles) * tiles[0].height / tiles[0].width) ** 0.5)))
     return grid(tiles, columns, title=f"{task.name}: {task.description} (seed {seed})")

@@ -206,6 +206,13 @@ class PretextTask:
         """Called before each training epoch (DeepCluster clusters here). Returns the epoch's plan."""
         return EpochPlan()
 
+    def render_preview(self, images: np.ndarray, n: int, seed: int) -> "Image.Image | None":
+        """A whole preview grid drawn by the task itself (DeepCluster groups images by cluster).
+
+        ``None`` (the default): the preview renders ``n`` samples of :meth:`make_item` one by one.
+        """
+        return None
+
     def run_info(self) -> dict:
         """Figures recorded in ``config.json`` and ``summary.json`` (e.g. jigsaw's minimal Hamming distance)."""
         return {}
