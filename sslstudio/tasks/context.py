@@ -1,0 +1,342 @@
+"""Context prediction (relative patch position).
+
+Doersch, Gupta and Efros, "Unsupervised Visual Representation Learning by Context Prediction",
+ICCV 2015. A patch and one of its eight neighbours on a 3 x 3 grid are shown to a siamese
+network (one shared trunk per patch, the two feature vectors concatenated, fully connected
+layers), which predicts where the second patch lies relative to the first. The paper's patches
+are 96 px with a 48 px gap between neighbouring cells (half a patch) and each patch jittered by up
+to 7 px, so that the network cannot match edges or continue lines across the boundary. Against
+chromatic aberration (which tells where in the lens' field a patch lies), the paper either drops
+two of the three colour channels of each patch, replacing them with Gaussian noise of about 1/100
+of the remaining channel's standard deviation ("colour dropping", the default here), or shifts
+green and magenta towards grey ("projection"). Against a reliance on fine detail only, some
+patches are down-sampled to as little as 100 pixels (10 x 10) and up-sampled again. Each patch
+is normalised on its own (mean and standard deviation).
+
+Scaling with the image: the whole grid, jitter included, must fit the image, so
+``patch = image_size / (3 + 2 * gap_fraction + 2 * jitter_fraction)`` rounded down (the paper's
+96 px patches need 3*96 + 2*48 + 2*7 = 398 px), ``gap = round(patch / 2)``,
+``jitter = round(patch * 7 / 96)``: 64 px images give 15 px patches, 8 px gaps and 1 px of
+jitter; 32 px images 7 px patches, 4 px gaps, 1 px of jitter. The grid is placed at a random
+position where it fits. Pixelation goes down to ``max(3, round(patch * 10 / 96))`` px, for a
+third of the patches (the paper says "some"; configurable).
+
+Label semantics: the label is the neighbour's cell relative to the centre patch, numbered
+row-major around the centre, skipping it (:data:`DIRECTIONS`, :data:`OFFSETS`)::
+
+    0 top-left     1 top      2 top-right
+    3 left         (centre)   4 right
+    5 bottom-left  6 bottom   7 bottom-right
+
+``inputs[0]`` is the centre patch, ``inputs[1]`` the neighbour; without jitter the neighbour's
+top-left pixel is the centre's plus ``OFFSETS[label] * (patch + gap)`` (rows, columns).
+
+Optimisation: the paper trains an AlexNet-style network with batch normalisation by SGD in Caffe
+for about four weeks on one K40 GPU and gives no learning-rate schedule; the recipe here is a
+standard SGD one for such a classifier (momentum 0.9, learning rate 0.01, weight decay 5e-4,
+batch 128 pairs, 100 epochs, the rate divided by 10 at 60% and 80% of the run).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch import nn
+
+from sslstudio.errors import ConfigError
+from sslstudio.tasks.base import OptimConfig, PretextTask, param
+from sslstudio.tasks.patches import (crop, display, dominant_channel, drop_colour, pixelate, project_colour,
+                                    standardise, to_chw, to_float)
+from sslstudio.tasks.registry import register_task
+from sslstudio.tasks.render import font, grid
+
+#: Direction of the neighbour relative to the centre patch, per label.
+DIRECTIONS = ("top-left", "top", "top-right", "left", "right", "bottom-left", "bottom", "bottom-right")
+#: Grid step ``(rows, columns)`` from the centre to the neighbour, per label.
+OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+CENTRE_COLOUR = (255, 200, 0)
+NEIGHBOUR_COLOUR = (0, 200, 255)
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """Context-prediction settings (the paper's values, as fractions of the patch size)."""
+
+    gap_fraction: float = param(0.5, "Gap between neighbouring grid cells as a fraction of the patch (paper: "
+                                     "48 px for 96 px patches). The patch is sized so that the grid fits the "
+                                     "image: patch = image_size / (3 + 2 * gap_fraction + 2 * jitter_fraction), "
+                                     "gap = round(patch * gap_fraction); 64 px images: 15 px patches, 8 px gaps.",
+                                min=0.0, max=1.0)
+    jitter_fraction: float = param(7 / 96, "Largest random shift of each patch (rows and columns) as a fraction "
+                                           "of the patch (paper: 7 px for 96 px patches); jitter = round(patch * "
+                                           "value) px, 1 px for 32 and 64 px images. 0 turns it off.",
+                                   min=0.0, max=0.25)
+    colour: str = param("drop", "Defence against chromatic aberration: 'drop' keeps one random channel per patch "
+                                "and replaces the others with faint Gaussian noise (paper), 'project' removes "
+                                "the green-magenta component of every pixel (paper), 'none' keeps colours.",
+                        choices=("drop", "project", "none"))
+    drop_noise: float = param(0.01, "Standard deviation of the noise that replaces dropped channels, relative to "
+                                    "the kept channel's (paper: about 1/100).", min=0.0, max=1.0)
+    pixelation_probability: float = param(1 / 3, "Fraction of patches down-sampled and up-sampled again (the paper "
+                                                 "does it to 'some' patches; a third by default).",
+                                          min=0.0, max=1.0)
+    pixelation_min_fraction: float = param(10 / 96, "Smallest side a patch is down-sampled to, as a fraction of "
+                                                    "the patch (paper: 100 pixels = 10 x 10 for 96 px patches); "
+                                                    "at least 3 px. The side is uniform between that and the "
+                                                    "patch size.", min=0.0, max=1.0)
+    hidden_dim: int = param(1024, "Width of the fully connected layer on the two concatenated patch features "
+                                  "(paper: 4096 on 2 x 4096 fc6 features; 1024 here on 2 x 512 for resnet18).",
+                            min=16, max=8192)
+    dropout: float = param(0.5, "Dropout after the fully connected layer.", min=0.0, max=0.9)
+
+
+class ContextHead(nn.Module):
+    """Siamese model: shared backbone on both patches, features concatenated (centre first), fc, 8 classes."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, hidden: int = 1024, dropout: float = 0.5):
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Sequential(nn.Linear(2 * feature_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.classifier = nn.Linear(hidden, len(OFFSETS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 2, 3, p, p]`` (centre, neighbour) -> ``[B, 8]`` position logits."""
+        b = x.shape[0]
+        features = self.backbone(x.flatten(0, 1))  # [2B, F]
+        return self.classifier(self.fc(features.reshape(b, 2 * features.shape[-1])))
+
+
+@dataclass
+class ContextSample:
+    """A pair of patches with where they came from (for tests and drawings).
+
+    Attributes:
+        inputs: ``[2, 3, p, p]`` normalised patches (centre, neighbour).
+        target: The neighbour's position label 0..7 (0-d long tensor).
+        centre: Top-left pixel ``(y, x)`` of the centre patch in the image.
+        neighbour: Top-left pixel ``(y, x)`` of the neighbour patch.
+        cell0: Top-left pixel of the unjittered top-left grid cell.
+        raw: ``[2, p, p, 3]`` uint8 crops before pixelation, colour handling and normalisation.
+        kept_channels: Channel kept by colour dropping per patch (``-1``: not dropped).
+        pixelated: Side each patch was down-sampled to (``0``: not pixelated).
+    """
+
+    inputs: torch.Tensor
+    target: torch.Tensor
+    centre: tuple[int, int]
+    neighbour: tuple[int, int]
+    cell0: tuple[int, int]
+    raw: np.ndarray
+    kept_channels: tuple[int, int]
+    pixelated: tuple[int, int]
+
+
+@register_task("context")
+class ContextTask(PretextTask):
+    """Predict in which of the eight neighbouring cells a second patch lies relative to a centre patch."""
+
+    description = "Predict where a second patch lies (one of 8 neighbours) relative to a centre patch"
+    paper = ("Doersch, Gupta, Efros. Unsupervised Visual Representation Learning by Context Prediction. "
+             "ICCV 2015")
+    metric_name = "accuracy"
+    config_cls = ContextConfig
+    optim = OptimConfig(epochs=100, batch_size=128, lr=0.01, momentum=0.9, nesterov=False,
+                        weight_decay=5e-4, lr_decay=0.1, milestones=(0.6, 0.8))
+    samples_per_image = 1
+    min_image_size = 20
+    small_image_policy = "upscale"
+    needs_colour = False
+
+    def __init__(self, config: ContextConfig | None = None, image_size: int = 64):
+        super().__init__(config, image_size)
+        c = self.config
+        size = self.image_size
+        patch = int(math.floor(size / (3 + 2 * c.gap_fraction + 2 * c.jitter_fraction)))
+        while patch > 0:
+            gap, jitter = int(round(patch * c.gap_fraction)), int(round(patch * c.jitter_fraction))
+            if 3 * patch + 2 * gap + 2 * jitter <= size:
+                break
+            patch -= 1
+        if patch < 3:
+            raise ConfigError(f"context patches of {patch} px are too small for {size} px images; use larger "
+                              "images or a smaller gap_fraction / jitter_fraction.")
+        self.patch, self.gap, self.jitter = patch, gap, jitter
+        self.step = patch + gap
+        self.extent = 3 * patch + 2 * gap + 2 * jitter
+        self.min_side = min(patch, max(3, int(round(patch * c.pixelation_min_fraction))))
+
+    # -- samples -----------------------------------------------------------------------------
+    def geometry(self) -> dict:
+        """Patch, gap and jitter in pixels for this image size."""
+        return {"patch_px": self.patch, "gap_px": self.gap, "jitter_px": self.jitter,
+                "pixelation_min_px": self.min_side, "grid_px": self.extent}
+
+    def run_info(self) -> dict:
+        return self.geometry()
+
+    def sample(self, image: np.ndarray, rng: np.random.Generator) -> ContextSample:
+        """A centre patch, one neighbour and the neighbour's label (see the module docstring)."""
+        size = image.shape[0]
+        if image.shape[1] != size or size < self.extent:
+            raise ValueError(f"context needs square images of at least {self.extent} px; got {image.shape[:2]}")
+        label = int(rng.integers(len(OFFSETS)))
+        origin = rng.integers(0, size - self.extent + 1, size=2)
+        cell0 = (int(origin[0]) + self.jitter, int(origin[1]) + self.jitter)
+        jitters = rng.integers(-self.jitter, self.jitter + 1, size=(2, 2))
+        dr, dc = OFFSETS[label]
+        centre = (cell0[0] + self.step + int(jitters[0, 0]), cell0[1] + self.step + int(jitters[0, 1]))
+        neighbour = (cell0[0] + (1 + dr) * self.step + int(jitters[1, 0]),
+                     cell0[1] + (1 + dc) * self.step + int(jitters[1, 1]))
+        raw = np.stack([crop(image, *centre, self.patch), crop(image, *neighbour, self.patch)])
+        patches, kept, sides = [], [], []
+        for k in range(2):
+            patch = raw[k]
+            side = 0
+            if self.min_side < self.patch and rng.random() < self.config.pixelation_probability:
+                side = int(rng.integers(self.min_side, self.patch))
+                patch = pixelate(patch, side)
+            keep = -1
+            if self.config.colour == "drop":
+                x, keep = drop_colour(patch, rng, self.config.drop_noise)
+            elif self.config.colour == "project":
+                x = project_colour(patch)
+            else:
+                x = to_float(patch)
+            patches.append(standardise(x, per_channel_std=False))
+            kept.append(keep)
+            sides.append(side)
+        inputs = to_chw(np.stack(patches))
+        return ContextSample(inputs, torch.tensor(label, dtype=torch.long), centre, neighbour, cell0, raw,
+                             (kept[0], kept[1]), (sides[0], sides[1]))
+
+    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.sample(image, rng)
+        return s.inputs, s.target
+
+    # -- model and scores --------------------------------------------------------------------
+    def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
+        return ContextHead(backbone, feature_dim, self.config.hidden_dim, self.config.dropout)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output.float(), target.reshape(-1))
+
+    def metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
+        t = target.reshape(-1)
+        return float((output.argmax(1) == t).sum().item()), int(t.numel())
+
+    # -- drawing -----------------------------------------------------------------------------
+    def render(self, inputs: torch.Tensor, target: torch.Tensor,
+               output: torch.Tensor | None = None) -> Image.Image:
+        """The two network inputs (centre, neighbour) and a 3 x 3 diagram of the label."""
+        label = int(target.reshape(-1)[0])
+        pred = None if output is None else int(output.reshape(-1, len(OFFSETS))[0].argmax())
+        return _hstack([self._input_view(inputs[0], "centre", CENTRE_COLOUR),
+                        self._input_view(inputs[1], "neighbour", NEIGHBOUR_COLOUR),
+                        _diagram(label, pred)])
+
+    def _input_view(self, patch: torch.Tensor, name: str, colour) -> Image.Image:
+        """A network input, framed, captioned with the colour channel it kept (colour dropping)."""
+        if self.config.colour == "drop":
+            kept = dominant_channel(patch)
+            if kept >= 0:
+                name += f" ({'RGB'[kept]} only)"
+        return _framed(display(patch), name, colour)
+
+    def render_preview(self, images: np.ndarray, n: int, seed: int) -> Image.Image:
+        """Per sample: the source with the grid and both patches outlined, the two inputs, the label.
+
+        Samples are made exactly as the default preview makes them (``prepare``, then the
+        generator ``default_rng((seed, k))`` for sample ``k``).
+        """
+        items = self.prepare(images, seed)
+        panels = []
+        for k in range(n):
+            s = self.sample(items[k % len(items)], np.random.default_rng((seed, k)))
+            panels.append(_hstack([self._source_view(items[k % len(items)], s),
+                                   self._input_view(s.inputs[0], "centre", CENTRE_COLOUR),
+                                   self._input_view(s.inputs[1], "neighbour", NEIGHBOUR_COLOUR),
+                                   _diagram(int(s.target))]))
+        columns = 1 if n < 4 else 2
+        return grid(panels, columns, title=f"{self.name}: {self.description} (seed {seed}; "
+                                           f"patch {self.patch} px, gap {self.gap} px, jitter \u00b1{self.jitter} px)")
+
+    def _source_view(self, image: np.ndarray, s: ContextSample, shown: int = 160) -> Image.Image:
+        """The source image with the unjittered 3 x 3 grid (grey) and the two patches outlined."""
+        scale = shown / image.shape[0]
+        view = Image.fromarray(np.ascontiguousarray(image), "RGB").resize((shown, shown), Image.NEAREST)
+        draw = ImageDraw.Draw(view)
+
+        def box(y: int, x: int, colour, width: int) -> None:
+            x0, y0 = x * scale, y * scale
+            x1, y1 = (x + self.patch) * scale - 1, (y + self.patch) * scale - 1
+            draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
+
+        for r in range(3):
+            for c in range(3):
+                box(s.cell0[0] + r * self.step, s.cell0[1] + c * self.step, (150, 150, 150), 1)
+        box(*s.centre, CENTRE_COLOUR, 2)
+        box(*s.neighbour, NEIGHBOUR_COLOUR, 2)
+        return _captioned(view, "source + grid")
+
+
+def _captioned(image: Image.Image, caption: str, colour=(235, 235, 235)) -> Image.Image:
+    band = 22
+    out = Image.new("RGB", (image.width, image.height + band), (24, 24, 28))
+    out.paste(image, (0, 0))
+    ImageDraw.Draw(out).text((image.width // 2, image.height + band // 2), caption, fill=colour,
+                             font=font(13), anchor="mm")
+    return out
+
+
+def _framed(image: Image.Image, caption: str, colour, shown: int = 120) -> Image.Image:
+    """A network input upscaled (nearest) inside a coloured frame, with a caption."""
+    border = 3
+    out = Image.new("RGB", (shown + 2 * border, shown + 2 * border), colour)
+    out.paste(image.convert("RGB").resize((shown, shown), Image.NEAREST), (border, border))
+    return _captioned(out, caption, colour)
+
+
+def _diagram(label: int, pred: int | None = None, cell: int = 36, gap: int = 8) -> Image.Image:
+    """A 3 x 3 diagram: centre cell, the labelled neighbour cell, and the label as text."""
+    side = 3 * cell + 2 * gap
+    pad = 8
+    img = Image.new("RGB", (side + 2 * pad, side + 2 * pad), (24, 24, 28))
+    draw = ImageDraw.Draw(img)
+    dr, dc = OFFSETS[label]
+    for r in range(3):
+        for c in range(3):
+            x, y = pad + c * (cell + gap), pad + r * (cell + gap)
+            fill, outline = (50, 50, 56), (110, 110, 118)
+            if (r, c) == (1, 1):
+                fill, outline = (90, 75, 20), CENTRE_COLOUR
+            elif (r, c) == (1 + dr, 1 + dc):
+                fill, outline = (10, 70, 90), NEIGHBOUR_COLOUR
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=fill, outline=outline, width=2)
+            if (r, c) != (1, 1):
+                k = OFFSETS.index((r - 1, c - 1))
+                draw.text((x + cell // 2, y + cell // 2), str(k), fill=(235, 235, 235), font=font(13), anchor="mm")
+            if pred is not None and (r, c) != (1, 1) and OFFSETS.index((r - 1, c - 1)) == pred and pred != label:
+                draw.rectangle((x + 3, y + 3, x + cell - 4, y + cell - 4), outline=(255, 120, 120), width=2)
+    text = f"{label}: {DIRECTIONS[label]}"
+    colour = (255, 255, 255)
+    if pred is not None:
+        text += f" \u2192 {pred}"
+        colour = (120, 230, 120) if pred == label else (255, 120, 120)
+    return _captioned(img, text, colour)
+
+
+def _hstack(images: list[Image.Image], gap: int = 6, bg=(24, 24, 28)) -> Image.Image:
+    """Side by side, vertically centred."""
+    w = sum(i.width for i in images) + gap * (len(images) - 1)
+    h = max(i.height for i in images)
+    out = Image.new("RGB", (w, h), bg)
+    x = 0
+    for i in images:
+        out.paste(i, (x, (h - i.height) // 2))
+        x += i.width + gap
+    return out

@@ -1,0 +1,393 @@
+"""Jigsaw puzzles.
+
+Noroozi and Favaro, "Unsupervised Learning of Visual Representations by Solving Jigsaw Puzzles",
+ECCV 2016. A 225 px crop is cut into a 3 x 3 grid of 75 px cells; from every cell one 64 px tile
+is taken at a random position inside the cell (the 11 px left over keep the tiles apart, so the
+network cannot just continue edges from tile to tile). The nine tiles are shuffled with one
+permutation out of a fixed set, and the network (the "context-free network": one shared
+convolutional trunk per tile, the nine feature vectors concatenated, fully connected layers)
+predicts which permutation of the set was applied. The set is chosen for large Hamming distances
+between its permutations (the paper's Algorithm 1, "maximal" variant; the paper compares sets of
+up to 1000 permutations, 100 by default here). Each tile is normalised on its own (per-tile,
+per-channel mean and standard deviation) so that low-level statistics do not give the answer
+away, and each tile's colour channels are shifted against each other by up to 2 px at 64 px
+tiles, against chromatic aberration.
+
+Here the crop is the whole (square) image: ``cell = image_size // 3``,
+``tile = round(cell * 64 / 75)`` (:attr:`JigsawConfig.tile_fraction`), the grid placed at a random
+offset where ``image_size`` is not a multiple of 3; 64 px images give 21 px cells and 18 px tiles,
+32 px images 10 px cells and 9 px tiles. A puzzle is turned to greyscale with probability 0.3,
+the rate used by common re-implementations of the paper, against colour shortcuts.
+
+Permutation set: all ``9! = 362880`` permutations are scored at once with numpy. Starting from a
+random permutation (drawn from the run seed), the permutation whose *minimal* Hamming distance to
+the permutations already chosen is largest is added, until the set has the requested size
+(``hamming_criterion="min"``, a farthest-point selection that maximises the set's minimal
+distance: 6 for 100 permutations and 5 for 1000, where a random set of 100 has 2). The paper's
+Algorithm 1 as printed sums the distances to the chosen set instead (``D̄ = 1ᵀD``);
+``hamming_criterion="mean"`` does exactly that (for 100 permutations: average distance 8.08
+against 8.07, minimal distance 3 against 6). Ties are broken at random with the same seeded
+generator. One step scores all permutations in about a millisecond (100 permutations: about
+0.2 s, 1000: about 2 s, after 0.3 s to enumerate the 9! permutations once). Sets are cached in
+memory per ``(size, seed, criterion)``, written to the run folder (``jigsaw_permutations.json``)
+and their minimal Hamming distance is recorded in the run's ``task_info``.
+
+Label semantics: cells are numbered row-major, ``0`` = top-left, ``8`` = bottom-right. For the
+permutation ``perm = permutations[label]``, input position ``i`` holds the tile cut from cell
+``perm[i]``: ``inputs[i] = tile[perm[i]]``. Putting every input back at cell ``perm[i]``
+(``solved = inputs[argsort(perm)]``) restores the image.
+
+Optimisation (the paper, section 4): SGD with momentum 0.9, weight decay 5e-4, batch 256,
+learning rate 0.01 divided by 10 every 100K of 350K iterations (here: milestones at 2/7, 4/7 and
+6/7 of the run); 350K iterations of 256 puzzles are about 70 ImageNet epochs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch import nn
+
+from sslstudio.errors import ConfigError
+from sslstudio.tasks.base import OptimConfig, PretextTask, param
+from sslstudio.tasks.patches import crop_channels, display, greyscale, standardise, to_chw, to_float
+from sslstudio.tasks.registry import register_task
+from sslstudio.tasks.render import font
+
+GRID = 3
+CELLS = GRID * GRID
+ARTIFACT_NAME = "jigsaw_permutations.json"
+
+
+# -- permutation sets ------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def all_permutations() -> np.ndarray:
+    """Every permutation of ``0..8`` in lexicographic order, int8 ``[362880, 9]`` (read-only)."""
+    perms = np.array(list(itertools.permutations(range(CELLS))), dtype=np.int8)
+    perms.flags.writeable = False
+    return perms
+
+
+@lru_cache(maxsize=1)
+def _position_table() -> np.ndarray:
+    """``table[k, v, m] = 1`` where permutation ``m`` has value ``v`` at position ``k`` (uint8)."""
+    perms = all_permutations()
+    table = (perms.T[:, None, :] == np.arange(CELLS, dtype=np.int8)[None, :, None]).astype(np.uint8)
+    table.flags.writeable = False
+    return table
+
+
+def hamming_to_all(perm: np.ndarray) -> np.ndarray:
+    """Hamming distance from ``perm`` to every permutation of :func:`all_permutations` (int16)."""
+    table = _position_table()
+    matches = table[np.arange(CELLS), np.asarray(perm, dtype=np.intp)].sum(axis=0, dtype=np.int16)
+    return CELLS - matches
+
+
+def hamming_matrix(perms: np.ndarray) -> np.ndarray:
+    """Pairwise Hamming distances of the rows of ``perms`` (``[n, n]`` int)."""
+    perms = np.asarray(perms)
+    return (perms[:, None, :] != perms[None, :, :]).sum(axis=-1)
+
+
+def min_hamming_distance(perms: np.ndarray) -> int:
+    """Smallest Hamming distance between two different rows of ``perms``."""
+    d = hamming_matrix(perms)
+    np.fill_diagonal(d, CELLS + 1)
+    return int(d.min())
+
+
+@lru_cache(maxsize=32)
+def _select(size: int, seed: int, criterion: str) -> np.ndarray:
+    perms = all_permutations()
+    if not 1 <= size <= len(perms):
+        raise ConfigError(f"a jigsaw permutation set holds between 1 and {len(perms)} permutations; got {size}.")
+    rng = np.random.default_rng(seed)
+    j = int(rng.integers(len(perms)))
+    chosen = [j]
+    dist = hamming_to_all(perms[j]).astype(np.int32)
+    taken = np.zeros(len(perms), dtype=bool)
+    taken[j] = True
+    for _ in range(size - 1):
+        # chosen permutations score 0 ("min": distance to themselves) or -1 ("mean"), so they are
+        # never picked again; ties are broken at random (seeded), not by lexicographic order
+        score = dist if criterion == "min" else np.where(taken, -1, dist)
+        best = np.flatnonzero(score == score.max())
+        j = int(best[rng.integers(len(best))])
+        chosen.append(j)
+        taken[j] = True
+        dj = hamming_to_all(perms[j])
+        if criterion == "min":
+            np.minimum(dist, dj, out=dist)
+        else:
+            dist += dj
+    out = perms[np.array(chosen)].astype(np.int64)
+    out.flags.writeable = False
+    return out
+
+
+def select_permutations(size: int, seed: int = 0, criterion: str = "min") -> np.ndarray:
+    """A set of ``size`` permutations of ``0..8`` with large Hamming distances (Algorithm 1).
+
+    Args:
+        size: Number of permutations.
+        seed: Picks the first permutation; the set is a deterministic function of the seed.
+        criterion: ``"min"``: add the permutation whose minimal distance to the chosen set is
+            largest (maximises the set's minimal distance). ``"mean"``: add the one whose summed
+            distance is largest (Algorithm 1 as printed in the paper).
+
+    Returns:
+        Read-only int64 array ``[size, 9]``, in the order the permutations were chosen. Cached in
+        memory per ``(size, seed, criterion)``.
+    """
+    if criterion not in ("min", "mean"):
+        raise ConfigError(f"the Hamming criterion must be 'min' or 'mean'; got {criterion!r}.")
+    return _select(int(size), int(seed), criterion)
+
+
+def load_permutations(path) -> np.ndarray:
+    """Read a permutation set written by :meth:`JigsawTask.save_artifacts`."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return np.asarray(data["permutations"], dtype=np.int64)
+
+
+# -- config and model ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JigsawConfig:
+    """Jigsaw settings (the paper's values; tile geometry scaled with the image size)."""
+
+    permutations: int = param(100, "Size of the permutation set = number of classes (the paper studies "
+                                   "100 to 1000). Chosen for maximal Hamming distance and saved with the run.",
+                              min=2, max=1000)
+    hamming_criterion: str = param("min", "How Algorithm 1 picks the next permutation: 'min' = largest minimal "
+                                          "Hamming distance to the chosen set (maximises the set's minimal "
+                                          "distance), 'mean' = largest summed distance (the paper as printed).",
+                                   choices=("min", "mean"))
+    tile_fraction: float = param(64 / 75, "Tile side as a fraction of its cell (paper: 64 px tiles in 75 px cells "
+                                          "of a 225 px crop). The crop is the whole image: cell = image_size // 3, "
+                                          "tile = round(cell * tile_fraction); 64 px images give 18 px tiles, "
+                                          "32 px images 9 px tiles. Below 1, the rest of the cell is a random gap.",
+                                 min=0.3, max=1.0)
+    greyscale_probability: float = param(0.3, "Probability that a puzzle is turned to greyscale (0.3, as in common "
+                                              "re-implementations of the paper), against colour shortcuts.",
+                                         min=0.0, max=1.0)
+    channel_jitter: float = param(2 / 64, "Largest shift of each colour channel of a tile against the others, "
+                                          "as a fraction of the tile (paper: 2 px on 64 px tiles; round(tile * "
+                                          "value) px, so none below 16 px tiles). 0 turns it off.",
+                                  min=0.0, max=0.25)
+    hidden_dim: int = param(1024, "Width of the fully connected layer on the nine concatenated tile features "
+                                  "(paper: 4096 on 9 x 1024; 1024 here on 9 x 512 for resnet18).",
+                            min=16, max=8192)
+    dropout: float = param(0.5, "Dropout after the fully connected layer.", min=0.0, max=0.9)
+
+
+class JigsawHead(nn.Module):
+    """Shared backbone on the nine tiles, features concatenated in input order, fc, classifier."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, classes: int, hidden: int = 1024,
+                 dropout: float = 0.5):
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Sequential(nn.Linear(CELLS * feature_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.classifier = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 9, 3, t, t]`` tiles in input order -> ``[B, classes]`` permutation logits."""
+        b, n = x.shape[:2]
+        features = self.backbone(x.flatten(0, 1))  # [B*9, F]
+        return self.classifier(self.fc(features.reshape(b, n * features.shape[-1])))
+
+
+@dataclass
+class JigsawSample:
+    """One puzzle with what it was made from (for tests and drawings).
+
+    Attributes:
+        inputs: ``[9, 3, t, t]`` normalised tiles in input order.
+        target: The permutation's index in the set (0-d long tensor).
+        tiles: ``[9, t, t, 3]`` uint8 tiles in cell order (before shuffling and normalisation).
+        positions: ``[9, 2]`` top-left pixel ``(y, x)`` of each cell's tile in the image.
+        grey: Whether the puzzle was turned to greyscale.
+    """
+
+    inputs: torch.Tensor
+    target: torch.Tensor
+    tiles: np.ndarray
+    positions: np.ndarray
+    grey: bool
+
+
+@register_task("jigsaw")
+class JigsawTask(PretextTask):
+    """Predict which permutation of a fixed set shuffled the nine tiles of a 3 x 3 grid."""
+
+    description = "Predict which permutation shuffled the nine tiles of a 3x3 jigsaw puzzle"
+    paper = ("Noroozi, Favaro. Unsupervised Learning of Visual Representations by Solving Jigsaw Puzzles. "
+             "ECCV 2016")
+    metric_name = "accuracy"
+    config_cls = JigsawConfig
+    optim = OptimConfig(epochs=70, batch_size=256, lr=0.01, momentum=0.9, nesterov=False,
+                        weight_decay=5e-4, lr_decay=0.1, milestones=(2 / 7, 4 / 7, 6 / 7))
+    samples_per_image = 1
+    min_image_size = 18
+    small_image_policy = "upscale"
+    needs_colour = False
+
+    def __init__(self, config: JigsawConfig | None = None, image_size: int = 64):
+        super().__init__(config, image_size)
+        self.cell = self.image_size // GRID
+        self.tile = max(1, min(self.cell, int(round(self.cell * self.config.tile_fraction))))
+        if self.tile < 3:
+            raise ConfigError(f"jigsaw tiles of {self.tile} px are too small; use images of at least "
+                              f"{self.min_image_size} px or a larger tile_fraction.")
+        self.shift = int(round(self.tile * self.config.channel_jitter))
+        self.seed = 0
+        self.permutations = select_permutations(self.config.permutations, 0, self.config.hamming_criterion)
+
+    # -- permutation set ---------------------------------------------------------------------
+    def prepare(self, images: np.ndarray, seed: int) -> np.ndarray:
+        """Choose the permutation set from the run seed; the items are the images themselves."""
+        self.seed = int(seed)
+        self.permutations = select_permutations(self.config.permutations, self.seed, self.config.hamming_criterion)
+        return images
+
+    def run_info(self) -> dict:
+        d = hamming_matrix(self.permutations)
+        off = ~np.eye(len(d), dtype=bool)
+        return {"permutations": int(len(self.permutations)),
+                "min_hamming_distance": min_hamming_distance(self.permutations),
+                "mean_hamming_distance": round(float(d[off].mean()), 4),
+                "hamming_criterion": self.config.hamming_criterion, "permutation_seed": self.seed,
+                "cell_px": self.cell, "tile_px": self.tile, "channel_shift_px": self.shift,
+                "permutation_file": ARTIFACT_NAME}
+
+    def save_artifacts(self, folder) -> list:
+        """Write the permutation set (``jigsaw_permutations.json``): row ``label`` is ``perm``."""
+        path = Path(folder) / ARTIFACT_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"semantics": "inputs[i] is the tile of cell perm[i] (cells row-major, 0 = top-left); "
+                             "the label is the row index of perm",
+                "seed": self.seed, "hamming_criterion": self.config.hamming_criterion,
+                "min_hamming_distance": min_hamming_distance(self.permutations),
+                "permutations": self.permutations.tolist()}
+        path.write_text(json.dumps(data), encoding="utf-8")
+        return [path]
+
+    # -- samples -----------------------------------------------------------------------------
+    def cut_tiles(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One tile per cell, at a random position inside the cell, in cell order.
+
+        Returns:
+            ``(tiles [9, t, t, 3] uint8, positions [9, 2])`` with ``positions[c]`` the unshifted
+            top-left pixel ``(y, x)`` of cell ``c``'s tile.
+        """
+        size = image.shape[0]
+        if image.shape[1] != size:
+            raise ValueError("jigsaw needs square images (the data pipeline crops them square)")
+        origin = rng.integers(0, size - GRID * self.cell + 1, size=2)
+        offsets = rng.integers(0, self.cell - self.tile + 1, size=(CELLS, 2))
+        shifts = rng.integers(-self.shift, self.shift + 1, size=(CELLS, 3, 2))
+        tiles = np.empty((CELLS, self.tile, self.tile, 3), dtype=np.uint8)
+        positions = np.empty((CELLS, 2), dtype=np.int64)
+        for c in range(CELLS):
+            r, k = divmod(c, GRID)
+            y = int(origin[0] + r * self.cell + offsets[c, 0])
+            x = int(origin[1] + k * self.cell + offsets[c, 1])
+            positions[c] = (y, x)
+            tiles[c] = crop_channels(image, y, x, self.tile, shifts[c])
+        return tiles, positions
+
+    @staticmethod
+    def process_tiles(tiles: np.ndarray, grey: bool = False) -> torch.Tensor:
+        """uint8 tiles ``[n, t, t, 3]`` -> per-tile, per-channel standardised tensor ``[n, 3, t, t]``."""
+        x = greyscale(tiles) if grey else to_float(tiles)
+        return to_chw(standardise(x, per_channel_std=True))
+
+    def sample(self, image: np.ndarray, rng: np.random.Generator) -> JigsawSample:
+        """A puzzle and the tiles it was made from (see the module docstring for the label)."""
+        tiles, positions = self.cut_tiles(image, rng)
+        label = int(rng.integers(len(self.permutations)))
+        grey = bool(rng.random() < self.config.greyscale_probability)
+        perm = self.permutations[label]
+        inputs = self.process_tiles(tiles[perm], grey)
+        return JigsawSample(inputs, torch.tensor(label, dtype=torch.long), tiles, positions, grey)
+
+    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.sample(image, rng)
+        return s.inputs, s.target
+
+    @staticmethod
+    def solve(inputs: torch.Tensor, perm) -> torch.Tensor:
+        """Put every input tile back in its cell: ``solved[perm[i]] = inputs[i]``."""
+        perm = torch.tensor(np.array(perm, dtype=np.int64))
+        return inputs[torch.argsort(perm)]
+
+    # -- model and scores --------------------------------------------------------------------
+    def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
+        return JigsawHead(backbone, feature_dim, len(self.permutations), self.config.hidden_dim,
+                          self.config.dropout)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output.float(), target.reshape(-1))
+
+    def metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
+        t = target.reshape(-1)
+        return float((output.argmax(1) == t).sum().item()), int(t.numel())
+
+    # -- drawing -----------------------------------------------------------------------------
+    def render(self, inputs: torch.Tensor, target: torch.Tensor,
+               output: torch.Tensor | None = None) -> Image.Image:
+        """Shuffled tiles (input order, each marked with its home cell), the label, the solved grid."""
+        label = int(target.reshape(-1)[0])
+        perm = self.permutations[label]
+        shown = 58
+        shuffled = _tile_grid([display(t) for t in inputs], shown, numbers=[int(p) for p in perm])
+        solved = _tile_grid([display(t) for t in self.solve(inputs, perm)], shown,
+                            numbers=list(range(CELLS)))
+        pad, head, foot = 8, 20, 40
+        width = shuffled.width + solved.width + 3 * pad + 28
+        out = Image.new("RGB", (width, head + shuffled.height + foot), (24, 24, 28))
+        draw = ImageDraw.Draw(out)
+        x2 = pad + shuffled.width + pad + 28
+        out.paste(shuffled, (pad, head))
+        out.paste(solved, (x2, head))
+        draw.text((pad + shuffled.width // 2, head // 2), "input (n: home cell)", fill=(235, 235, 235),
+                  font=font(12), anchor="mm")
+        draw.text((x2 + solved.width // 2, head // 2), "solved (perm undone)", fill=(235, 235, 235),
+                  font=font(12), anchor="mm")
+        ax, ay = pad + shuffled.width + pad + 4, head + shuffled.height // 2
+        draw.line((ax, ay, ax + 20, ay), fill=(235, 235, 235), width=2)
+        draw.polygon([(ax + 20, ay - 5), (ax + 20, ay + 5), (ax + 26, ay)], fill=(235, 235, 235))
+        y = head + shuffled.height + 4
+        draw.text((width // 2, y + 8), f"label {label}: perm {''.join(str(int(p)) for p in perm)}",
+                  fill=(255, 255, 255), font=font(14), anchor="mm")
+        if output is not None:
+            pred = int(output.reshape(-1, output.shape[-1])[0].argmax())
+            ok = pred == label
+            draw.text((width // 2, y + 26), f"predicted {pred}" + (" \u2713" if ok else " \u2717"),
+                      fill=(120, 230, 120) if ok else (255, 120, 120), font=font(13), anchor="mm")
+        return out
+
+
+def _tile_grid(tiles: list[Image.Image], shown: int, numbers: list[int] | None = None,
+               gap: int = 3) -> Image.Image:
+    """Nine tiles in a 3 x 3 grid (row-major), each upscaled to ``shown`` px, with a corner number."""
+    side = GRID * shown + (GRID + 1) * gap
+    out = Image.new("RGB", (side, side), (70, 70, 78))
+    draw = ImageDraw.Draw(out)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, GRID)
+        x, y = gap + c * (shown + gap), gap + r * (shown + gap)
+        out.paste(tile.convert("RGB").resize((shown, shown), Image.NEAREST), (x, y))
+        if numbers is not None:
+            draw.rectangle((x, y, x + 15, y + 15), fill=(0, 0, 0))
+            draw.text((x + 8, y + 8), str(numbers[i]), fill=(255, 230, 90), font=font(12), anchor="mm")
+    return out

@@ -1,0 +1,201 @@
+"""Patch utilities shared by the patch-based pretext tasks (jigsaw, context prediction, ...).
+
+The functions work on numpy arrays in the layout the data pipeline produces (``H x W x 3``,
+channels last; a leading batch axis is allowed where noted) and turn the result into the
+``C x H x W`` float tensors a backbone takes.
+
+* Cropping: :func:`crop` (one window), :func:`crop_channels` (each colour channel from its own,
+  slightly shifted window: the spatial channel jitter that hides chromatic aberration).
+* Per-patch normalisation: :func:`standardise` (zero mean and unit standard deviation per patch,
+  per channel or with one deviation for the whole patch), so that a patch's overall brightness,
+  contrast and colour cast cannot tell the network where it came from (Noroozi and Favaro,
+  ECCV 2016, section 3.3; Doersch, Gupta and Efros, ICCV 2015, section 3.1). A standardised patch
+  has the same range as an ImageNet-normalised image (what :func:`sslstudio.tasks.base.to_tensor`
+  gives), so the backbone sees inputs of the usual scale and :func:`~sslstudio.tasks.base.to_image`
+  still draws them.
+* Colour defences against chromatic aberration (Doersch et al., section 3.1): :func:`drop_colour`
+  (keep one random channel, replace the other two by Gaussian noise of 1/100 of its standard
+  deviation) and :func:`project_colour` (remove the green-magenta component of every pixel);
+  :func:`greyscale` (luminance in all three channels).
+* :func:`pixelate` (down-sample and up-sample again, so that the network cannot rely on fine
+  detail only: Doersch et al. down-sample some patches "to as little as 100 total pixels").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+#: ITU-R BT.601 luma weights (what PIL's ``convert("L")`` uses).
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+#: Unit vector of the green-magenta axis in RGB (orthogonal to grey ``(1, 1, 1)``).
+GREEN_MAGENTA = np.array([-1.0, 2.0, -1.0], dtype=np.float32) / np.sqrt(6.0, dtype=np.float32)
+#: Smallest standard deviation :func:`standardise` divides by (pixel values in [0, 1]): a flat
+#: patch becomes zeros instead of amplified quantisation noise.
+STD_FLOOR = 1e-2
+
+
+def crop(image: np.ndarray, y: int, x: int, size: int) -> np.ndarray:
+    """The ``size x size`` window of ``image`` whose top-left pixel is ``(y, x)``.
+
+    Raises:
+        ValueError: If the window does not lie inside the image.
+    """
+    h, w = image.shape[:2]
+    if y < 0 or x < 0 or y + size > h or x + size > w:
+        raise ValueError(f"crop ({y}, {x}, {size}) does not fit a {h}x{w} image")
+    return image[y:y + size, x:x + size]
+
+
+def crop_channels(image: np.ndarray, y: int, x: int, size: int, shifts: np.ndarray) -> np.ndarray:
+    """Crop each colour channel from its own window, shifted by ``shifts[c] = (dy, dx)`` pixels.
+
+    Shifted windows are clamped to the image, so a channel moves by less where the window already
+    touches the border.
+
+    Args:
+        image: ``H x W x C`` array.
+        y, x: Top-left pixel of the unshifted window.
+        size: Side of the window.
+        shifts: ``C x 2`` integer offsets.
+
+    Returns:
+        ``size x size x C`` array (a copy).
+    """
+    h, w, channels = image.shape
+    out = np.empty((size, size, channels), dtype=image.dtype)
+    for c in range(channels):
+        cy = int(np.clip(y + int(shifts[c][0]), 0, h - size))
+        cx = int(np.clip(x + int(shifts[c][1]), 0, w - size))
+        out[..., c] = image[cy:cy + size, cx:cx + size, c]
+    return out
+
+
+def to_float(patch: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1] (float input is returned as float32 unchanged)."""
+    if patch.dtype == np.uint8:
+        return patch.astype(np.float32) / 255.0
+    return patch.astype(np.float32, copy=False)
+
+
+def standardise(patch: np.ndarray, per_channel_std: bool = True, floor: float = STD_FLOOR) -> np.ndarray:
+    """Normalise a patch on its own: zero mean per channel, unit standard deviation.
+
+    Args:
+        patch: ``[..., H, W, C]`` array (uint8 or float in [0, 1]); leading axes are patches
+            normalised independently.
+        per_channel_std: ``True``: every channel is divided by its own standard deviation
+            (per-tile, per-channel statistics, as the jigsaw paper does). ``False``: one standard
+            deviation over the whole patch, so that near-constant channels (colour dropping's noise)
+            stay near-constant instead of being blown up to unit variance.
+        floor: Smallest deviation divided by (a flat patch becomes zeros).
+
+    Returns:
+        float32 array of the same shape.
+    """
+    x = to_float(patch).astype(np.float64)
+    mean = x.mean(axis=(-3, -2), keepdims=True)
+    centred = x - mean
+    if per_channel_std:
+        std = centred.std(axis=(-3, -2), keepdims=True)
+    else:
+        std = centred.std(axis=(-3, -2, -1), keepdims=True)
+    return (centred / np.maximum(std, floor)).astype(np.float32)
+
+
+def to_chw(patch: np.ndarray) -> torch.Tensor:
+    """``[..., H, W, C]`` float array -> ``[..., C, H, W]`` float32 tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))
+    return t.movedim(-1, -3).contiguous()
+
+
+def greyscale(patch: np.ndarray) -> np.ndarray:
+    """Luminance (BT.601) copied into all three channels; float32 in the input's [0, 1] scale."""
+    x = to_float(patch)
+    y = x @ LUMA
+    return np.repeat(y[..., None], 3, axis=-1)
+
+
+def drop_colour(patch: np.ndarray, rng: np.random.Generator, noise: float = 0.01) -> tuple[np.ndarray, int]:
+    """Keep one random colour channel; replace the other two with Gaussian noise.
+
+    Doersch et al. (ICCV 2015, section 3.1) drop two of the three channels of each patch and put
+    Gaussian noise of about 1/100 of the remaining channel's standard deviation in their place.
+    The noise is centred on the kept channel's mean.
+
+    Args:
+        patch: ``H x W x 3`` array (uint8 or float in [0, 1]).
+        rng: Source of the channel choice and of the noise.
+        noise: Noise standard deviation relative to the kept channel's.
+
+    Returns:
+        ``(float32 patch, index of the kept channel)``; the kept channel equals the input's exactly.
+    """
+    x = to_float(patch).copy()
+    keep = int(rng.integers(3))
+    kept = x[..., keep]
+    std = float(kept.std())
+    for c in range(3):
+        if c != keep:
+            x[..., c] = kept.mean() + rng.normal(0.0, noise * std, size=kept.shape).astype(np.float32)
+    return x, keep
+
+
+def project_colour(patch: np.ndarray) -> np.ndarray:
+    """Remove the green-magenta component of every pixel ("projection", Doersch et al. 2015).
+
+    Chromatic aberration shifts green against magenta (red + blue); projecting every RGB colour
+    onto the plane orthogonal to the green-magenta axis :data:`GREEN_MAGENTA` removes the cue
+    while keeping brightness (the axis is orthogonal to grey) and the red-blue contrast.
+
+    Returns:
+        float32 patch in the input's [0, 1] scale (values may leave [0, 1] slightly).
+    """
+    x = to_float(patch)
+    return (x - (x @ GREEN_MAGENTA)[..., None] * GREEN_MAGENTA).astype(np.float32)
+
+
+def pixelate(patch: np.ndarray, side: int) -> np.ndarray:
+    """Down-sample a square uint8 patch to ``side x side`` (area average) and back (bilinear).
+
+    Returns:
+        uint8 patch of the input's size; ``side >= patch size`` returns a copy.
+    """
+    size = patch.shape[0]
+    if side >= size:
+        return patch.copy()
+    img = Image.fromarray(np.ascontiguousarray(patch), "RGB")
+    small = img.resize((max(1, side), max(1, side)), Image.BOX)
+    return np.asarray(small.resize((size, size), Image.BILINEAR))
+
+
+def detail(patch: np.ndarray) -> float:
+    """Mean absolute difference between neighbouring pixels: a simple measure of fine detail."""
+    x = to_float(patch)
+    return float((np.abs(np.diff(x, axis=0)).mean() + np.abs(np.diff(x, axis=1)).mean()) / 2)
+
+
+def display(patch: torch.Tensor, spread: float = 0.25) -> Image.Image:
+    """Draw a standardised ``C x H x W`` patch: ``0.5 + spread * value`` in every channel, clipped.
+
+    The same mapping for every channel keeps a greyscale patch grey and a colour-dropped patch
+    visibly one-channel (what :func:`~sslstudio.tasks.base.to_image` would tint with the ImageNet
+    statistics); 0.25 shows two standard deviations either side of the mean.
+    """
+    t = (patch.detach().float().cpu() * spread + 0.5).clamp(0, 1)
+    arr = (t.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+def dominant_channel(patch: torch.Tensor, ratio: float = 10.0) -> int:
+    """Index of the only channel that varies (``-1`` if no single channel dominates).
+
+    A colour-dropped patch keeps one channel; the other two hold faint noise, so the kept one's
+    standard deviation is far above the others'.
+    """
+    std = patch.detach().float().reshape(patch.shape[0], -1).std(dim=1)
+    order = torch.argsort(std, descending=True)
+    if std[order[0]] > ratio * max(float(std[order[1]]), 1e-12):
+        return int(order[0])
+    return -1
