@@ -1,0 +1,407 @@
+"""Exemplar-CNN: every seed patch is a class of its own (surrogate classes).
+
+Dosovitskiy, Fischer, Springenberg, Riedmiller and Brox, "Discriminative Unsupervised Feature
+Learning with Exemplar Convolutional Neural Networks", TPAMI 2016 (and NIPS 2014). N "seed"
+patches of 32x32 pixels are taken from N different images of the 96x96 STL-10 unlabelled set, at
+positions drawn with probability proportional to the mean squared gradient magnitude in the patch
+(so patches hold objects or parts rather than flat sky). Each seed defines a surrogate class: its
+samples are the seed under random compositions of elementary transformations, and the network
+classifies a transformed patch into one of the N classes (cross-entropy). The transformations and
+their ranges (section 3.1 of the TPAMI paper):
+
+* translation: vertical and horizontal, by up to 0.2 of the patch size;
+* scaling: the patch scale multiplied by a factor between 0.7 and 1.4;
+* rotation: by up to 20 degrees;
+* contrast 1: the projection of each pixel onto the principal components of the set of all
+  pixels multiplied by a factor between 0.5 and 2 (one factor per component, the same for all
+  pixels of the patch);
+* contrast 2: saturation and value (HSV) raised to a power between 0.25 and 4, multiplied by a
+  factor between 0.7 and 1.4, plus a value between -0.1 and 0.1;
+* colour: hue shifted by a value between -0.1 and 0.1.
+
+The paper's main networks use 8000 surrogate classes (from the 100,000 unlabelled STL-10 images)
+and a fixed set of transformed samples per class; here fresh transformations are drawn every
+time, ``copies`` per seed and visit. The paper trains with SGD, momentum 0.9 and an initial
+learning rate of 0.01, lowered when the validation error stops decreasing (here: a step schedule,
+the rate divided by 3 at 50% and 75% of the run), with dropout in the fully connected layers
+(here weight decay 5e-4 instead).
+
+Label ``k`` means "a transformation of seed patch ``k``". The held-out metric is the accuracy on
+fresh transformations of the same seeds (the classes are the seeds themselves, so held-out images
+have no class).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch import nn
+
+from sslstudio.errors import ConfigError
+from sslstudio.tasks.base import MEAN, STD, OptimConfig, PretextTask, param, to_image
+from sslstudio.tasks.registry import register_task
+from sslstudio.tasks.render import font, hstack, labelled_tile
+
+_MEAN = np.asarray(MEAN, dtype=np.float32)
+_STD = np.asarray(STD, dtype=np.float32)
+_CHUNK = 256  # images per chunk when scoring seed positions
+
+
+@dataclass(frozen=True)
+class ExemplarConfig:
+    """Exemplar-CNN settings: the paper's transformation ranges as defaults."""
+
+    classes: int = param(8000, "Number of surrogate classes (seed patches, each from a different image; paper: "
+                               "8000). Capped at the number of training images.", min=1, max=1_000_000)
+    patch_fraction: float = param(1 / 3, "Seed patch side as a fraction of the image side (paper: 32 px patches "
+                                         "from 96 px STL-10 images = 1/3). The patch is also the network input; "
+                                         "it is never smaller than min_patch (nor larger than the image).",
+                                  min=0.05, max=1.0)
+    min_patch: int = param(16, "Smallest patch side in pixels (at 32 px images 1/3 would leave 11 px, too few "
+                               "for the network's strides).", min=4, max=1024)
+    context: float = param(2.0, "Side of the stored region around each seed, as a multiple of the patch side: "
+                                "translation, down-scaling and rotation then show real surroundings instead of "
+                                "reflected borders (beyond the image border the image is mirrored).",
+                           min=1.0, max=4.0)
+    copies: int = param(4, "Transformed copies of a seed per visit (so each class appears this many times in "
+                           "a batch). Items per epoch = classes; samples = classes x copies.", min=1, max=64)
+    translation: float = param(0.2, "Largest vertical/horizontal shift, as a fraction of the patch side "
+                                    "(paper: 0.2).", min=0.0, max=1.0)
+    scale_min: float = param(0.7, "Smallest scale factor (paper: 0.7; drawn log-uniformly).", min=0.1, max=1.0)
+    scale_max: float = param(1.4, "Largest scale factor (paper: 1.4).", min=1.0, max=10.0)
+    rotation: float = param(20.0, "Largest rotation in degrees, either way (paper: 20).", min=0.0, max=180.0)
+    contrast_min: float = param(0.5, "Smallest factor on each principal-colour-component projection "
+                                     "(paper: 0.5; drawn log-uniformly).", min=0.01, max=1.0)
+    contrast_max: float = param(2.0, "Largest factor on each principal-colour-component projection (paper: 2).",
+                                min=1.0, max=100.0)
+    contrast_pca: str = param("dataset", "Principal colour components of contrast 1: of all seed-patch pixels "
+                                         "(the paper's 'set of all pixels') or of each patch's own pixels.",
+                              choices=("dataset", "patch"))
+    power_min: float = param(0.25, "Smallest power applied to saturation and value (paper: 0.25; drawn "
+                                   "log-uniformly, separately for S and V).", min=0.01, max=1.0)
+    power_max: float = param(4.0, "Largest power applied to saturation and value (paper: 4).", min=1.0, max=100.0)
+    sv_factor_min: float = param(0.7, "Smallest factor on saturation and value (paper: 0.7).", min=0.0, max=1.0)
+    sv_factor_max: float = param(1.4, "Largest factor on saturation and value (paper: 1.4).", min=1.0, max=10.0)
+    sv_shift: float = param(0.1, "Largest value added to (or subtracted from) saturation and value (paper: 0.1).",
+                            min=0.0, max=1.0)
+    hue_shift: float = param(0.1, "Largest hue shift, in turns of the colour wheel (paper: 0.1).", min=0.0, max=0.5)
+
+    def __post_init__(self):
+        for lo, hi in (("scale_min", "scale_max"), ("contrast_min", "contrast_max"), ("power_min", "power_max"),
+                       ("sv_factor_min", "sv_factor_max")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ConfigError(f"ExemplarConfig.{lo} must not exceed {hi}; got {getattr(self, lo)} > "
+                                  f"{getattr(self, hi)}.")
+
+
+# -- colour helpers (vectorised numpy, float RGB in [0, 1]) ------------------------------------
+def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """Float RGB in [0, 1] (..., 3) -> HSV in [0, 1] (hue in turns)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    v = rgb.max(-1)
+    c = v - rgb.min(-1)
+    s = np.where(v > 0, c / np.where(v > 0, v, 1), 0.0)
+    safe = np.where(c > 0, c, 1)
+    h = np.where(v == r, (g - b) / safe, np.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    h = np.where(c > 0, (h / 6.0) % 1.0, 0.0)
+    return np.stack([h, s, v], -1)
+
+
+def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """HSV in [0, 1] (..., 3) -> float RGB in [0, 1]."""
+    h, s, v = hsv[..., 0] % 1.0, hsv[..., 1], hsv[..., 2]
+    i = np.floor(h * 6.0)
+    f = h * 6.0 - i
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    i = i.astype(np.int64) % 6
+    r = np.choose(i, [v, q, p, p, t, v])
+    g = np.choose(i, [t, v, v, q, p, p])
+    b = np.choose(i, [p, p, t, v, v, q])
+    return np.stack([r, g, b], -1)
+
+
+def colour_pca(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (3,) and principal components (3x3, columns) of float RGB pixels (..., 3)."""
+    x = pixels.reshape(-1, 3).astype(np.float64)
+    mean = x.mean(0)
+    cov = np.cov((x - mean).T) if len(x) > 1 else np.eye(3)
+    _, vecs = np.linalg.eigh(cov)
+    return mean.astype(np.float32), vecs[:, ::-1].astype(np.float32)
+
+
+def _reflect(i: np.ndarray, n: int) -> np.ndarray:
+    """Mirror integer indices into [0, n) (symmetric reflection, edge pixel repeated)."""
+    period = 2 * n
+    m = np.mod(i, period)
+    return np.where(m >= n, period - 1 - m, m)
+
+
+def _float_to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """Float RGB HxWx3 in [0, 1] -> ImageNet-normalised CxHxW tensor."""
+    return torch.from_numpy(np.ascontiguousarray(((rgb - _MEAN) / _STD).transpose(2, 0, 1), dtype=np.float32))
+
+
+class ExemplarHead(nn.Module):
+    """Backbone followed by a linear classifier over the surrogate classes."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = nn.Linear(feature_dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 5:  # [B, copies, C, H, W] -> [B * copies, C, H, W]
+            x = x.flatten(0, 1)
+        return self.classifier(self.backbone(x))
+
+
+@register_task("exemplar")
+class ExemplarTask(PretextTask):
+    """Classify transformed patches into the seed patch (surrogate class) they were made from."""
+
+    description = "Tell which seed patch (surrogate class) a randomly transformed patch was made from"
+    paper = ("Dosovitskiy, Fischer, Springenberg, Riedmiller, Brox. Discriminative Unsupervised Feature Learning "
+             "with Exemplar Convolutional Neural Networks. TPAMI 2016")
+    metric_name = "accuracy"
+    config_cls = ExemplarConfig
+    optim = OptimConfig(epochs=100, batch_size=128, lr=0.01, momentum=0.9, nesterov=False,
+                        weight_decay=5e-4, lr_decay=1 / 3, milestones=(0.5, 0.75))
+    samples_per_image = 4
+    min_image_size = 16
+    small_image_policy = "upscale"
+    needs_colour = True
+
+    def __init__(self, config=None, image_size: int = 64):
+        super().__init__(config, image_size)
+        self.samples_per_image = int(self.config.copies)
+        c = self.config
+        self.patch = int(min(image_size, max(c.min_patch, round(c.patch_fraction * image_size))))
+        margin = int(round((c.context - 1.0) * self.patch / 2))
+        self.region = self.patch + 2 * margin  # stored side; (region - patch) is even: centre crop is exact
+        self.sources: np.ndarray | None = None  # image index of each seed
+        self.positions: np.ndarray | None = None  # (y, x) of each seed patch's top-left corner
+        self.pca: tuple[np.ndarray, np.ndarray] | None = None  # dataset colour mean and components
+
+    # -- seeds ----------------------------------------------------------------------------------
+    def seed_positions(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Top-left (y, x) of one patch per image, drawn with probability proportional to the mean
+        squared gradient magnitude inside the patch (uniform on a perfectly flat image)."""
+        p = self.patch
+        out = np.zeros((len(images), 2), dtype=np.int64)
+        for start in range(0, len(images), _CHUNK):
+            chunk = images[start:start + _CHUNK].astype(np.float32) / 255.0
+            grey = chunk @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+            energy = np.zeros_like(grey)
+            energy[:, :, :-1] += np.diff(grey, axis=2) ** 2
+            energy[:, :-1, :] += np.diff(grey, axis=1) ** 2
+            integral = np.pad(energy.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
+            windows = (integral[:, p:, p:] - integral[:, :-p, p:] - integral[:, p:, :-p]
+                       + integral[:, :-p, :-p]).astype(np.float64)
+            windows = np.clip(windows, 0, None).reshape(len(chunk), -1)
+            total = windows.sum(1, keepdims=True)
+            weights = np.where(total > 1e-12, windows, 1.0)
+            cdf = np.cumsum(weights, 1)
+            cdf /= cdf[:, -1:]
+            u = rng.random(len(chunk))
+            flat = np.minimum((cdf < u[:, None]).sum(1), cdf.shape[1] - 1)
+            side = images.shape[2] - p + 1
+            out[start:start + len(chunk)] = np.stack([flat // side, flat % side], 1)
+        return out
+
+    def extract(self, image: np.ndarray, position) -> np.ndarray:
+        """The stored region (uint8 region x region x 3) centred on the patch at ``position``."""
+        margin = (self.region - self.patch) // 2
+        y, x = int(position[0]), int(position[1])
+        h, w = image.shape[:2]
+        rows = _reflect(np.arange(y - margin, y - margin + self.region), h)
+        cols = _reflect(np.arange(x - margin, x - margin + self.region), w)
+        return image[rows[:, None], cols[None, :]]
+
+    def select_seeds(self, images: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pick ``min(classes, len(images))`` seeds from different images; deterministic for ``seed``.
+
+        Returns:
+            ``(regions [N, R, R, 3] uint8, source image indices [N], positions [N, 2])``.
+        """
+        if images.ndim != 4 or images.shape[1] < self.patch or images.shape[2] < self.patch:
+            raise ValueError(f"exemplar needs images of at least {self.patch} px stacked as [N, H, W, 3]")
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xE8E8]))
+        n = min(int(self.config.classes), len(images))
+        sources = np.sort(rng.permutation(len(images))[:n])
+        positions = self.seed_positions(images[sources], rng)
+        regions = np.stack([self.extract(images[i], pos) for i, pos in zip(sources, positions)]) if n else \
+            np.zeros((0, self.region, self.region, 3), np.uint8)
+        return regions, sources, positions
+
+    def centre(self, region: np.ndarray) -> np.ndarray:
+        """The seed patch itself (the centre of a stored region)."""
+        m = (region.shape[0] - self.patch) // 2
+        return region[m:m + self.patch, m:m + self.patch]
+
+    # -- transformations ------------------------------------------------------------------------
+    def sample_params(self, rng: np.random.Generator) -> dict:
+        """Draw one composition of the paper's transformations from the configured ranges."""
+        c = self.config
+
+        def logu(lo, hi, size=None):
+            return np.exp(rng.uniform(math.log(lo), math.log(hi), size))
+
+        t = c.translation * self.patch
+        return {"tx": float(rng.uniform(-t, t)), "ty": float(rng.uniform(-t, t)),
+                "scale": float(logu(c.scale_min, c.scale_max)),
+                "angle": float(rng.uniform(-c.rotation, c.rotation)),
+                "contrast": logu(c.contrast_min, c.contrast_max, 3).astype(np.float32),
+                "power": logu(c.power_min, c.power_max, 2).astype(np.float32),
+                "sv_factor": rng.uniform(c.sv_factor_min, c.sv_factor_max, 2).astype(np.float32),
+                "sv_shift": rng.uniform(-c.sv_shift, c.sv_shift, 2).astype(np.float32),
+                "hue": float(rng.uniform(-c.hue_shift, c.hue_shift))}
+
+    def warp(self, region: np.ndarray, tx: float, ty: float, scale: float, angle: float) -> np.ndarray:
+        """Translate, scale and rotate the patch at the centre of ``region`` (bilinear, mirrored borders).
+
+        Returns float RGB in [0, 1] of size patch x patch. The content moves by (tx, ty) pixels,
+        grows by ``scale`` and turns by ``angle`` degrees counter-clockwise (as seen on screen).
+        """
+        p, r = self.patch, region.shape[0]
+        src = region.astype(np.float32) / 255.0
+        coords = np.arange(p, dtype=np.float32) + 0.5 - p / 2.0
+        v, u = np.meshgrid(coords, coords, indexing="ij")  # v: down, u: right
+        a = math.radians(angle)
+        ca, sa = math.cos(a), math.sin(a)
+        uu, vv = u - tx, v - ty
+        # inverse map: output -> source. Counter-clockwise on screen with y pointing down.
+        su = (ca * uu - sa * vv) / scale
+        sv = (sa * uu + ca * vv) / scale
+        x = su + r / 2.0 - 0.5
+        y = sv + r / 2.0 - 0.5
+        x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+        fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+        xa, xb = _reflect(x0, r), _reflect(x0 + 1, r)
+        ya, yb = _reflect(y0, r), _reflect(y0 + 1, r)
+        top = src[ya, xa] * (1 - fx) + src[ya, xb] * fx
+        bottom = src[yb, xa] * (1 - fx) + src[yb, xb] * fx
+        return top * (1 - fy) + bottom * fy
+
+    def recolour(self, rgb: np.ndarray, params: dict, pca: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+        """Contrast 1 (principal colour components), contrast 2 (S and V) and colour (hue)."""
+        c = self.config
+        out = rgb
+        if c.contrast_min != 1.0 or c.contrast_max != 1.0:
+            mean, vecs = pca if pca is not None and c.contrast_pca == "dataset" else colour_pca(rgb)
+            proj = (out - mean) @ vecs
+            out = np.clip(mean + (proj * params["contrast"]) @ vecs.T, 0.0, 1.0)
+        sv_identity = (c.power_min == c.power_max == 1.0 and c.sv_factor_min == c.sv_factor_max == 1.0
+                       and c.sv_shift == 0.0)
+        if not sv_identity or c.hue_shift > 0:
+            hsv = rgb_to_hsv(out)
+            if not sv_identity:
+                sv = hsv[..., 1:] ** params["power"] * params["sv_factor"] + params["sv_shift"]
+                hsv[..., 1:] = np.clip(sv, 0.0, 1.0)
+            hsv[..., 0] = (hsv[..., 0] + params["hue"]) % 1.0
+            out = hsv_to_rgb(hsv)
+        return out.astype(np.float32)
+
+    def transform(self, region: np.ndarray, params: dict,
+                  pca: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """One transformed copy (float RGB patch x patch x 3 in [0, 1]) of the seed in ``region``."""
+        rgb = self.warp(region, params["tx"], params["ty"], params["scale"], params["angle"])
+        return self.recolour(rgb, params, pca if pca is not None else self.pca)
+
+    def copies_of(self, region: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """``copies`` transformed copies of the seed in ``region`` as a [copies, 3, P, P] tensor."""
+        return torch.stack([_float_to_tensor(self.transform(region, self.sample_params(rng)))
+                            for _ in range(self.config.copies)])
+
+    # -- protocol -------------------------------------------------------------------------------
+    def prepare(self, images: np.ndarray, seed: int) -> np.ndarray:
+        """The seed regions (uint8 [N, R, R, 3], N = min(classes, images)); also the dataset colour PCA."""
+        regions, self.sources, self.positions = self.select_seeds(images, seed)
+        if len(regions):
+            m = (self.region - self.patch) // 2
+            centres = regions[:, m:m + self.patch, m:m + self.patch]
+            self.pca = colour_pca(centres.astype(np.float32) / 255.0)
+        return regions
+
+    def holdout_items(self, train_items: np.ndarray, holdout_images: np.ndarray) -> np.ndarray:
+        """The first seeds again (as many as there are held-out images, at least 8): held-out
+        accuracy is the accuracy on fresh transformations of them. A prefix keeps each item's
+        index equal to its surrogate class."""
+        return train_items[: max(8, len(holdout_images))]
+
+    def make_item(self, index: int, item: np.ndarray, rng: np.random.Generator):
+        """``copies`` transformations of seed ``index``, all labelled ``index``."""
+        return self.copies_of(item, rng), torch.full((self.config.copies,), int(index), dtype=torch.long)
+
+    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pick a seed patch in ``image`` (gradient-weighted) and return its copies, labelled 0."""
+        position = self.seed_positions(image[None], rng)[0]
+        region = self.extract(image, position)
+        return self.copies_of(region, rng), torch.zeros(self.config.copies, dtype=torch.long)
+
+    def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
+        classes = len(self.sources) if self.sources is not None else int(self.config.classes)
+        return ExemplarHead(backbone, feature_dim, max(1, classes))
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output.float(), target.reshape(-1))
+
+    def metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
+        t = target.reshape(-1)
+        return float((output.argmax(1) == t).sum().item()), int(t.numel())
+
+    def run_info(self) -> dict:
+        return {"surrogate_classes": None if self.sources is None else int(len(self.sources)),
+                "patch_size": self.patch, "stored_region": self.region}
+
+    # -- drawing --------------------------------------------------------------------------------
+    def render(self, inputs: torch.Tensor, target: torch.Tensor,
+               output: torch.Tensor | None = None) -> Image.Image:
+        tiles = []
+        for k in range(inputs.shape[0]):
+            t = int(target.reshape(-1)[k])
+            label = f"class {t}"
+            colour = (255, 255, 255)
+            if output is not None:
+                pred = int(output[k].argmax())
+                label += f" \u2192 {pred}"
+                colour = (120, 230, 120) if pred == t else (255, 120, 120)
+            tiles.append(labelled_tile(to_image(inputs[k]), label, colour=colour))
+        return hstack(tiles)
+
+    def render_preview(self, images: np.ndarray, n: int, seed: int) -> Image.Image:
+        """One row per seed: its source image (patch boxed), the seed, and transformed copies."""
+        regions, sources, positions = self.select_seeds(images, seed)
+        pca = colour_pca(np.stack([self.centre(r) for r in regions]).astype(np.float32) / 255.0)
+        rows = []
+        tile = 112
+        for k in range(min(n, len(regions))):
+            src = Image.fromarray(images[sources[k]]).convert("RGB").resize((tile, tile), Image.NEAREST)
+            f = tile / images.shape[2]
+            y, x = positions[k]
+            ImageDraw.Draw(src).rectangle([x * f, y * f, (x + self.patch) * f - 1, (y + self.patch) * f - 1],
+                                          outline=(255, 230, 0), width=2)
+            tiles = [labelled_tile(src, f"image {int(sources[k])}", size=tile),
+                     labelled_tile(Image.fromarray(np.ascontiguousarray(self.centre(regions[k]))),
+                                   f"seed = class {k}", size=tile)]
+            rng = np.random.default_rng((seed, k))
+            for _ in range(self.config.copies):
+                rgb = self.transform(regions[k], self.sample_params(rng), pca)
+                tiles.append(labelled_tile(Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)),
+                                           f"class {k}", size=tile))
+            rows.append(hstack(tiles))
+        title = (f"{self.name}: each seed patch (boxed in its image) is a class; random transformations "
+                 f"of it share its label (seed {seed})")
+        gap, top = 8, 30
+        width = max(max(r.width for r in rows) + 2 * gap, 16 + int(font(15).getlength(title)))
+        out = Image.new("RGB", (width, top + sum(r.height + gap for r in rows) + gap), (40, 40, 46))
+        ImageDraw.Draw(out).text((gap, 7), title, fill=(235, 235, 235), font=font(15))
+        yy = top + gap
+        for r in rows:
+            out.paste(r, (gap, yy))
+            yy += r.height + gap
+        return out
