@@ -214,20 +214,38 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_gui(args) -> int:
+    """Open the window (the only command that loads Qt)."""
+    try:
+        from sslstudio.gui.app import run_app
+    except ImportError as exc:
+        raise SSLStudioError(f"the window needs PySide6 and pyqtgraph, which could not be imported ({exc}); "
+                             "reinstall sslstudio with pip, or use the command line.") from None
+    return run_app(getattr(args, "data", None), getattr(args, "workspace", None), getattr(args, "labelled", None))
+
+
 def cmd_demo(args) -> int:
-    """The whole workflow on the built-in demo data, headless."""
+    """The demo data (written once), then the window on it, or the whole workflow headless."""
     from sslstudio.data import write_demo_data
-    from sslstudio.engine import PretrainConfig, pretrain
-    from sslstudio.engine.preview import save_preview
-    from sslstudio.evaluation import compare
-    from sslstudio.runs import export_run
-    from sslstudio.tasks import create_task
 
     root = Path(args.dir)
     data = root / "data"
     if not (data / "unlabelled").is_dir():
         print(f"writing demo data to {data}", file=sys.stderr)
         write_demo_data(data, seed=0)
+    if not args.headless:
+        args.data, args.labelled, args.workspace = str(data / "unlabelled"), str(data / "labelled"), str(root / "workspace")
+        return cmd_gui(args)
+    return _demo_headless(args, root, data)
+
+
+def _demo_headless(args, root: Path, data: Path) -> int:
+    from sslstudio.engine import PretrainConfig, pretrain
+    from sslstudio.engine.preview import save_preview
+    from sslstudio.evaluation import compare
+    from sslstudio.runs import export_run
+    from sslstudio.tasks import create_task
+
     task = create_task("rotation", image_size=args.image_size)
     grid = save_preview(task, str(data / "unlabelled"), str(root / "preview-rotation.png"), n=8)
     print(f"preview: {grid}", file=sys.stderr)
@@ -343,8 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", default="last", choices=["last", "best"])
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("demo", help="demo data -> preview -> rotation pretraining -> compare -> export")
+    s = sub.add_parser("gui", help="open the window")
+    s.add_argument("data", nargs="?", help="folder of unlabelled images to open")
+    s.add_argument("--labelled", help="labelled folder for fine-tuning")
+    s.add_argument("--workspace", help="folder for runs, comparisons and exports")
+    s.set_defaults(func=cmd_gui)
+
+    s = sub.add_parser("demo", help="write the demo data and open the window on it (--headless: the whole "
+                                    "workflow on the command line)")
     s.add_argument("--dir", default="sslstudio-demo")
+    s.add_argument("--headless", action="store_true",
+                   help="demo data -> preview -> rotation pretraining -> compare -> export, no window")
     s.add_argument("--arch", default="resnet18")
     s.add_argument("--epochs", type=int, default=8)
     s.add_argument("--image-size", type=int, default=32)
@@ -356,9 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    if not getattr(args, "func", None):  # no subcommand: the window
+        args.func = cmd_gui
     try:
         return int(args.func(args) or 0)
     except SSLStudioError as exc:

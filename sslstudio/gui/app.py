@@ -1,0 +1,59 @@
+"""Starting the window: ``run_app()`` (what ``python -m sslstudio.gui.app`` calls)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6.QtWidgets import QApplication
+
+__all__ = ["apply_style", "run_app", "style_sheet_path"]
+
+
+def style_sheet_path() -> Path | None:
+    """``resources/style.qss`` of the source tree, if present."""
+    for base in (Path(__file__).resolve().parents[2], Path(sys.prefix)):
+        path = base / "resources" / "style.qss"
+        if path.is_file():
+            return path
+    return None
+
+
+def apply_style(app: QApplication) -> None:
+    """Fusion style (follows the system's light or dark palette) plus the modest style sheet."""
+    app.setStyle("Fusion")
+    path = style_sheet_path()
+    if path is not None:
+        app.setStyleSheet(path.read_text(encoding="utf-8"))
+
+
+def run_app(data: str | None = None, workspace: str | None = None, labelled: str | None = None) -> int:
+    """Create the application, show the window (selecting folder ``data`` and the labelled folder
+    ``labelled`` if given) and run it."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("sslstudio")
+    app.setOrganizationName("sslstudio")
+    apply_style(app)
+    from sslstudio.gui.window import MainWindow
+
+    window = MainWindow(workspace=workspace)
+    window.show()
+    if data:
+        window.data_page.set_folder(data)
+    if labelled:
+        window.compare_page.labelled.setText(str(labelled))
+    return app.exec()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sslstudio.gui.app", description="The sslstudio window.")
+    parser.add_argument("data", nargs="?", help="folder of unlabelled images to open")
+    parser.add_argument("--workspace", help="folder for runs, comparisons and exports")
+    args = parser.parse_args(argv)
+    return run_app(args.data, args.workspace)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

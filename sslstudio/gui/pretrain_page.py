@@ -1,0 +1,476 @@
+"""Step 3, Pretrain: settings, Start / Pause / Resume / Stop, live plots, a log and the run list."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter,
+                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+
+from sslstudio.engine.pretrain import PretrainConfig, pretrain
+from sslstudio.gui.plots import PALETTE, LiveCurve, make_plot
+from sslstudio.gui.workers import Job
+from sslstudio.models import list_archs
+from sslstudio.runs import RunDir
+from sslstudio.tasks import get_task
+
+__all__ = ["PretrainPage", "list_runs", "format_duration"]
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def list_runs(workspace: Path) -> list[dict]:
+    """Runs under ``<workspace>/runs``: folder, task, backbone, date, status and key metric."""
+    out = []
+    root = Path(workspace) / "runs"
+    if not root.is_dir():
+        return out
+    for path in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+        run = RunDir(path)
+        if not run.config_path.is_file():
+            continue
+        try:
+            config = run.read_config()
+            summary = run.read_summary() or {}
+        except Exception:  # noqa: BLE001 - an unreadable run is listed as broken
+            config, summary = {}, {"status": "unreadable"}
+        metric = summary.get("metric") or config.get("metric") or "accuracy"
+        value = summary.get(f"final_val_{metric}")
+        if value is None:
+            value = summary.get(f"final_train_{metric}")
+        status = summary.get("status") or ("has checkpoint" if run.last_checkpoint.is_file() else "incomplete")
+        out.append({"path": str(path), "name": path.name, "task": config.get("task", "?"),
+                    "arch": config.get("arch", "?"),
+                    "date": datetime.fromtimestamp(run.config_path.stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
+                    "status": status, "metric": metric, "value": value,
+                    "has_checkpoint": run.last_checkpoint.is_file()})
+    return out
+
+
+class PretrainPage(QWidget):
+    """Signals ``run_started(run_dir)``, ``run_finished(summary)`` and ``run_failed(message)``."""
+
+    run_started = Signal(str)
+    run_finished = Signal(dict)
+    run_failed = Signal(str)
+    runs_changed = Signal()
+
+    def __init__(self, window, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.window_ = window
+        self.job: Job | None = None
+        self.run_dir: str | None = None
+        self.shown_run: str | None = None
+        self._last_step = None
+
+        # -- settings ---------------------------------------------------------------------------
+        self.arch = QComboBox()
+        self.arch.addItems(list_archs())
+        self.arch.setCurrentText("resnet18")
+        self.arch.setToolTip("Backbone architecture (resnet18_small suits 32-64 px images)")
+        self.image_size_box = QSpinBox()
+        self.image_size_box.setRange(16, 1024)
+        self.image_size_box.setSingleStep(16)
+        self.image_size_box.setValue(64)
+        self.image_size_box.setSuffix(" px")
+        self.image_size_box.setToolTip("Side of the square network inputs")
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 10_000)
+        self.epochs.setToolTip("Training epochs (the paper's value is set when the task changes)")
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(1, 65_536)
+        self.batch_size.setToolTip("Source images per batch")
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(0.0, 10.0)
+        self.lr.setSingleStep(0.01)
+        self.lr.setToolTip("Peak learning rate (SGD)")
+        self.device = QComboBox()
+        self.device.addItem("auto", "auto")
+        self.device.addItem("cpu", "cpu")
+        try:
+            import torch
+
+            for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+                self.device.addItem(f"cuda:{i} ({torch.cuda.get_device_name(i)})", f"cuda:{i}")
+        except Exception:  # noqa: BLE001 - no GPU information: auto and cpu remain
+            pass
+        self.device.setToolTip("auto: the GPU when there is one, else the CPU")
+        self.precision = QComboBox()
+        self.precision.addItems(["auto", "fp32", "bf16"])
+        self.precision.setToolTip("auto: bf16 mixed precision on a GPU, fp32 on the CPU")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("Seed of the run (recorded with it; the same seed repeats the run)")
+        self.workers = QSpinBox()
+        self.workers.setRange(0, 64)
+        self.workers.setValue(2)
+        self.workers.setToolTip("Data-loading worker processes (0: load in the training thread)")
+        form = QFormLayout()
+        for label, w in (("Backbone", self.arch), ("Image size", self.image_size_box), ("Epochs", self.epochs),
+                         ("Batch size", self.batch_size), ("Learning rate", self.lr), ("Device", self.device),
+                         ("Precision", self.precision), ("Seed", self.seed), ("Loader workers", self.workers)):
+            form.addRow(label, w)
+
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Start pretraining (Ctrl+R)")
+        self.start_button.setObjectName("primary")
+        self.pause_button = QPushButton("Pause")
+        self.resume_button = QPushButton("Resume")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after the current step; the last checkpoint is kept (Esc)")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.clicked.connect(self.pause)
+        self.resume_button.clicked.connect(self.resume)
+        self.stop_button.clicked.connect(self.stop)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
+            buttons.addWidget(b)
+
+        settings_box = QGroupBox("Pretraining")
+        sl = QVBoxLayout(settings_box)
+        sl.addLayout(form)
+        sl.addLayout(buttons)
+
+        # -- run list ---------------------------------------------------------------------------
+        self.runs = QTreeWidget()
+        self.runs.setHeaderLabels(["Task", "Backbone", "Date", "Status", "Metric"])
+        self.runs.setRootIsDecorated(False)
+        self.runs.setAlternatingRowColors(True)
+        self.runs.itemDoubleClicked.connect(lambda item, _col: self.open_run(item.data(0, Qt.ItemDataRole.UserRole)))
+        self.open_button = QPushButton("Show plots")
+        self.open_button.setToolTip("Show the curves of the selected run (also: double-click)")
+        self.open_button.clicked.connect(self._open_selected)
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh_runs)
+        runs_box = QGroupBox("Runs in the workspace")
+        rl = QVBoxLayout(runs_box)
+        rl.addWidget(self.runs, 1)
+        rb = QHBoxLayout()
+        rb.addWidget(self.open_button)
+        rb.addWidget(refresh)
+        rb.addStretch(1)
+        rl.addLayout(rb)
+
+        left = QWidget()
+        left_l = QVBoxLayout(left)
+        left_l.setContentsMargins(0, 0, 0, 0)
+        title = QLabel("3 · Pretrain")
+        title.setObjectName("pageTitle")
+        left_l.addWidget(title)
+        left_l.addWidget(settings_box)
+        left_l.addWidget(runs_box, 1)
+
+        # -- progress, plots, log ---------------------------------------------------------------
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("Idle.")
+        self.status.setWordWrap(True)
+        self.loss_plot = make_plot("Loss per step", "step", "loss")
+        self.metric_plot = make_plot("Pretext metric per epoch", "epoch", "accuracy")
+        loss_item, metric_item = self.loss_plot.getPlotItem(), self.metric_plot.getPlotItem()
+        self.loss_raw = LiveCurve(loss_item, "loss", PALETTE[0], width=1, alpha=70)
+        self.loss_smooth = LiveCurve(loss_item, "smoothed", PALETTE[0], width=2.5, smoothed=True)
+        self.metric_train = LiveCurve(metric_item, "train", PALETTE[1], symbol="o")
+        self.metric_val = LiveCurve(metric_item, "held-out", PALETTE[2], symbol="s")
+        self.curves = [self.loss_raw, self.loss_smooth, self.metric_train, self.metric_val]
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+        self.log_view.setPlaceholderText("Log")
+        right = QSplitter(Qt.Orientation.Vertical)
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addWidget(self.progress)
+        tl.addWidget(self.status)
+        tl.addWidget(self.loss_plot, 1)
+        tl.addWidget(self.metric_plot, 1)
+        right.addWidget(top)
+        right.addWidget(self.log_view)
+        right.setSizes([560, 140])
+
+        outer = QSplitter(Qt.Orientation.Horizontal)
+        outer.addWidget(left)
+        outer.addWidget(right)
+        outer.setStretchFactor(1, 1)
+        outer.setSizes([380, 800])
+        layout = QVBoxLayout(self)
+        layout.addWidget(outer)
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(100)  # ~10 Hz redraws, however fast steps arrive
+        self._timer.timeout.connect(self.flush)
+        self._timer.start()
+        self.set_idle()
+
+    # -- settings ------------------------------------------------------------------------------
+    def image_size(self) -> int:
+        return self.image_size_box.value()
+
+    def set_task_defaults(self, task_name: str) -> None:
+        try:
+            optim = get_task(task_name).optim
+        except Exception:  # noqa: BLE001
+            return
+        self.epochs.setValue(int(optim.epochs))
+        self.batch_size.setValue(int(optim.batch_size))
+        self.lr.setValue(float(optim.lr))
+        self.metric_plot.getPlotItem().setLabel("left", get_task(task_name).metric_name)
+
+    def values(self) -> dict:
+        return {"arch": self.arch.currentText(), "image_size": self.image_size_box.value(),
+                "epochs": self.epochs.value(), "batch_size": self.batch_size.value(), "lr": self.lr.value(),
+                "device": self.device.currentData(), "precision": self.precision.currentText(),
+                "seed": self.seed.value(), "workers": self.workers.value()}
+
+    def set_values(self, v: dict) -> None:
+        def get(key, kind):
+            try:
+                return kind(v[key])
+            except (KeyError, TypeError, ValueError):
+                return None
+
+        if get("arch", str) in list_archs():
+            self.arch.setCurrentText(v["arch"])
+        for key, box in (("image_size", self.image_size_box), ("epochs", self.epochs),
+                         ("batch_size", self.batch_size), ("seed", self.seed), ("workers", self.workers)):
+            if get(key, int) is not None:
+                box.setValue(get(key, int))
+        if get("lr", float) is not None:
+            self.lr.setValue(get("lr", float))
+        i = self.device.findData(v.get("device"))
+        if i >= 0:
+            self.device.setCurrentIndex(i)
+        if v.get("precision") in ("auto", "fp32", "bf16"):
+            self.precision.setCurrentText(v["precision"])
+
+    # -- state ---------------------------------------------------------------------------------
+    def is_running(self) -> bool:
+        return self.job is not None and self.job.is_running()
+
+    def set_idle(self) -> None:
+        self.start_button.setEnabled(True)
+        self.pause_button.setEnabled(False)
+        self.resume_button.setEnabled(False)
+        self.stop_button.setEnabled(False)
+        for w in (self.arch, self.image_size_box, self.epochs, self.batch_size, self.lr, self.device,
+                  self.precision, self.seed, self.workers):
+            w.setEnabled(True)
+
+    def _set_running(self) -> None:
+        self.start_button.setEnabled(False)
+        self.pause_button.setEnabled(True)
+        self.resume_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        for w in (self.arch, self.image_size_box, self.epochs, self.batch_size, self.lr, self.device,
+                  self.precision, self.seed, self.workers):
+            w.setEnabled(False)
+
+    def clear_plots(self) -> None:
+        for c in self.curves:
+            c.clear()
+
+    def new_run_dir(self, task: str) -> Path:
+        root = self.window_.workspace / "runs"
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = root / f"{task}-{stamp}"
+        k = 2
+        while path.exists():
+            path = root / f"{task}-{stamp}-{k}"
+            k += 1
+        return path
+
+    # -- actions -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.is_running():
+            return
+        data = self.window_.data_page
+        if not data.folder:
+            QMessageBox.information(self, "sslstudio", "Choose a folder of unlabelled images first (step 1).") \
+                if self.window_.show_dialogs else None
+            self.status.setText("Choose a folder of unlabelled images first (step 1).")
+            self.run_failed.emit("no folder")
+            return
+        task = self.window_.task_page.task_name()
+        v = self.values()
+        out = self.new_run_dir(task)
+        config = PretrainConfig(task=task, data=data.folder, out=str(out), arch=v["arch"], epochs=v["epochs"],
+                                batch_size=v["batch_size"], lr=v["lr"], image_size=v["image_size"],
+                                device=v["device"], precision=v["precision"], seed=v["seed"],
+                                workers=v["workers"], task_options=self.window_.task_page.options(),
+                                log_every=1)
+        self.clear_plots()
+        self.run_dir = str(out)
+        self.shown_run = str(out)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status.setText("Starting…")
+        self.log(f"run {out}")
+        job = Job(pretrain, config, parent=self, name="sslstudio-pretrain")
+        job.worker.event.connect(self.on_event)
+        job.worker.failed.connect(self._on_failed)
+        job.worker.finished.connect(self._on_finished)
+        job.ended.connect(self._on_ended)
+        self.job = job
+        self.window_.track(job)
+        self._set_running()
+        self._t0 = time.perf_counter()
+        job.start()
+        self.run_started.emit(str(out))
+
+    def pause(self) -> None:
+        if self.is_running():
+            self.job.pause()
+            self.pause_button.setEnabled(False)
+            self.resume_button.setEnabled(True)
+            self.status.setText(self.status.text() + " — paused")
+            self.log("paused")
+
+    def resume(self) -> None:
+        if self.is_running():
+            self.job.resume()
+            self.pause_button.setEnabled(True)
+            self.resume_button.setEnabled(False)
+            self.log("resumed")
+
+    def stop(self) -> None:
+        if self.is_running():
+            self.job.cancel()
+            self.stop_button.setEnabled(False)
+            self.pause_button.setEnabled(False)
+            self.resume_button.setEnabled(False)
+            self.status.setText("Stopping after the current step…")
+
+    # -- events --------------------------------------------------------------------------------
+    def on_event(self, ev) -> None:
+        kind = ev.kind
+        if kind == "step":
+            self.loss_raw.append(ev.global_step, ev.loss)
+            self.loss_smooth.append(ev.global_step, ev.loss)
+            self._last_step = ev
+        elif kind == "epoch":
+            self.metric_train.append(ev.epoch + 1, ev.train_metric)
+            if ev.val_metric is not None:
+                self.metric_val.append(ev.epoch + 1, ev.val_metric)
+            val = f", held-out {ev.metric_name} {ev.val_metric:.4g}" if ev.val_metric is not None else ""
+            train = f"{ev.train_metric:.4g}" if ev.train_metric is not None else "n/a"
+            self.log(f"epoch {ev.epoch + 1}/{ev.epochs}: loss {ev.train_loss:.4f}, {ev.metric_name} {train}{val}")
+        elif kind == "checkpoint":
+            self.log(f"checkpoint saved: {ev.path}{' (best)' if ev.best else ''}")
+        elif kind == "log":
+            self.log(ev.message, ev.level)
+        elif kind == "finished":
+            pass
+
+    def flush(self) -> None:
+        """Redraw what arrived since the last tick (called by the ~10 Hz timer)."""
+        for c in self.curves:
+            c.flush()
+        ev = self._last_step
+        if ev is not None:
+            self._last_step = None
+            self.progress.setRange(0, max(ev.total_steps, 1))
+            self.progress.setValue(ev.global_step)
+            metric = f", {ev.metric_name} {ev.metric:.3f}" if ev.metric is not None else ""
+            self.progress.setFormat(f"%p%  step {ev.global_step}/{ev.total_steps}")
+            paused = " — paused" if self.job is not None and self.job.control.paused else ""
+            self.status.setText(f"Epoch {ev.epoch + 1}/{ev.epochs}, step {ev.step}/{ev.steps_per_epoch}: "
+                                f"loss {ev.loss:.4f}{metric} · {ev.images_per_s:.1f} images/s "
+                                f"({ev.samples_per_s:.1f} samples/s) · elapsed {format_duration(ev.elapsed_s)}"
+                                f" · ETA {format_duration(ev.eta_s)}{paused}")
+
+    def _on_finished(self, summary: dict) -> None:
+        self.flush()
+        cancelled = summary.get("status") == "cancelled"
+        metric = summary.get("metric", "accuracy")
+        value = summary.get(f"final_val_{metric}") or summary.get(f"final_train_{metric}")
+        text = (f"{'Stopped' if cancelled else 'Finished'}: {summary.get('epochs_completed', 0)} epoch(s) in "
+                f"{format_duration(summary.get('time_s'))}")
+        if value is not None:
+            text += f", {metric} {value:.4g}"
+        if not cancelled:
+            self.progress.setValue(self.progress.maximum())
+        self.status.setText(text + ".")
+        self.log(text)
+        self.run_finished.emit(summary)
+
+    def _on_failed(self, message: str, details: str) -> None:
+        self.flush()
+        self.status.setText(f"<span style='color:#d62728'>Failed: {message}</span>")
+        self.log(details or message, "error")
+        self.window_.show_error("Pretraining failed", message)
+        self.run_failed.emit(message)
+
+    def _on_ended(self) -> None:
+        self.set_idle()
+        self.refresh_runs()
+
+    def log(self, message: str, level: str = "info") -> None:
+        prefix = {"warning": "warning: ", "error": "error: "}.get(level, "")
+        self.log_view.appendPlainText(f"{datetime.now():%H:%M:%S}  {prefix}{message}")
+
+    # -- run list ------------------------------------------------------------------------------
+    def refresh_runs(self) -> None:
+        self.runs.clear()
+        for r in list_runs(self.window_.workspace):
+            value = f"{r['metric']} {r['value']:.3f}" if isinstance(r["value"], (int, float)) else ""
+            item = QTreeWidgetItem([r["task"], r["arch"], r["date"], r["status"], value])
+            item.setData(0, Qt.ItemDataRole.UserRole, r["path"])
+            item.setToolTip(0, r["path"])
+            self.runs.addTopLevelItem(item)
+        for col in range(5):
+            self.runs.resizeColumnToContents(col)
+        self.runs_changed.emit()
+
+    def _open_selected(self) -> None:
+        item = self.runs.currentItem()
+        if item is not None:
+            self.open_run(item.data(0, Qt.ItemDataRole.UserRole))
+
+    def open_run(self, path: str) -> int:
+        """Show a finished run's curves from its ``metrics.jsonl``; returns the points loaded."""
+        if not path or self.is_running():
+            return 0
+        run = RunDir(path)
+        try:
+            config = run.read_config()
+        except Exception as exc:  # noqa: BLE001
+            self.status.setText(str(exc))
+            return 0
+        metric = config.get("metric", "accuracy")
+        self.clear_plots()
+        n = 0
+        for r in run.iter_metrics():
+            if r.get("type") == "step":
+                self.loss_raw.append(r["global_step"], r.get("loss"))
+                self.loss_smooth.append(r["global_step"], r.get("loss"))
+            elif r.get("type") == "epoch":
+                self.metric_train.append(r["epoch"] + 1, r.get(f"train_{metric}"))
+                if r.get(f"val_{metric}") is not None:
+                    self.metric_val.append(r["epoch"] + 1, r.get(f"val_{metric}"))
+            n += 1
+        self.metric_plot.getPlotItem().setLabel("left", metric)
+        self.flush()
+        self.shown_run = path
+        summary = run.read_summary() or {}
+        self.status.setText(f"Showing {Path(path).name}: {config.get('task')} / {config.get('arch')}, "
+                            f"{summary.get('status', 'no summary')}.")
+        return n
+
+    def shutdown(self) -> None:
+        self._timer.stop()
+        if self.job is not None:
+            self.job.stop()

@@ -1,0 +1,143 @@
+"""Running engine calls off the GUI thread.
+
+A :class:`Job` wraps one blocking engine call (``pretrain``, ``compare``, a folder scan, a
+preview render...) in a worker object moved to its own :class:`QThread`. The engine's events
+come back as Qt signals, queued to the GUI thread, so only the GUI thread touches widgets.
+A :class:`~sslstudio.engine.events.RunControl` gives pause / resume / cancel; :meth:`Job.stop`
+cancels and waits for the thread, so no thread outlives its window.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from sslstudio.engine.events import RunControl
+from sslstudio.errors import SSLStudioError
+
+__all__ = ["Job", "Worker"]
+
+
+class Worker(QObject):
+    """Runs ``fn(*args, on_event=..., control=..., progress=...)`` once, in whatever thread it lives in.
+
+    Signals:
+        event: each engine event (a dataclass with ``.kind``).
+        progress: ``(done, total)`` for tasks that report counts (``total`` 0 when unknown).
+        finished: the call's return value.
+        failed: ``(message, details)``: a sentence for the user and the traceback.
+        done: emitted last, whether the call finished, failed or was cancelled.
+    """
+
+    event = Signal(object)
+    progress = Signal(int, int)
+    finished = Signal(object)
+    failed = Signal(str, str)
+    done = Signal()
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, control: RunControl | None = None,
+                 pass_events: bool = True, pass_control: bool = True, pass_progress: bool = False,
+                 **kwargs: Any):
+        super().__init__()
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.control = control or RunControl()
+        self._pass = (pass_events, pass_control, pass_progress)
+        self._failed_sent = False
+
+    def _on_event(self, ev: Any) -> None:
+        if getattr(ev, "kind", None) == "failed":
+            self._failed_sent = True
+            self.failed.emit(ev.message, ev.details)
+            return
+        self.event.emit(ev)
+
+    @Slot()
+    def run(self) -> None:
+        kwargs = dict(self.kwargs)
+        pass_events, pass_control, pass_progress = self._pass
+        if pass_events:
+            kwargs["on_event"] = self._on_event
+        if pass_control:
+            kwargs["control"] = self.control
+        if pass_progress:
+            kwargs["progress"] = lambda done, total=0: self.progress.emit(int(done), int(total))
+        try:
+            result = self.fn(*self.args, **kwargs)
+        except SSLStudioError as exc:
+            if not self._failed_sent:
+                self.failed.emit(str(exc), traceback.format_exc())
+        except Exception as exc:  # noqa: BLE001 - any error must reach the user, not kill the thread
+            if not self._failed_sent:
+                self.failed.emit(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        else:
+            self.finished.emit(result)
+        finally:
+            self.done.emit()
+
+
+class Job(QObject):
+    """A :class:`Worker` in its own thread. Create, connect the worker's signals, then :meth:`start`.
+
+    Example::
+
+        job = Job(pretrain, config, parent=window)
+        job.worker.event.connect(window.on_event)
+        job.worker.failed.connect(window.on_failed)
+        job.start()
+        ...
+        job.stop()  # cancel and wait
+    """
+
+    ended = Signal()
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, parent: QObject | None = None,
+                 name: str = "sslstudio-job", **kwargs: Any):
+        super().__init__(parent)
+        self.worker = Worker(fn, *args, **kwargs)
+        self.thread = QThread()
+        self.thread.setObjectName(name)
+        self.worker.moveToThread(self.thread)
+        self.thread.started.connect(self.worker.run)
+        # direct: quit must reach the thread even while the GUI thread blocks in wait()
+        self.worker.done.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
+        self.thread.finished.connect(self._on_thread_finished)
+        self._running = False
+
+    @property
+    def control(self) -> RunControl:
+        return self.worker.control
+
+    def start(self) -> "Job":
+        self._running = True
+        self.thread.start()
+        return self
+
+    def is_running(self) -> bool:
+        return self._running and self.thread.isRunning()
+
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
+
+    def cancel(self) -> None:
+        self.control.cancel()
+
+    def wait(self, timeout_ms: int = -1) -> bool:
+        """Wait for the thread to end (``-1``: forever). True if it has ended."""
+        if not self.thread.isRunning():
+            return True
+        return self.thread.wait() if timeout_ms < 0 else self.thread.wait(timeout_ms)
+
+    def stop(self, timeout_ms: int = -1) -> bool:
+        """Cancel the call and wait for its thread."""
+        self.cancel()
+        return self.wait(timeout_ms)
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        self._running = False
+        self.ended.emit()
