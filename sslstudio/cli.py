@@ -183,7 +183,8 @@ def cmd_finetune(args) -> int:
     from sslstudio.evaluation import FinetuneConfig, finetune
 
     summary = finetune(FinetuneConfig(init=args.init, labelled=args.labelled, test=args.test, mode=args.mode,
-                                      out=args.out, arch=args.arch, per_class=args.per_class, epochs=args.epochs,
+                                      out=args.out, arch=args.arch, per_class=args.per_class,
+                                      fraction=args.fraction, epochs=args.epochs,
                                       layer=args.layer, batch_size=args.batch_size, lr=args.lr,
                                       image_size=args.image_size, device=args.device, seed=args.seed,
                                       weights=args.weights),
@@ -198,7 +199,7 @@ def cmd_compare(args) -> int:
 
     rows = compare(args.labelled, args.out, _csv(args.init) if args.init else [], test=args.test,
                    baselines=_csv(args.baselines), modes=_csv(args.modes), layers=args.layers, arch=args.arch,
-                   per_class=args.per_class, epochs_head=args.epochs_head or args.epochs,
+                   per_class=args.per_class, fraction=args.fraction, epochs_head=args.epochs_head or args.epochs,
                    epochs_all=args.epochs_all or args.epochs, image_size=args.image_size, device=args.device,
                    seed=args.seed, weights=args.weights, on_event=ProgressPrinter())
     print((Path(args.out) / "results.md").read_text())
@@ -325,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--arch")
     s.add_argument("--per-class", type=int, help="labelled images per class (seeded subset)")
+    s.add_argument("--fraction", type=float, help="label budget as a share of each class (instead of --per-class)")
     s.add_argument("--epochs", type=int)
     s.add_argument("--layer", help="backbone stage the head-only probe reads (default: last)")
     s.add_argument("--batch-size", type=int, default=64)
@@ -344,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layers", default="last", help="last, all, or stage names (head-only rows)")
     s.add_argument("--out", required=True)
     s.add_argument("--arch")
-    s.add_argument("--per-class", type=int)
+    s.add_argument("--per-class", type=int, help="labelled images per class (seeded subset)")
+    s.add_argument("--fraction", type=float, help="label budget as a share of each class (instead of --per-class)")
     s.add_argument("--epochs", type=int, help="epochs of every job (default: head 50, all 30)")
     s.add_argument("--epochs-head", type=int)
     s.add_argument("--epochs-all", type=int)

@@ -121,6 +121,12 @@ def _subset(train: dict[str, list[Path]], per_class: int, seed: int) -> dict[str
     return out
 
 
+def _subset_fraction(train: dict[str, list[Path]], fraction: float, seed: int) -> dict[str, list[Path]]:
+    """Keep a seeded random ``fraction`` of each class (at least one image)."""
+    return {name: sorted(_rng(seed, "subset", name).sample(sorted(paths), max(1, round(fraction * len(paths)))))
+            for name, paths in train.items()}
+
+
 def _resolve_layout(root: Path, test_root: str | os.PathLike[str] | None) -> tuple[Path, Path | None]:
     """Return the training folder and the test folder (if any)."""
     train_dir = root / "train"
@@ -135,8 +141,12 @@ def _resolve_layout(root: Path, test_root: str | os.PathLike[str] | None) -> tup
     return train_dir, None
 
 
-def _check_settings(test_fraction: float, per_class: int | None) -> None:
+def _check_settings(test_fraction: float, per_class: int | None, fraction: float | None = None) -> None:
     """Raise :class:`ConfigError` for settings that cannot work."""
+    if fraction is not None and not 0.0 < float(fraction) <= 1.0:
+        raise ConfigError(f"The label fraction must be in (0, 1], but {fraction} was given.")
+    if fraction is not None and per_class is not None:
+        raise ConfigError("Give either a number of images per class or a fraction of them, not both.")
     if not 0.0 < float(test_fraction) < 1.0:
         raise ConfigError(f"The test fraction must be between 0 and 1 (exclusive), but {test_fraction} was given.")
     if per_class is not None and int(per_class) < 1:
@@ -150,6 +160,7 @@ def load_labelled(
     per_class: int | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
+    fraction: float | None = None,
 ) -> LabelledSplit:
     """Load a labelled folder into seeded, deterministic train and test lists.
 
@@ -160,6 +171,8 @@ def load_labelled(
         per_class: Keep at most this many training images per class (a
             seeded subset, taken after the split); classes with fewer keep
             all of them, with a warning.
+        fraction: Keep this seeded share of each class's training images
+            (at least one), instead of ``per_class``.
         test_fraction: Share of each class used for testing when there is no
             test folder (at least one image in test and one in train).
         seed: Seed of the split and the subset.
@@ -173,7 +186,7 @@ def load_labelled(
             folder has a class the training folder lacks.
         ConfigError: ``test_fraction`` or ``per_class`` is out of range.
     """
-    _check_settings(test_fraction, per_class)
+    _check_settings(test_fraction, per_class, fraction)
     root_dir = check_folder(root, "The labelled folder")
     train_dir, test_dir = _resolve_layout(root_dir, test_root)
 
@@ -217,6 +230,8 @@ def load_labelled(
 
     if per_class is not None:
         train_images = _subset(train_images, int(per_class), seed)
+    elif fraction is not None:
+        train_images = _subset_fraction(train_images, float(fraction), seed)
 
     index = {name: i for i, name in enumerate(classes)}
     return LabelledSplit(

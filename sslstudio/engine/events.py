@@ -69,6 +69,16 @@ class LogEvent:
 
 
 @dataclass
+class RowEvent:
+    """A row of a comparison finished (``row`` as written to ``results.json``)."""
+
+    row: dict
+    index: int  # 1-based
+    total: int
+    kind: str = "row"
+
+
+@dataclass
 class FinishedEvent:
     summary: dict
     cancelled: bool = False
@@ -83,7 +93,7 @@ class FailedEvent:
     kind: str = "failed"
 
 
-Event = StepEvent | EpochEvent | CheckpointEvent | LogEvent | FinishedEvent | FailedEvent
+Event = StepEvent | EpochEvent | CheckpointEvent | LogEvent | RowEvent | FinishedEvent | FailedEvent
 EventSink = Callable[[Any], None]
 
 

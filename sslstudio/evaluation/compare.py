@@ -13,7 +13,7 @@ import io
 import traceback
 from pathlib import Path
 
-from sslstudio.engine.events import EventSink, LogEvent, RunControl
+from sslstudio.engine.events import EventSink, LogEvent, RowEvent, RunControl
 from sslstudio.errors import ConfigError, SSLStudioError
 from sslstudio.evaluation.finetuning import (MODES, FinetuneConfig, finetune, load_labelled_data, resolve_init,
                                            run_defaults)
@@ -48,7 +48,7 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
             layers: str | list[str] | None = "last", arch: str | None = None, per_class: int | None = None,
             epochs_head: int | None = None, epochs_all: int | None = None, image_size: int | None = None,
             device: str = "auto", seed: int = 0, weights: str | None = None, test_fraction: float = 0.2,
-            on_event: EventSink | None = None, control: RunControl | None = None) -> list[dict]:
+            fraction: float | None = None, on_event: EventSink | None = None, control: RunControl | None = None) -> list[dict]:
     """Run the comparison grid and write the result files to ``out``; returns the rows."""
     emit = on_event or (lambda e: None)
     control = control or RunControl()
@@ -71,7 +71,7 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
     probe_layers = parse_layers(layers, stages)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = load_labelled_data(labelled, test, image_size, per_class, test_fraction, seed)
+    data = load_labelled_data(labelled, test, image_size, per_class, test_fraction, seed, fraction)
     emit(LogEvent(f"compare: {data.summary()}; {len(all_inits)} initialisation(s) x {', '.join(modes)}"))
 
     jobs = []
@@ -99,7 +99,7 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
                                               arch=arch, per_class=per_class, layer=layer,
                                               epochs=epochs_head if mode == "head" else epochs_all,
                                               image_size=image_size, device=device, seed=seed, weights=weights,
-                                              test_fraction=test_fraction),
+                                              test_fraction=test_fraction, fraction=fraction),
                                on_event=emit, control=control, data=data, init=backbone)
             row["test_accuracy"] = summary["test_accuracy"]
             row["train_accuracy"] = summary["train_accuracy"]
@@ -115,6 +115,7 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
             emit(LogEvent(f"{row['init_label']} / {mode} / {layer} failed: {exc}\n{traceback.format_exc()}",
                           "warning"))
         rows.append(row)
+        emit(RowEvent(row=dict(row), index=k, total=len(jobs)))
         write_results(out_dir, rows, meta={"arch": arch, "image_size": image_size, "seed": seed,
                                            "classes": data.classes, "train_images": int(len(data.train_y)),
                                            "test_images": int(len(data.test_y)), "test_source": data.test_source})

@@ -49,6 +49,7 @@ class FinetuneConfig:
     test: str | None = None
     arch: str | None = None
     per_class: int | None = None
+    fraction: float | None = None  # label budget as a share of each class, instead of per_class
     test_fraction: float = 0.2
     epochs: int | None = None
     layer: str | None = None
@@ -80,11 +81,12 @@ class LabelledData:
 
 
 def load_labelled_data(labelled: str, test: str | None, image_size: int, per_class: int | None = None,
-                       test_fraction: float = 0.2, seed: int = 0) -> LabelledData:
+                       test_fraction: float = 0.2, seed: int = 0, fraction: float | None = None) -> LabelledData:
     """Read and decode a labelled folder (and test folder) at ``image_size``."""
     from sslstudio.data import decode_images, load_labelled
 
-    split = load_labelled(labelled, test, per_class=per_class, test_fraction=test_fraction, seed=seed)
+    split = load_labelled(labelled, test, per_class=per_class, test_fraction=test_fraction, seed=seed,
+                          fraction=fraction)
 
     def decode(items):
         labels = {Path(p): y for p, y in items}
@@ -169,7 +171,8 @@ def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: L
         raise ConfigError(f"{arch} has no stage {layer!r}; its stages are {', '.join(stages)} (or 'last').")
     if data is None:
         emit(LogEvent(f"reading labelled images in {cfg.labelled}"))
-        data = load_labelled_data(cfg.labelled, cfg.test, image_size, cfg.per_class, cfg.test_fraction, cfg.seed)
+        data = load_labelled_data(cfg.labelled, cfg.test, image_size, cfg.per_class, cfg.test_fraction, cfg.seed,
+                                  cfg.fraction)
     emit(LogEvent(data.summary()))
 
     run = RunDir(cfg.out) if cfg.out else None

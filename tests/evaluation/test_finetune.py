@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,3 +115,23 @@ def test_imagenet_baseline_uses_local_weights(demo_root, tmp_path, monkeypatch, 
     rows = compare(str(demo_root / "labelled"), str(tmp_path / "cmp"), [], baselines=["imagenet"], modes=["head"],
                    arch="resnet18", epochs_head=1, image_size=32, device="cpu")
     assert rows[0]["test_accuracy"] is not None and "error" not in rows[0]
+
+
+def test_label_fraction_keeps_a_seeded_share_of_each_class(demo_root):
+    half = load_labelled_data(str(demo_root / "labelled"), None, 32, fraction=0.5, seed=3)
+    assert np.bincount(half.train_y).tolist() == [3, 3, 3, 3]  # 6 per class in the fixture
+    again = load_labelled_data(str(demo_root / "labelled"), None, 32, fraction=0.5, seed=3)
+    assert np.array_equal(half.train_x, again.train_x)
+    with pytest.raises(ConfigError, match="not both"):
+        load_labelled_data(str(demo_root / "labelled"), None, 32, per_class=2, fraction=0.5)
+
+
+def test_compare_emits_a_row_event_per_finished_row(demo_root, tmp_path):
+    events = []
+    rows = compare(str(demo_root / "labelled"), str(tmp_path / "cmp"), [], baselines=["random"], modes=["head"],
+                   layers="layer1,layer2", arch="resnet18", epochs_head=1, image_size=32, device="cpu",
+                   on_event=events.append)
+    row_events = [e for e in events if e.kind == "row"]
+    assert [(e.index, e.total) for e in row_events] == [(1, 2), (2, 2)]
+    assert [e.row["layer"] for e in row_events] == ["layer1", "layer2"]
+    assert row_events[-1].row["test_accuracy"] == rows[-1]["test_accuracy"]
