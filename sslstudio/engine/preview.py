@@ -50,7 +50,8 @@ def preview_grid(task, data: str, n: int = 16, seed: int = 0, columns: int | Non
         return own
     tiles = [task.render(inputs, target) for inputs, target in preview_samples(task, images, n, seed)]
     if columns is None:
-        columns = max(1, min(len(tiles), round((len(tiles) * tiles[0].height / tiles[0].width) ** 0.5)))
+        # about 1.6 times wider than tall
+        columns = max(1, min(len(tiles), round((1.6 * len(tiles) * tiles[0].height / tiles[0].width) ** 0.5)))
     return grid(tiles, columns, title=f"{task.name}: {task.description} (seed {seed})")
 
 

@@ -39,17 +39,32 @@ def hstack(images: list[Image.Image], gap: int = 4, bg=(24, 24, 28)) -> Image.Im
     return out
 
 
+def wrap(text: str, width: int, size: int = 16) -> list[str]:
+    """Split ``text`` into lines no wider than ``width`` pixels in the default font."""
+    f = font(size)
+    lines: list[str] = []
+    for word in text.split():
+        if lines and f.getlength(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def grid(images: list[Image.Image], columns: int, gap: int = 8, bg=(40, 40, 46),
          title: str | None = None) -> Image.Image:
-    """Arrange rendered samples in a grid (row-major), with an optional title line on top."""
+    """Arrange rendered samples in a grid (row-major), with an optional title (wrapped to fit) on top."""
     columns = max(1, min(columns, len(images)))
     rows = (len(images) + columns - 1) // columns
     cw = max(i.width for i in images)
     ch = max(i.height for i in images)
-    top = 28 if title else 0
-    out = Image.new("RGB", (columns * cw + (columns + 1) * gap, top + rows * ch + (rows + 1) * gap), bg)
-    if title:
-        ImageDraw.Draw(out).text((gap, 6), title, fill=(235, 235, 235), font=font(16))
+    width = columns * cw + (columns + 1) * gap
+    lines = wrap(title, width - 2 * gap) if title else []
+    top = 8 + 22 * len(lines) if lines else 0
+    out = Image.new("RGB", (width, top + rows * ch + (rows + 1) * gap), bg)
+    draw = ImageDraw.Draw(out)
+    for k, line in enumerate(lines):
+        draw.text((gap, 6 + 22 * k), line, fill=(235, 235, 235), font=font(16))
     for k, img in enumerate(images):
         r, c = divmod(k, columns)
         out.paste(img, (gap + c * (cw + gap), top + gap + r * (ch + gap)))
