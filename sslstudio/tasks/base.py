@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -231,3 +232,20 @@ class PretextTask:
                 "config": [{k: v for k, v in f.items() if k != "type"} | {"type": str(f["type"])}
                            for f in config_fields(self.config_cls)],
                 "optim": dataclasses.asdict(self.optim)}
+
+
+class ClassificationTask(PretextTask):
+    """A task scored by cross-entropy and top-1 accuracy over integer labels of any shape.
+
+    Labels below zero (e.g. an image DeepCluster has not assigned yet) carry no loss and are not counted.
+    """
+
+    metric_name: ClassVar[str] = "accuracy"
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output.float(), target.reshape(-1), ignore_index=-1)
+
+    def metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
+        t = target.reshape(-1)
+        valid = t >= 0
+        return float((output.argmax(1)[valid] == t[valid]).sum().item()), int(valid.sum().item())

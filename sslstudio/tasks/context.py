@@ -44,12 +44,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
 from sslstudio.errors import ConfigError
-from sslstudio.tasks.base import OptimConfig, PretextTask, param
+from sslstudio.tasks.base import ClassificationTask, OptimConfig, param
 from sslstudio.tasks.patches import (crop, display, dominant_channel, drop_colour, pixelate, project_colour,
                                     standardise, to_chw, to_float)
 from sslstudio.tasks.registry import register_task
@@ -137,7 +136,7 @@ class ContextSample:
 
 
 @register_task("context")
-class ContextTask(PretextTask):
+class ContextTask(ClassificationTask):
     """Predict in which of the eight neighbouring cells a second patch lies relative to a centre patch."""
 
     description = "Predict where a second patch lies (one of 8 neighbours) relative to a centre patch"
@@ -221,13 +220,6 @@ class ContextTask(PretextTask):
     # -- model and scores --------------------------------------------------------------------
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
         return ContextHead(backbone, feature_dim, self.config.hidden_dim, self.config.dropout)
-
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output.float(), target.reshape(-1))
-
-    def metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
-        t = target.reshape(-1)
-        return float((output.argmax(1) == t).sum().item()), int(t.numel())
 
     # -- drawing -----------------------------------------------------------------------------
     def render(self, inputs: torch.Tensor, target: torch.Tensor,

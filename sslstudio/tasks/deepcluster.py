@@ -41,7 +41,8 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from sslstudio.errors import ConfigError
-from sslstudio.tasks.base import MEAN, STD, EpochPlan, OptimConfig, PretextTask, param, to_image, to_tensor
+from sslstudio.tasks.base import (ClassificationTask, EpochPlan, MEAN, STD, OptimConfig, param, to_image,
+                                  to_tensor)
 from sslstudio.tasks.clustering import kmeans, l2_normalize, nmi, pca_whiten, uniform_cluster_order
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import font, hstack, labelled_tile
@@ -150,7 +151,7 @@ def _seed(*parts: int) -> int:
 
 
 @register_task("deepcluster")
-class DeepClusterTask(PretextTask):
+class DeepClusterTask(ClassificationTask):
     """Cluster the network's features each epoch and learn to predict the cluster of each image."""
 
     description = "Predict each image's k-means cluster of the network's own features (re-clustered every epoch)"
@@ -210,14 +211,6 @@ class DeepClusterTask(PretextTask):
         n = self.items if self.items is not None else 0
         k = self.clusters_for(n) if n else (self.config.clusters or 10)
         return DeepClusterHead(backbone, feature_dim, k, n, self.config.sobel)
-
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output.float(), target.reshape(-1), ignore_index=-1)
-
-    def metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
-        t = target.reshape(-1)
-        valid = t >= 0
-        return float((output.argmax(1)[valid] == t[valid]).sum().item()), int(valid.sum().item())
 
     # -- clustering -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -38,12 +38,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
 from sslstudio.errors import ConfigError
-from sslstudio.tasks.base import MEAN, STD, OptimConfig, PretextTask, param, to_image
+from sslstudio.tasks.base import ClassificationTask, MEAN, STD, OptimConfig, param, to_image
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import font, hstack, labelled_tile
 
@@ -161,7 +160,7 @@ class ExemplarHead(nn.Module):
 
 
 @register_task("exemplar")
-class ExemplarTask(PretextTask):
+class ExemplarTask(ClassificationTask):
     """Classify transformed patches into the seed patch (surrogate class) they were made from."""
 
     description = "Tell which seed patch (surrogate class) a randomly transformed patch was made from"
@@ -346,13 +345,6 @@ class ExemplarTask(PretextTask):
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
         classes = len(self.sources) if self.sources is not None else int(self.config.classes)
         return ExemplarHead(backbone, feature_dim, max(1, classes))
-
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output.float(), target.reshape(-1))
-
-    def metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
-        t = target.reshape(-1)
-        return float((output.argmax(1) == t).sum().item()), int(t.numel())
 
     def run_info(self) -> dict:
         return {"surrogate_classes": None if self.sources is None else int(len(self.sources)),

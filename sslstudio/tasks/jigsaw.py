@@ -52,12 +52,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
 from sslstudio.errors import ConfigError
-from sslstudio.tasks.base import OptimConfig, PretextTask, param
+from sslstudio.tasks.base import ClassificationTask, OptimConfig, param
 from sslstudio.tasks.patches import crop_channels, display, greyscale, standardise, to_chw, to_float
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import font
@@ -226,7 +225,7 @@ class JigsawSample:
 
 
 @register_task("jigsaw")
-class JigsawTask(PretextTask):
+class JigsawTask(ClassificationTask):
     """Predict which permutation of a fixed set shuffled the nine tiles of a 3 x 3 grid."""
 
     description = "Predict which permutation shuffled the nine tiles of a 3x3 jigsaw puzzle"
@@ -334,13 +333,6 @@ class JigsawTask(PretextTask):
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
         return JigsawHead(backbone, feature_dim, len(self.permutations), self.config.hidden_dim,
                           self.config.dropout)
-
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output.float(), target.reshape(-1))
-
-    def metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
-        t = target.reshape(-1)
-        return float((output.argmax(1) == t).sum().item()), int(t.numel())
 
     # -- drawing -----------------------------------------------------------------------------
     def render(self, inputs: torch.Tensor, target: torch.Tensor,

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from sslstudio.tasks.base import OptimConfig, PretextTask, param, to_image, to_tensor
+from sslstudio.tasks.base import ClassificationTask, OptimConfig, param, to_image, to_tensor
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import hstack, labelled_tile
 
@@ -51,7 +50,7 @@ class RotationHead(nn.Module):
 
 
 @register_task("rotation")
-class RotationTask(PretextTask):
+class RotationTask(ClassificationTask):
     """Predict which of four rotations (0/90/180/270 degrees) was applied to an image."""
 
     description = "Predict the rotation (0, 90, 180, 270 degrees) applied to an image"
@@ -75,13 +74,6 @@ class RotationTask(PretextTask):
 
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
         return RotationHead(backbone, feature_dim)
-
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output.float(), target.reshape(-1))
-
-    def metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
-        t = target.reshape(-1)
-        return float((output.argmax(1) == t).sum().item()), int(t.numel())
 
     def render(self, inputs: torch.Tensor, target: torch.Tensor,
                output: torch.Tensor | None = None) -> Image.Image:
