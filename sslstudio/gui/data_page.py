@@ -142,7 +142,7 @@ class DataPage(QWidget):
         """Scan ``folder`` in the background (what the button, the recent list and a drop call)."""
         folder = str(Path(folder).expanduser())
         if self.job is not None and self.job.is_running():
-            self.job.stop()
+            self.job.cancel()  # the old scan stops at its next progress report; its result is ignored
         self.folder = folder
         self.report = None
         self.model.set_files([])
@@ -151,19 +151,33 @@ class DataPage(QWidget):
         self.progress.show()
         job = Job(scan_folder, folder, parent=self, name="sslstudio-scan",
                   pass_events=False, pass_control=False, pass_progress=True)
+        # bound methods (not lambdas): queued to the GUI thread; a superseded scan's signals are ignored
         job.worker.progress.connect(self._on_progress)
         job.worker.finished.connect(self._on_scanned)
         job.worker.failed.connect(self._on_failed)
-        job.ended.connect(self.progress.hide)
+        job.ended.connect(self._on_scan_ended)
         self.job = job
         self.window_.track(job)
         self.scan_started.emit(folder)
         job.start()
 
+    def _current(self) -> bool:
+        """True when the signal being handled comes from the current scan."""
+        sender = self.sender()
+        return self.job is not None and sender in (self.job.worker, self.job)
+
+    def _on_scan_ended(self) -> None:
+        if self._current():
+            self.progress.hide()
+
     def _on_progress(self, done: int, total: int) -> None:
+        if not self._current():
+            return
         self.summary_label.setText(f"Scanning… {done:,} images found so far")
 
     def _on_scanned(self, report) -> None:
+        if not self._current():
+            return
         if self.folder is None or Path(report.root) != Path(self.folder).expanduser():
             return
         self.report = report
@@ -182,6 +196,8 @@ class DataPage(QWidget):
         self.scan_finished.emit(report)
 
     def _on_failed(self, message: str, details: str) -> None:
+        if not self._current():
+            return
         self.summary_label.setText(f"<span style='color:#d62728'>{message}</span>")
         self.window_.log(details or message, "warning")
         self.scan_failed.emit(message)

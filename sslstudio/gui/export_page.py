@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QListWidget, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget)
@@ -39,6 +39,8 @@ class ExportPage(QWidget):
         self.job: Job | None = None
         self.run = QComboBox()
         self.run.setToolTip("The pretraining run whose backbone is exported")
+        self.run.setMinimumContentsLength(40)
+        self.run.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.run.currentIndexChanged.connect(self._default_destination)
         self.format_boxes: dict[str, QCheckBox] = {}
         frow = QHBoxLayout()
@@ -95,6 +97,7 @@ class ExportPage(QWidget):
         for r in runs:
             if r["has_checkpoint"]:
                 self.run.addItem(f"{r['name']} ({r['task']}, {r['arch']}, {r['status']})", r["path"])
+                self.run.setItemData(self.run.count() - 1, r["path"], Qt.ItemDataRole.ToolTipRole)
         i = self.run.findData(current) if current else 0
         self.run.setCurrentIndex(max(i, 0))
         self.run.blockSignals(False)

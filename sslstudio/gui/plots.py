@@ -1,38 +1,86 @@
-"""Live training curves: each curve created once, ``setData`` on growing numpy buffers.
+"""Live training curves: each curve created once, ``setData`` on bounded numpy buffers.
 
 Points are appended from the GUI thread as events arrive (cheap: a numpy write); the curves are
 redrawn by :meth:`LiveCurve.flush`, which the window calls from one ~10 Hz timer, so a burst of
-steps costs one redraw.
+steps costs one redraw. A buffer keeps every point up to ``max_points`` (20,000), then halves
+its resolution (every second point, always the newest), so a run of millions of steps keeps a
+bounded memory and a bounded redraw cost.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QApplication
 
-__all__ = ["GrowingBuffer", "LiveCurve", "make_plot", "smooth"]
+__all__ = ["GrowingBuffer", "IntegerAxis", "LiveCurve", "MAX_POINTS", "apply_palette", "make_plot", "smooth"]
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
+#: Points a live curve keeps at full resolution before it decimates by 2.
+MAX_POINTS = 20_000
+
 
 class GrowingBuffer:
-    """x / y arrays that double in capacity as points are appended."""
+    """x / y arrays that double in capacity as points are appended, bounded by ``max_points``.
 
-    def __init__(self, capacity: int = 1024):
+    Once ``max_points`` points are stored, every second point is dropped and from then on only
+    every ``stride``-th appended point is kept (``stride`` doubles at each decimation); the newest
+    point is always present (it overwrites a provisional last point that is off the stride).
+    """
+
+    def __init__(self, capacity: int = 1024, max_points: int | None = MAX_POINTS):
+        self.max_points = max_points
+        if max_points:
+            capacity = min(capacity, max_points + 1)
         self._x = np.empty(capacity, dtype=np.float64)
         self._y = np.empty(capacity, dtype=np.float64)
         self.n = 0
+        self.stride = 1
+        self._count = 0  # points appended since the last clear
+        self._provisional = False  # the last stored point is off the stride (replaced by the next)
 
-    def append(self, x: float, y: float) -> None:
+    def append(self, x: float, y: float | None) -> None:
+        on_stride = self._count % self.stride == 0
+        self._count += 1
+        if self._provisional:
+            self.n -= 1
         if self.n == len(self._x):
-            self._x = np.concatenate([self._x, np.empty_like(self._x)])
-            self._y = np.concatenate([self._y, np.empty_like(self._y)])
+            grow = len(self._x) if not self.max_points else min(len(self._x), self.max_points + 1 - len(self._x))
+            grow = max(grow, 1)
+            self._x = np.concatenate([self._x, np.empty(grow)])
+            self._y = np.concatenate([self._y, np.empty(grow)])
         self._x[self.n] = x
         self._y[self.n] = np.nan if y is None else y
         self.n += 1
+        self._provisional = not on_stride
+        if self.max_points and self.n >= self.max_points:
+            self._decimate()
+
+    def _decimate(self) -> None:
+        kept = self.n - 1 if self._provisional else self.n  # points on the stride
+        idx = list(range(0, kept, 2))
+        provisional = False
+        if self._provisional:
+            idx.append(self.n - 1)
+            provisional = True
+        elif (kept - 1) % 2 == 1:  # the newest point falls off the new stride: keep it provisionally
+            idx.append(kept - 1)
+            provisional = True
+        take = np.asarray(idx, dtype=np.int64)
+        m = len(take)
+        self._x[:m] = self._x[take]
+        self._y[:m] = self._y[take]
+        self.n = m
+        self.stride *= 2
+        self._provisional = provisional
 
     def clear(self) -> None:
         self.n = 0
+        self.stride = 1
+        self._count = 0
+        self._provisional = False
 
     @property
     def x(self) -> np.ndarray:
@@ -56,11 +104,15 @@ def smooth(y: np.ndarray, alpha: float = 0.1) -> np.ndarray:
 
 
 class LiveCurve:
-    """One plotted line fed by a :class:`GrowingBuffer`; ``smoothed`` draws an EMA of the data."""
+    """One plotted line fed by a bounded :class:`GrowingBuffer`; ``smoothed`` draws an EMA of the data
+    (computed as points arrive, so decimation never loses it)."""
+
+    ALPHA = 0.1
 
     def __init__(self, plot: pg.PlotItem, name: str, color: str, *, width: float = 2.0,
-                 alpha: int = 255, smoothed: bool = False, symbol: str | None = None):
-        self.buffer = GrowingBuffer()
+                 alpha: int = 255, smoothed: bool = False, symbol: str | None = None,
+                 max_points: int | None = MAX_POINTS):
+        self.buffer = GrowingBuffer(max_points=max_points)
         self.smoothed = smoothed
         pen = pg.mkPen(pg.mkColor(color) if alpha == 255 else _with_alpha(color, alpha), width=width)
         kwargs = {"symbol": symbol, "symbolSize": 6, "symbolBrush": color, "symbolPen": None} if symbol else {}
@@ -68,18 +120,21 @@ class LiveCurve:
         self.item.setClipToView(True)
         self.item.setDownsampling(auto=True, method="peak")
         self._dirty = False
-        self._ema_state = (0.0, 0.0, 0)  # incremental EMA: acc, weight, points done
-        self._ema = GrowingBuffer() if smoothed else None
+        self._acc = 0.0
+        self._weight = 0.0
 
     def append(self, x: float, y: float | None) -> None:
+        if self.smoothed:
+            if y is not None and np.isfinite(y):
+                self._acc = (1 - self.ALPHA) * self._acc + self.ALPHA * y
+                self._weight = (1 - self.ALPHA) * self._weight + self.ALPHA
+            y = self._acc / self._weight if self._weight else None
         self.buffer.append(x, y)
         self._dirty = True
 
     def clear(self) -> None:
         self.buffer.clear()
-        if self._ema is not None:
-            self._ema.clear()
-            self._ema_state = (0.0, 0.0, 0)
+        self._acc = self._weight = 0.0
         self.item.setData([], [])
         self._dirty = False
 
@@ -87,32 +142,88 @@ class LiveCurve:
         if not self._dirty:
             return
         self._dirty = False
-        if self._ema is not None:
-            acc, weight, done = self._ema_state
-            alpha = 0.1
-            for i in range(done, self.buffer.n):
-                v = self.buffer.y[i]
-                if np.isfinite(v):
-                    acc = (1 - alpha) * acc + alpha * v
-                    weight = (1 - alpha) * weight + alpha
-                self._ema.append(self.buffer.x[i], acc / weight if weight else np.nan)
-            self._ema_state = (acc, weight, self.buffer.n)
-            self.item.setData(self._ema.x, self._ema.y, connect="finite")
-        else:
-            self.item.setData(self.buffer.x, self.buffer.y, connect="finite")
+        self.item.setData(self.buffer.x, self.buffer.y, connect="finite")
 
     def points(self) -> int:
-        return self.buffer.n
+        """Points appended (not the points stored: see ``buffer.n``)."""
+        return self.buffer._count
 
 
-def _with_alpha(color: str, alpha: int):
+def _with_alpha(color, alpha: int):
     c = pg.mkColor(color)
     c.setAlpha(alpha)
     return c
 
 
-def make_plot(title: str, x_label: str, y_label: str) -> pg.PlotWidget:
-    widget = pg.PlotWidget()
+class IntegerAxis(pg.AxisItem):
+    """An axis with ticks on whole numbers only (epochs, stage indices); optional text labels."""
+
+    def __init__(self, *args, labels: dict[int, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.labels = dict(labels or {})
+
+    def set_labels(self, labels: dict[int, str]) -> None:
+        self.labels = dict(labels)
+        self.picture = None
+        self.update()
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802 - pyqtgraph API
+        levels = [(s, [v for v in ticks if abs(v - round(v)) < 1e-6])
+                  for s, ticks in super().tickValues(minVal, maxVal, size) if s >= 1]
+        levels = [(s, t) for s, t in levels if t]
+        if not levels:
+            lo, hi = int(np.ceil(minVal)), int(np.floor(maxVal))
+            levels = [(1.0, [float(v) for v in range(lo, hi + 1)])]
+        if self.labels:
+            levels = [(s, [v for v in t if int(round(v)) in self.labels]) for s, t in levels[:1]]
+        return levels
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph API
+        if self.labels:
+            return [self.labels.get(int(round(v)), "") for v in values]
+        return [str(int(round(v))) for v in values]
+
+
+def palette_colours(widget=None) -> tuple:
+    """(text colour, base colour) of the application's (or ``widget``'s) palette."""
+    pal = widget.palette() if widget is not None else QApplication.palette()
+    return pal.color(QPalette.ColorRole.WindowText), pal.color(QPalette.ColorRole.Base)
+
+
+def apply_palette(widget: pg.PlotWidget) -> None:
+    """Axes, title and legend follow the palette (light or dark); the background stays the window's."""
+    fg, base = palette_colours(widget)
+    item = widget.getPlotItem()
+    for name in ("left", "bottom"):
+        axis = item.getAxis(name)
+        axis.setPen(pg.mkPen(fg))
+        axis.setTextPen(pg.mkPen(fg))
+    title = item.titleLabel
+    if title.text:
+        title.setText(title.text, color=fg)
+    legend = item.legend
+    if legend is not None:
+        bg = pg.mkColor(base)
+        bg.setAlpha(200)
+        legend.setBrush(pg.mkBrush(bg))
+        edge = pg.mkColor(fg)
+        edge.setAlpha(60)
+        legend.setPen(pg.mkPen(edge))
+        legend.setLabelTextColor(fg)
+        for _sample, label in legend.items:
+            label.setText(label.text, color=fg)
+
+
+def make_plot(title: str, x_label: str, y_label: str, *, integer_x: bool = False,
+              legend: str = "top-right") -> pg.PlotWidget:
+    """A plot with a grid, no SI prefixes, a legend in a corner on a semi-transparent background.
+
+    Args:
+        integer_x: Ticks on whole numbers only (per-epoch plots).
+        legend: ``top-right``, ``bottom-right``, ``top-left``, ``bottom-left`` or ``none``.
+    """
+    axis = {"bottom": IntegerAxis("bottom")} if integer_x else {}
+    widget = pg.PlotWidget(axisItems=axis)
     widget.setBackground(None)
     item = widget.getPlotItem()
     item.setTitle(title)
@@ -121,6 +232,10 @@ def make_plot(title: str, x_label: str, y_label: str) -> pg.PlotWidget:
     item.showGrid(x=True, y=True, alpha=0.25)
     item.getAxis("left").enableAutoSIPrefix(False)
     item.getAxis("bottom").enableAutoSIPrefix(False)
-    item.addLegend(offset=(-10, 10))
+    if legend != "none":
+        dx = 10 if "left" in legend else -10
+        dy = 10 if "top" in legend else -10
+        item.addLegend(offset=(dx, dy), verSpacing=-4, labelTextSize="8pt")
     widget.setMinimumHeight(160)
+    apply_palette(widget)
     return widget

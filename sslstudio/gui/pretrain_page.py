@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter,
-                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView,
+                               QLabel, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
+                               QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from sslstudio.engine.pretrain import PretrainConfig, pretrain
 from sslstudio.gui.plots import PALETTE, LiveCurve, make_plot
@@ -54,8 +55,24 @@ def list_runs(workspace: Path) -> list[dict]:
                     "arch": config.get("arch", "?"),
                     "date": datetime.fromtimestamp(run.config_path.stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
                     "status": status, "metric": metric, "value": value,
-                    "has_checkpoint": run.last_checkpoint.is_file()})
+                    "has_checkpoint": run.last_checkpoint.is_file(),
+                    "resumable": status != "finished" and run.last_checkpoint.is_file()})
     return out
+
+
+def resume_config(path: str | Path, device: str | None = None, workers: int | None = None) -> PretrainConfig:
+    """The config that continues the run in ``path`` from its last checkpoint: the run's own settings
+    (from its ``config.json``), optionally on another device or with other loader workers."""
+    previous = RunDir(path).read_config()
+    names = {f.name for f in dataclasses.fields(PretrainConfig)}
+    values = {k: v for k, v in previous.items() if k in names}
+    values.pop("log_every", None)  # the engine default (10) for the metrics file
+    values.update(out=str(path), resume=True)
+    if device is not None:
+        values["device"] = device
+    if workers is not None:
+        values["workers"] = workers
+    return PretrainConfig(**values)
 
 
 class PretrainPage(QWidget):
@@ -65,6 +82,8 @@ class PretrainPage(QWidget):
     run_finished = Signal(dict)
     run_failed = Signal(str)
     runs_changed = Signal()
+    checkpoint_saved = Signal(str)
+    run_opened = Signal(str)
 
     def __init__(self, window, parent: QWidget | None = None):
         super().__init__(parent)
@@ -79,6 +98,7 @@ class PretrainPage(QWidget):
         self.arch.addItems(list_archs())
         self.arch.setCurrentText("resnet18")
         self.arch.setToolTip("Backbone architecture (resnet18_small suits 32-64 px images)")
+        self.arch.setMinimumContentsLength(14)
         self.image_size_box = QSpinBox()
         self.image_size_box.setRange(16, 1024)
         self.image_size_box.setSingleStep(16)
@@ -148,10 +168,20 @@ class PretrainPage(QWidget):
         self.runs.setHeaderLabels(["Task", "Backbone", "Date", "Status", "Metric"])
         self.runs.setRootIsDecorated(False)
         self.runs.setAlternatingRowColors(True)
+        header = self.runs.header()
+        header.setStretchLastSection(True)
+        header.setMinimumSectionSize(40)
+        self.runs.currentItemChanged.connect(lambda *_a: self._update_run_buttons())
         self.runs.itemDoubleClicked.connect(lambda item, _col: self.open_run(item.data(0, Qt.ItemDataRole.UserRole)))
         self.open_button = QPushButton("Show plots")
-        self.open_button.setToolTip("Show the curves of the selected run (also: double-click)")
+        self.open_button.setToolTip("Show the curves of the selected run and its latest comparison results "
+                                    "(also: double-click)")
         self.open_button.clicked.connect(self._open_selected)
+        self.resume_run_button = QPushButton("Resume run")
+        self.resume_run_button.setToolTip("Continue the selected interrupted run from its last checkpoint, "
+                                          "with its own settings")
+        self.resume_run_button.setEnabled(False)
+        self.resume_run_button.clicked.connect(self._resume_selected)
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh_runs)
         runs_box = QGroupBox("Runs in the workspace")
@@ -159,6 +189,7 @@ class PretrainPage(QWidget):
         rl.addWidget(self.runs, 1)
         rb = QHBoxLayout()
         rb.addWidget(self.open_button)
+        rb.addWidget(self.resume_run_button)
         rb.addWidget(refresh)
         rb.addStretch(1)
         rl.addLayout(rb)
@@ -178,10 +209,11 @@ class PretrainPage(QWidget):
         self.progress.setValue(0)
         self.status = QLabel("Idle.")
         self.status.setWordWrap(True)
-        self.loss_plot = make_plot("Loss per step", "step", "loss")
-        self.metric_plot = make_plot("Pretext metric per epoch", "epoch", "accuracy")
+        self.loss_plot = make_plot("Loss per step", "step", "loss", legend="top-right")
+        self.metric_plot = make_plot("Pretext metric per epoch", "epoch", "accuracy", integer_x=True,
+                                     legend="bottom-right")
         loss_item, metric_item = self.loss_plot.getPlotItem(), self.metric_plot.getPlotItem()
-        self.loss_raw = LiveCurve(loss_item, "loss", PALETTE[0], width=1, alpha=70)
+        self.loss_raw = LiveCurve(loss_item, "loss", PALETTE[0], width=1, alpha=110)
         self.loss_smooth = LiveCurve(loss_item, "smoothed", PALETTE[0], width=2.5, smoothed=True)
         self.metric_train = LiveCurve(metric_item, "train", PALETTE[1], symbol="o")
         self.metric_val = LiveCurve(metric_item, "held-out", PALETTE[2], symbol="s")
@@ -206,7 +238,7 @@ class PretrainPage(QWidget):
         outer.addWidget(left)
         outer.addWidget(right)
         outer.setStretchFactor(1, 1)
-        outer.setSizes([380, 800])
+        outer.setSizes([420, 760])
         layout = QVBoxLayout(self)
         layout.addWidget(outer)
 
@@ -215,6 +247,7 @@ class PretrainPage(QWidget):
         self._timer.timeout.connect(self.flush)
         self._timer.start()
         self.set_idle()
+        self._running_path: str | None = None
 
     # -- settings ------------------------------------------------------------------------------
     def image_size(self) -> int:
@@ -262,6 +295,7 @@ class PretrainPage(QWidget):
         return self.job is not None and self.job.is_running()
 
     def set_idle(self) -> None:
+        self._update_run_buttons()
         self.start_button.setEnabled(True)
         self.pause_button.setEnabled(False)
         self.resume_button.setEnabled(False)
@@ -271,6 +305,7 @@ class PretrainPage(QWidget):
             w.setEnabled(True)
 
     def _set_running(self) -> None:
+        self.resume_run_button.setEnabled(False)
         self.start_button.setEnabled(False)
         self.pause_button.setEnabled(True)
         self.resume_button.setEnabled(False)
@@ -310,15 +345,38 @@ class PretrainPage(QWidget):
         config = PretrainConfig(task=task, data=data.folder, out=str(out), arch=v["arch"], epochs=v["epochs"],
                                 batch_size=v["batch_size"], lr=v["lr"], image_size=v["image_size"],
                                 device=v["device"], precision=v["precision"], seed=v["seed"],
-                                workers=v["workers"], task_options=self.window_.task_page.options(),
-                                log_every=1)
+                                workers=v["workers"], task_options=self.window_.task_page.options())
         self.clear_plots()
+        self.log(f"run {out}")
+        self._launch(config)
+
+    def resume_run(self, path: str) -> bool:
+        """Continue the interrupted run in ``path`` from its last checkpoint (its own settings; this
+        page's device and loader workers). Returns False if it cannot be resumed."""
+        if self.is_running() or not path:
+            return False
+        run = RunDir(path)
+        if not run.last_checkpoint.is_file():
+            self.status.setText(f"{Path(path).name} has no checkpoint to resume from.")
+            return False
+        try:
+            config = resume_config(path, self.device.currentData(), self.workers.value())
+        except Exception as exc:  # noqa: BLE001 - an unreadable run: say so
+            self.status.setText(f"Cannot resume {Path(path).name}: {exc}")
+            return False
+        self.open_run(path)  # the curves so far; new steps append to them
+        self.log(f"resuming {path}")
+        self._launch(config)
+        return True
+
+    def _launch(self, config: PretrainConfig) -> None:
+        out = config.out
         self.run_dir = str(out)
         self.shown_run = str(out)
+        self._running_path = str(out)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.status.setText("Starting…")
-        self.log(f"run {out}")
+        self.status.setText("Resuming…" if config.resume else "Starting…")
         job = Job(pretrain, config, parent=self, name="sslstudio-pretrain")
         job.worker.event.connect(self.on_event)
         job.worker.failed.connect(self._on_failed)
@@ -370,6 +428,7 @@ class PretrainPage(QWidget):
             self.log(f"epoch {ev.epoch + 1}/{ev.epochs}: loss {ev.train_loss:.4f}, {ev.metric_name} {train}{val}")
         elif kind == "checkpoint":
             self.log(f"checkpoint saved: {ev.path}{' (best)' if ev.best else ''}")
+            self.checkpoint_saved.emit(ev.path)
         elif kind == "log":
             self.log(ev.message, ev.level)
         elif kind == "finished":
@@ -415,6 +474,7 @@ class PretrainPage(QWidget):
         self.run_failed.emit(message)
 
     def _on_ended(self) -> None:
+        self._running_path = None
         self.set_idle()
         self.refresh_runs()
 
@@ -426,14 +486,37 @@ class PretrainPage(QWidget):
     def refresh_runs(self) -> None:
         self.runs.clear()
         for r in list_runs(self.window_.workspace):
-            value = f"{r['metric']} {r['value']:.3f}" if isinstance(r["value"], (int, float)) else ""
-            item = QTreeWidgetItem([r["task"], r["arch"], r["date"], r["status"], value])
+            value = f"{r['value']:.3f}" if isinstance(r["value"], (int, float)) else ""
+            item = QTreeWidgetItem([r["task"], r["arch"], r["date"][5:], r["status"], value])
             item.setData(0, Qt.ItemDataRole.UserRole, r["path"])
-            item.setToolTip(0, r["path"])
+            item.setData(3, Qt.ItemDataRole.UserRole, bool(r["resumable"]))
+            for col in range(5):
+                item.setToolTip(col, f"{r['path']}\n{r['date']}, {r['metric']} {value or 'n/a'}"
+                                + ("\ninterrupted: can be resumed" if r["resumable"] else ""))
             self.runs.addTopLevelItem(item)
-        for col in range(5):
+        for col in range(4):
             self.runs.resizeColumnToContents(col)
+        self._update_run_buttons()
         self.runs_changed.emit()
+
+    def select_run(self, path: str) -> bool:
+        for i in range(self.runs.topLevelItemCount()):
+            item = self.runs.topLevelItem(i)
+            if item.data(0, Qt.ItemDataRole.UserRole) == str(path):
+                self.runs.setCurrentItem(item)
+                return True
+        return False
+
+    def _update_run_buttons(self) -> None:
+        item = self.runs.currentItem()
+        resumable = bool(item is not None and item.data(3, Qt.ItemDataRole.UserRole))
+        self.resume_run_button.setEnabled(resumable and not self.is_running())
+        self.open_button.setEnabled(item is not None)
+
+    def _resume_selected(self) -> None:
+        item = self.runs.currentItem()
+        if item is not None:
+            self.resume_run(item.data(0, Qt.ItemDataRole.UserRole))
 
     def _open_selected(self) -> None:
         item = self.runs.currentItem()
@@ -466,8 +549,11 @@ class PretrainPage(QWidget):
         self.flush()
         self.shown_run = path
         summary = run.read_summary() or {}
+        found = self.window_.compare_page.show_results_for_run(path)
         self.status.setText(f"Showing {Path(path).name}: {config.get('task')} / {config.get('arch')}, "
-                            f"{summary.get('status', 'no summary')}.")
+                            f"{summary.get('status', 'interrupted' if run.last_checkpoint.is_file() else 'no summary')}"
+                            + (f"; comparison results in step 4 ({Path(found).name})." if found else "."))
+        self.run_opened.emit(path)
         return n
 
     def shutdown(self) -> None:

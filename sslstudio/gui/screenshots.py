@@ -1,12 +1,18 @@
 """Screenshots of every step on demo data: ``python -m sslstudio.gui.screenshots OUT_DIR``.
 
 Writes small demo data to a temporary folder, opens the window, walks through the steps (a scan,
-a preview, a one-epoch pretraining on the CPU, a one-epoch comparison against the random
-baseline, an export) and saves ``step1-data.png`` ... ``step5-export.png``.
+a preview, a two-epoch pretraining on the CPU, a short comparison of the run against the ImageNet
+and random baselines with a head-only probe on every stage, an export) and saves
+``step1-data.png`` ... ``step5-export.png`` (PNG, palette-optimised to stay small).
+
+It uses whatever Qt platform is available: a real window under X11 or Wayland (for instance
+``xvfb-run -a -s "-screen 0 1280x860x24" python -m sslstudio.gui.screenshots docs/screenshots``),
+the offscreen platform only when there is no display. ``--dark`` renders with a dark palette.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -39,16 +45,53 @@ def _settle(ms: int = 400) -> None:
         time.sleep(0.01)
 
 
+def _save_small(image, path: Path) -> None:
+    """Save a grabbed QImage as an optimised PNG (an adaptive 256-colour palette when that is smaller)."""
+    import io
+
+    from PIL import Image
+    from PySide6.QtCore import QBuffer, QIODevice
+
+    buf = QBuffer()
+    buf.open(QIODevice.OpenModeFlag.WriteOnly)
+    image.save(buf, "PNG")
+    img = Image.open(io.BytesIO(bytes(buf.data()))).convert("RGB")
+    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+
+
+def dark_palette():
+    from PySide6.QtGui import QColor, QPalette
+
+    pal = QPalette()
+    roles = {"Window": (45, 45, 48), "WindowText": (225, 225, 225), "Base": (30, 30, 32),
+             "AlternateBase": (50, 50, 54), "Text": (225, 225, 225), "Button": (55, 55, 60),
+             "ButtonText": (225, 225, 225), "Highlight": (42, 130, 218), "HighlightedText": (255, 255, 255),
+             "ToolTipBase": (60, 60, 60), "ToolTipText": (230, 230, 230), "PlaceholderText": (150, 150, 150),
+             "Mid": (90, 90, 90)}
+    for role, rgb in roles.items():
+        pal.setColor(getattr(QPalette.ColorRole, role), QColor(*rgb))
+    for role in ("WindowText", "Text", "ButtonText"):
+        pal.setColor(QPalette.ColorGroup.Disabled, getattr(QPalette.ColorRole, role), QColor(120, 120, 120))
+    return pal
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    dark = "--dark" in argv
+    argv = [a for a in argv if a != "--dark"]
     out = Path(argv[0] if argv else "docs/screenshots")
     out.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    print(f"Qt platform: {app.platformName()}")
     from sslstudio.data import write_demo_data
     from sslstudio.gui.app import apply_style
     from sslstudio.gui.window import MainWindow
 
     apply_style(app)
+    if dark:
+        app.setPalette(dark_palette())
     tmp = Path(tempfile.mkdtemp(prefix="sslstudio-shots-"))
     write_demo_data(tmp / "demo", seed=0, n_unlabelled=64, n_train_per_class=6, n_test_per_class=3, size=48)
     settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
@@ -63,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     def shot(step: int, name: str) -> None:
         window.go_to(step - 1)
         _settle(600)
-        window.grab().save(str(out / name))
+        _save_small(window.grab().toImage(), out / name)
         print(out / name)
 
     page = window.data_page
@@ -90,13 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     pre.start()
     _wait(pre.run_finished, 300)
     _settle(800)
+    pre.select_run(pre.run_dir)
     shot(3, "step3-pretrain.png")
 
     cmp = window.compare_page
-    cmp.labelled.setText(str(tmp / "demo" / "labelled"))
-    cmp.baseline_imagenet.setChecked(False)
-    cmp.mode_all.setChecked(False)
-    cmp.epochs_head.setValue(2)
+    cmp.labelled.setText(str(tmp / "demo" / "labelled" / "train"))
+    cmp.test_folder.setText(str(tmp / "demo" / "labelled" / "test"))
+    cmp.set_checked_inits([pre.run_dir, "imagenet", "random"])
+    cmp.set_layers("all")
+    cmp.set_budget(fraction=1.0)
+    cmp.epochs_head.setValue(3)
+    cmp.epochs_all.setValue(1)
     window.go_to(3)
     cmp.start()
     _wait(cmp.comparison_finished, 300)

@@ -50,14 +50,20 @@ def _describe_target(target) -> str:
 
 
 def render_preview(task_name: str, options: dict, image_size: int, files: list | None, folder: str,
-                   n: int, seed: int) -> list[PreviewSample]:
-    """Make and draw ``n`` samples of a task (runs in a worker thread; returns QImages)."""
+                   n: int, seed: int, control=None) -> list[PreviewSample]:
+    """Make and draw ``n`` samples of a task (runs in a worker thread; returns QImages).
+
+    ``control`` (a :class:`~sslstudio.engine.events.RunControl`) is checked between the stages and
+    between samples: a superseded preview stops early by raising ``Cancelled``.
+    """
+    check = control.checkpoint if control is not None else (lambda: None)
     from sslstudio.data import decode_images
     from sslstudio.engine.preview import preview_images, preview_samples
     from sslstudio.errors import DataError
     from sslstudio.tasks import create_task
 
     task = create_task(task_name, options, image_size)
+    check()
     if files:
         rng = np.random.default_rng(seed)
         pick = [files[i] for i in rng.permutation(len(files))[: max(n * 2, 16)]]
@@ -70,11 +76,13 @@ def render_preview(task_name: str, options: dict, image_size: int, files: list |
             images = preview_images(task, folder, n, seed)
     else:
         images = preview_images(task, folder, n, seed)
+    check()
     own = task.render_preview(images, n, seed)
     if own is not None:
         return [PreviewSample(pil_to_qimage(own), f"{task.name} preview", task.description)]
     out = []
     for k, (inputs, target) in enumerate(preview_samples(task, images, n, seed)):
+        check()
         out.append(PreviewSample(pil_to_qimage(task.render(inputs, target)), f"sample {k + 1}",
                                  f"Sample {k + 1} of the {task.name} task (seed {seed}): {_describe_target(target)}. "
                                  f"{task.description}; the label drawn under each input is what the network "
@@ -94,6 +102,7 @@ class TaskPage(QWidget):
         self.window_ = window
         self.job: Job | None = None
         self._pending = False
+        self.request_id = 0  # the newest preview request; older results are discarded
         self.samples: list[PreviewSample] = []
 
         self.task_list = QListWidget()
@@ -236,25 +245,29 @@ class TaskPage(QWidget):
             self.preview_status.setText("Choose a folder of images (step 1) to see samples.")
             return
         if self.job is not None and self.job.is_running():
-            self._pending = True
-            return
+            self.job.cancel()  # superseded: it stops at its next sample, and its result is discarded
         self._pending = False
+        self.request_id += 1
+        rid = self.request_id
         self.preview_status.setText("Drawing samples…")
         job = Job(render_preview, self.task_name(), self.options(), self.window_.pretrain_page.image_size(),
                   data.report.files, data.folder, PREVIEW_N, self.seed.value(), parent=self,
-                  name="sslstudio-preview", pass_events=False, pass_control=False)
+                  name="sslstudio-preview", pass_events=False, pass_control=True)
+        job.worker.request_id = rid
+        # bound methods (not lambdas): queued to the GUI thread; they drop results of older requests
         job.worker.finished.connect(self._on_preview)
         job.worker.failed.connect(self._on_preview_failed)
-        job.ended.connect(self._after_preview)
         self.job = job
         self.window_.track(job)
         job.start()
 
-    def _after_preview(self) -> None:
-        if self._pending:
-            self.start_preview()
+    def _stale(self) -> bool:
+        rid = getattr(self.sender(), "request_id", None)
+        return rid is not None and rid != self.request_id
 
     def _on_preview(self, samples: list) -> None:
+        if self._stale():
+            return  # a newer request superseded this one
         self.samples = samples
         self.grid.clear()
         for s in samples:
@@ -271,6 +284,8 @@ class TaskPage(QWidget):
         self.preview_ready.emit(len(samples))
 
     def _on_preview_failed(self, message: str, details: str) -> None:
+        if self._stale():
+            return
         self.preview_status.setText(f"<span style='color:#d62728'>{message}</span>")
         self.window_.log(details or message, "warning")
         self.preview_failed.emit(message)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from sslstudio.engine.events import RunControl
+from sslstudio.engine.events import Cancelled, RunControl
 from sslstudio.errors import SSLStudioError
 
 __all__ = ["Job", "Worker"]
@@ -25,8 +25,10 @@ class Worker(QObject):
 
     Signals:
         event: each engine event (a dataclass with ``.kind``).
-        progress: ``(done, total)`` for tasks that report counts (``total`` 0 when unknown).
+        progress: ``(done, total)`` for tasks that report counts (``total`` 0 when unknown); the
+            progress callback also checks the control, so a cancelled call stops at its next report.
         finished: the call's return value.
+        cancelled: the call stopped because its control was cancelled (raised ``Cancelled``).
         failed: ``(message, details)``: a sentence for the user and the traceback.
         done: emitted last, whether the call finished, failed or was cancelled.
     """
@@ -35,6 +37,7 @@ class Worker(QObject):
     progress = Signal(int, int)
     finished = Signal(object)
     failed = Signal(str, str)
+    cancelled = Signal()
     done = Signal()
 
     def __init__(self, fn: Callable[..., Any], *args: Any, control: RunControl | None = None,
@@ -62,9 +65,16 @@ class Worker(QObject):
         if pass_control:
             kwargs["control"] = self.control
         if pass_progress:
-            kwargs["progress"] = lambda done, total=0: self.progress.emit(int(done), int(total))
+            def progress(done, total=0):
+                self.control.checkpoint()  # a cancelled scan stops at its next progress report
+                self.progress.emit(int(done), int(total))
+
+            kwargs["progress"] = progress
         try:
+            self.control.checkpoint()  # cancelled before it started
             result = self.fn(*self.args, **kwargs)
+        except Cancelled:
+            self.cancelled.emit()
         except SSLStudioError as exc:
             if not self._failed_sent:
                 self.failed.emit(str(exc), traceback.format_exc())

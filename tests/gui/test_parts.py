@@ -93,3 +93,61 @@ def test_growing_buffer_and_curve(qtbot):
     x, y = curve.item.getData()
     assert len(x) == 10 and np.allclose(y, 1.0)
     assert np.allclose(smooth(np.ones(4)), 1.0)
+
+
+def test_live_curve_memory_stays_bounded(qtbot):
+    from sslstudio.gui.plots import MAX_POINTS
+
+    plot = make_plot("t", "step", "loss")
+    qtbot.addWidget(plot)
+    raw = LiveCurve(plot.getPlotItem(), "loss", "#1f77b4")
+    ema = LiveCurve(plot.getPlotItem(), "smoothed", "#1f77b4", smoothed=True)
+    for step in range(1, 100_001):
+        raw.append(step, 1.0 / step)
+        ema.append(step, 1.0)
+        if step % 10_000 == 0:
+            raw.flush()
+            ema.flush()
+    raw.flush()
+    ema.flush()
+    for curve in (raw, ema):
+        assert curve.buffer.n <= MAX_POINTS and len(curve.buffer._x) <= MAX_POINTS + 1
+        assert curve.points() == 100_000
+        x, y = curve.item.getData()
+        assert x[-1] == 100_000 and x[0] == 1 and np.all(np.diff(x) > 0)
+    assert raw.buffer.y[-1] == 1.0 / 100_000
+    assert np.allclose(ema.buffer.y, 1.0)
+    # the kept points are evenly spaced (every stride-th step, plus the newest)
+    steps = np.diff(raw.buffer.x[:-1])
+    assert steps.min() == steps.max() == raw.buffer.stride
+
+
+def test_integer_axis_has_whole_ticks_only(qtbot):
+    from sslstudio.gui.plots import IntegerAxis
+
+    axis = IntegerAxis("bottom")
+    for lo, hi in ((0.9, 2.1), (0.5, 3.5), (1, 40)):
+        values = [v for _s, ticks in axis.tickValues(lo, hi, 400) for v in ticks]
+        assert values and all(float(v).is_integer() for v in values)
+    assert axis.tickStrings([1.0, 2.0], 1, 1) == ["1", "2"]
+
+
+def test_plots_follow_a_dark_palette(qtbot):
+    from PySide6.QtGui import QColor, QPalette
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    old = app.palette()
+    dark = QPalette()
+    dark.setColor(QPalette.ColorRole.Window, QColor(40, 40, 40))
+    dark.setColor(QPalette.ColorRole.WindowText, QColor(230, 230, 230))
+    dark.setColor(QPalette.ColorRole.Base, QColor(30, 30, 30))
+    app.setPalette(dark)
+    try:
+        plot = make_plot("Loss", "step", "loss")
+        qtbot.addWidget(plot)
+        axis = plot.getPlotItem().getAxis("left")
+        assert axis.textPen().color().lightness() > 200
+        assert plot.getPlotItem().legend.brush().color().lightness() < 60
+    finally:
+        app.setPalette(old)

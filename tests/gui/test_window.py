@@ -115,7 +115,8 @@ def test_pretraining_one_epoch_plots_and_finishes(qtbot, window, tiny_images, fa
     page.clear_plots()
     assert page.loss_raw.points() == 0
     assert page.open_run(item.data(0, Qt.ItemDataRole.UserRole)) > 0
-    assert page.loss_raw.points() == 2 and page.metric_train.points() == 1
+    # the metrics file logs every 10th step and each epoch's last one (the engine default)
+    assert page.loss_raw.points() == 1 and page.metric_train.points() == 1
 
     # export the run's backbone
     export = window.export_page
@@ -175,19 +176,32 @@ def test_compare_against_random_fills_the_table(qtbot, window, demo_root):
     window.pretrain_page.arch.setCurrentText("resnet18_small")
     window.pretrain_page.image_size_box.setValue(32)
     window.pretrain_page.device.setCurrentIndex(window.pretrain_page.device.findData("cpu"))
-    page.labelled.setText(str(demo_root / "labelled"))
-    page.init_run.setCurrentIndex(0)  # baselines only
-    page.baseline_imagenet.setChecked(False)
+    page.labelled.setText(str(demo_root / "labelled" / "train"))
+    page.test_folder.setText(str(demo_root / "labelled" / "test"))
+    page.set_checked_inits(["random"])  # baselines only
+    assert page.stages.count() == 4  # resnet18_small: layer1 ... layer4
+    page.set_layers(["layer2", "layer4"])
+    page.set_budget(fraction=0.5)
     page.mode_all.setChecked(False)
     page.epochs_head.setValue(1)
+    seen = []
+    page.row_added.connect(lambda row: seen.append((row, page.table.rowCount())))
     with qtbot.waitSignal(page.comparison_finished, timeout=60_000) as blocker:
         page.run_button.click()
     rows = blocker.args[0]
-    assert len(rows) == 1 and rows[0]["init"] == "random"
-    assert page.table.rowCount() == 1 and page.table.columnCount() == 1
+    assert [r["layer"] for r in rows] == ["layer2", "layer4"] and rows[0]["init"] == "random"
+    assert len(seen) == 2 and seen[0][1] == 1  # the table filled from the first row event on
+    assert page.table.rowCount() == 1 and page.table.columnCount() == 2
+    assert page.columns == ["head (layer2)", "head (layer4)"]
+    assert page.table.horizontalHeaderItem(0).text() == "head\nlayer2"
+    assert page.table.horizontalHeaderItem(0).toolTip() == "head (layer2)"
     assert page.table.item(0, 0).text().endswith("%")
     assert page.table.verticalHeaderItem(0).text() == "random"
-    assert len(page._curves) == 1
+    assert len(page._curves) == 2
+    stages, series = page.stage_series()
+    assert stages == ["layer2", "layer4"] and len(series["random"]) == 2
+    x, y = page._stage_curves["random"].getData()
+    assert list(x) == [1, 2] and all(0 <= v <= 100 for v in y)
     qtbot.waitUntil(lambda: page.run_button.isEnabled(), timeout=5000)
 
 
@@ -244,3 +258,111 @@ def test_close_during_training_cancels_and_waits(qtbot, tmp_path, settings, tiny
     assert time.perf_counter() - t0 < 20
     assert not w.pretrain_page.job.thread.isRunning()
     assert not w.running_jobs()
+
+
+def test_stop_then_resume_an_interrupted_run(qtbot, window, tiny_images, fast):
+    scan(qtbot, window, tiny_images)
+    fast(window, epochs=2)
+    page = window.pretrain_page
+    holder = {}
+
+    def pause_after_first_checkpoint(ev):  # runs in the worker thread, before epoch 2 starts
+        if ev.kind == "checkpoint" and not holder:
+            holder["path"] = ev.path
+            page.job.control.pause()
+
+    page.start()
+    page.job.worker.event.connect(pause_after_first_checkpoint, Qt.ConnectionType.DirectConnection)
+    qtbot.waitUntil(lambda: page.stop_button.isEnabled() and "path" in holder, timeout=30_000)
+    with qtbot.waitSignal(page.run_finished, timeout=30_000) as blocker:
+        page.stop_button.click()
+    assert blocker.args[0]["status"] == "cancelled" and blocker.args[0]["epochs_completed"] == 1
+    qtbot.waitUntil(lambda: page.start_button.isEnabled(), timeout=5000)
+    run_dir = page.run_dir
+    assert page.select_run(run_dir)
+    assert page.runs.currentItem().text(3) == "cancelled"
+    assert page.resume_run_button.isEnabled()
+    with qtbot.waitSignal(page.run_finished, timeout=30_000) as blocker:
+        page.resume_run_button.click()
+    summary = blocker.args[0]
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+    qtbot.waitUntil(lambda: page.start_button.isEnabled(), timeout=5000)
+    assert page.metric_train.points() == 2  # the reopened epoch plus the resumed one
+    assert page.select_run(run_dir) and not page.resume_run_button.isEnabled()
+    assert json.loads((Path(run_dir) / "summary.json").read_text())["epochs_completed"] == 2
+
+
+def test_reopening_a_run_shows_its_latest_comparison(qtbot, window, tmp_path):
+    from sslstudio.runs import RunDir
+
+    run = window.workspace / "runs" / "rotation-1"
+    RunDir(run).create().write_config({"task": "rotation", "arch": "resnet18_small", "metric": "accuracy"})
+    RunDir(run).append_metrics([{"type": "step", "epoch": 0, "step": 1, "global_step": 1, "loss": 1.0},
+                                {"type": "epoch", "epoch": 0, "train_loss": 1.0, "train_accuracy": 0.5}])
+    RunDir(run).write_summary({"status": "finished", "metric": "accuracy", "final_train_accuracy": 0.5})
+    (run / "checkpoints" / "last.pt").write_bytes(b"x")
+    for name, acc in (("20250101-000000", 0.3), ("20250102-000000", 0.6)):
+        folder = window.workspace / "compare" / name
+        folder.mkdir(parents=True)
+        rows = [{"init": str(run), "init_label": "rotation (rotation-1)", "mode": "head", "layer": "layer4",
+                 "test_accuracy": acc},
+                {"init": "imagenet", "init_label": "imagenet", "mode": "head", "layer": "layer4",
+                 "test_accuracy": None, "error": "no weights"}]
+        (folder / "results.json").write_text(json.dumps(rows))
+        time.sleep(0.02)
+    page = window.pretrain_page
+    page.refresh_runs()
+    assert page.open_run(str(run)) == 2
+    table = window.compare_page.table
+    assert table.rowCount() == 2 and table.item(0, 0).text() == "60.0%"
+    assert "step 4" in page.status.text()
+    assert window.compare_page.inits.count() == 3  # the finished run, ImageNet, random
+
+
+def test_results_table_copy_and_save(qtbot, window, tmp_path):
+    from PySide6.QtGui import QGuiApplication
+
+    page = window.compare_page
+    rows = [{"init": "random", "init_label": "random", "mode": "head", "layer": "layer2", "test_accuracy": 0.25},
+            {"init": "random", "init_label": "random", "mode": "head", "layer": "layer4", "test_accuracy": 0.5},
+            {"init": "random", "init_label": "random", "mode": "all", "layer": "layer4", "test_accuracy": 0.75},
+            {"init": "imagenet", "init_label": "imagenet", "mode": "head", "layer": "layer2",
+             "test_accuracy": None, "error": "missing file"}]
+    for r in rows:  # as the row events arrive
+        page.add_row(r)
+    assert page.table.columnCount() == 3
+    assert page.columns[2] == "all layers"
+    # imagenet is unavailable everywhere for one reason: one wide cell says why
+    assert page.table.columnSpan(1, 0) == 3 and page.table.item(1, 0).toolTip() == "missing file"
+    text = page.copy_table()
+    assert QGuiApplication.clipboard().text() == text
+    lines = text.splitlines()
+    assert lines[0] == "initialisation\thead (layer2)\thead (layer4)\tall layers"
+    assert lines[1] == "random\t25.0\t50.0\t75.0"
+    assert lines[2].startswith("imagenet\tunavailable: missing file")
+    csv_path = page.save_table(str(tmp_path / "t.csv"))
+    assert csv_path.read_text().splitlines()[1] == "random,25.0,50.0,75.0"
+    md = page.save_table(str(tmp_path / "t.md")).read_text()
+    assert "| random | 25.0 | 50.0 | 75.0 |" in md
+    stages, series = page.stage_series()
+    assert stages == ["layer2", "layer4"] and series["random"] == [0.25, 0.5]
+    assert series["imagenet"] == [None, None]
+    assert page._stage_axis.tickStrings([1, 2], 1, 1) == ["layer2", "layer4"]
+
+
+def test_newer_preview_request_supersedes_an_older_one(qtbot, window, tiny_images):
+    window.task_page.select_task("rotation")
+    with qtbot.waitSignal(window.task_page.preview_ready, timeout=15_000):
+        scan(qtbot, window, tiny_images)
+    tp = window.task_page
+    ready = []
+    tp.preview_ready.connect(ready.append)
+    tp.start_preview()
+    first = tp.request_id
+    tp.seed.setValue(5)
+    tp.start_preview()
+    assert tp.request_id == first + 1
+    qtbot.waitUntil(lambda: len(ready) >= 1 and not any(j.is_running() for j in window.running_jobs()),
+                    timeout=15_000)
+    assert len(ready) == 1  # the stale result was discarded
+    assert "seed 5" in tp.preview_status.text()
