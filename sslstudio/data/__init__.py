@@ -15,6 +15,7 @@ from sslstudio.data.images import (
     load_rgb,
     to_square_array,
 )
+from sslstudio.data.headers import InspectReport, inspect_images
 from sslstudio.data.labelled import LabelledSplit, load_labelled
 from sslstudio.data.scan import ScanReport, scan_folder
 
@@ -24,10 +25,12 @@ __all__ = [
     "MAX_PIXELS",
     "BadImageError",
     "DecodedImages",
+    "InspectReport",
     "LabelledSplit",
     "ScanReport",
     "decode_folder",
     "decode_images",
+    "inspect_images",
     "draw_scene",
     "is_image_file",
     "load_labelled",

@@ -6,10 +6,11 @@ from collections import Counter
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QListView, QProgressBar,
-                               QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QHeaderView,
+                               QLabel, QListView, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
 
-from sslstudio.data import scan_folder
+from sslstudio.data import inspect_images, scan_folder
 from sslstudio.gui.thumbnails import ThumbnailModel
 from sslstudio.gui.workers import Job
 
@@ -24,13 +25,16 @@ class DataPage(QWidget):
     scan_started = Signal(str)
     scan_finished = Signal(object)
     scan_failed = Signal(str)
+    inspect_finished = Signal(object)  # an InspectReport: sizes and unreadable files
 
     def __init__(self, window, parent: QWidget | None = None):
         super().__init__(parent)
         self.window_ = window
         self.folder: str | None = None
         self.report = None
+        self.inspection = None
         self.job: Job | None = None
+        self.inspect_job: Job | None = None
         self.setAcceptDrops(True)
 
         self.choose_button = QPushButton("Choose folder…")
@@ -58,6 +62,15 @@ class DataPage(QWidget):
         self.summary_label = QLabel("")
         self.summary_label.setObjectName("summary")
         self.summary_label.setWordWrap(True)
+        self.check_label = QLabel("")
+        self.check_label.setWordWrap(True)
+        self.skipped_button = QPushButton("Show unreadable files…")
+        self.skipped_button.setToolTip("The files that will be skipped, with the reason for each")
+        self.skipped_button.clicked.connect(self.show_skipped)
+        self.skipped_button.hide()
+        check_row = QHBoxLayout()
+        check_row.addWidget(self.check_label, 1)
+        check_row.addWidget(self.skipped_button)
 
         self.model = ThumbnailModel(self)
         self.view = QListView()
@@ -81,6 +94,7 @@ class DataPage(QWidget):
         layout.addWidget(self.path_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.summary_label)
+        layout.addLayout(check_row)
         layout.addWidget(self.view, 1)
         self.load_recent()
 
@@ -143,8 +157,13 @@ class DataPage(QWidget):
         folder = str(Path(folder).expanduser())
         if self.job is not None and self.job.is_running():
             self.job.cancel()  # the old scan stops at its next progress report; its result is ignored
+        if self.inspect_job is not None and self.inspect_job.is_running():
+            self.inspect_job.cancel()
         self.folder = folder
         self.report = None
+        self.inspection = None
+        self.check_label.setText("")
+        self.skipped_button.hide()
         self.model.set_files([])
         self.path_label.setText(folder)
         self.summary_label.setText("Scanning…")
@@ -194,6 +213,72 @@ class DataPage(QWidget):
             text += " — this folder holds no images; choose another one."
         self.summary_label.setText(text)
         self.scan_finished.emit(report)
+        if report.files:
+            self._start_inspection(report.files)
+
+    # -- sizes and unreadable files (headers only, in the background) -------------------------
+    def _start_inspection(self, files) -> None:
+        self.check_label.setText("Checking image sizes…")
+        job = Job(inspect_images, list(files), parent=self, name="sslstudio-inspect",
+                  pass_events=False, pass_control=False, pass_progress=True)
+        job.worker.progress.connect(self._on_inspect_progress)
+        job.worker.finished.connect(self._on_inspected)
+        job.worker.failed.connect(self._on_inspect_failed)
+        self.inspect_job = job
+        self.window_.track(job)
+        job.start()
+
+    def _current_inspection(self) -> bool:
+        return self.inspect_job is not None and self.sender() in (self.inspect_job.worker, self.inspect_job)
+
+    def _on_inspect_progress(self, done: int, total: int) -> None:
+        if self._current_inspection():
+            self.check_label.setText(f"Checking image sizes… {done:,} / {total:,}")
+
+    def _on_inspected(self, inspection) -> None:
+        if not self._current_inspection():
+            return
+        self.inspection = inspection
+        text = f"Sizes: {inspection.size_range()}."
+        if inspection.unreadable:
+            reasons = ", ".join(f"{n:,} {r}" for r, n in sorted(inspection.reasons().items()))
+            text += (f" <span style='color:#d62728'>{len(inspection.unreadable):,} file(s) cannot be read and "
+                     f"will be skipped ({reasons}).</span>")
+            self.skipped_button.show()
+        self.check_label.setText(text)
+        self.inspect_finished.emit(inspection)
+
+    def _on_inspect_failed(self, message: str, details: str) -> None:
+        if self._current_inspection():
+            self.check_label.setText(f"Could not check the images: {message}")
+
+    def skipped_dialog(self) -> QDialog:
+        """A dialog listing the unreadable files and why (built, not shown)."""
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Files that will be skipped")
+        rows = self.inspection.unreadable if self.inspection else []
+        table = QTableWidget(len(rows), 2, dialog)
+        table.setObjectName("skippedTable")
+        table.setHorizontalHeaderLabels(["File", "Reason"])
+        table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        table.verticalHeader().hide()
+        for i, (path, reason) in enumerate(rows):
+            table.setItem(i, 0, QTableWidgetItem(str(path)))
+            table.setItem(i, 1, QTableWidgetItem(reason))
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, parent=dialog)
+        buttons.rejected.connect(dialog.reject)
+        layout = QVBoxLayout(dialog)
+        layout.addWidget(QLabel(f"{len(rows):,} file(s) in {self.folder} cannot be read. Damage further inside a "
+                                "file (a truncated JPEG) is found when training decodes it; the run's "
+                                "summary.json lists those too."))
+        layout.addWidget(table, 1)
+        layout.addWidget(buttons)
+        dialog.resize(720, 400)
+        return dialog
+
+    def show_skipped(self) -> None:
+        self.skipped_dialog().show()
 
     def _on_failed(self, message: str, details: str) -> None:
         if not self._current():
@@ -208,4 +293,6 @@ class DataPage(QWidget):
     def shutdown(self) -> None:
         if self.job is not None:
             self.job.stop()
+        if self.inspect_job is not None:
+            self.inspect_job.stop()
         self.model.shutdown()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QElapsedTimer, QMimeData, Qt, QTimer, QUrl
+from PySide6.QtWidgets import QTableWidget
 
 from sslstudio.tasks import get_task, list_tasks
 
@@ -366,3 +367,20 @@ def test_newer_preview_request_supersedes_an_older_one(qtbot, window, tiny_image
                     timeout=15_000)
     assert len(ready) == 1  # the stale result was discarded
     assert "seed 5" in tp.preview_status.text()
+
+
+def test_scan_then_sizes_and_unreadable_files_listed(qtbot, window, tiny_images):
+    (tiny_images / "empty.jpg").write_bytes(b"")
+    (tiny_images / "notes.png").write_text("not an image")
+    page = window.data_page
+    with qtbot.waitSignal(page.inspect_finished, timeout=10_000) as blocker:
+        page.set_folder(str(tiny_images))
+    inspection = blocker.args[0]
+    assert inspection.readable == 16 and inspection.size_range() == "32x32"
+    assert "32x32" in page.check_label.text() and "2 file(s) cannot be read" in page.check_label.text()
+    assert page.skipped_button.isVisibleTo(page)
+    dialog = page.skipped_dialog()
+    table = dialog.findChild(QTableWidget, "skippedTable")
+    found = {Path(table.item(r, 0).text()).name: table.item(r, 1).text() for r in range(table.rowCount())}
+    assert found == {"empty.jpg": "empty file", "notes.png": "not an image"}
+    dialog.deleteLater()
