@@ -380,6 +380,25 @@ class ComparePage(QWidget):
             self.inits.insertItem(row, item)
         self.inits.blockSignals(False)
 
+    # -- persistence ---------------------------------------------------------------------------
+    def values(self) -> dict:
+        """The page's settings, for QSettings (initialisations and stages depend on the runs: not kept)."""
+        return {"labelled": self.labelled.text(), "test": self.test_folder.text(),
+                "budget_kind": self.budget_kind.currentIndex(), "per_class": self.per_class.value(),
+                "fraction": self.fraction.value(), "mode_head": self.mode_head.isChecked(),
+                "mode_all": self.mode_all.isChecked(), "epochs_head": self.epochs_head.value(),
+                "epochs_all": self.epochs_all.value()}
+
+    def set_values(self, values: dict) -> None:
+        setters = {"labelled": self.labelled.setText, "test": self.test_folder.setText,
+                   "budget_kind": self.budget_kind.setCurrentIndex, "per_class": self.per_class.setValue,
+                   "fraction": self.fraction.setValue, "mode_head": self.mode_head.setChecked,
+                   "mode_all": self.mode_all.setChecked, "epochs_head": self.epochs_head.setValue,
+                   "epochs_all": self.epochs_all.setValue}
+        for key, value in values.items():
+            if key in setters:
+                setters[key](value)
+
     def set_runs(self, runs: list[dict]) -> None:
         """Offer every finished run of the workspace (the newest checked by default) plus the baselines."""
         self._runs = list(runs)

@@ -183,7 +183,12 @@ class MainWindow(QMainWindow):
         self.task_page.select_task(str(s.value("task/name", "rotation")), options)
         if pretrain:
             self.pretrain_page.set_values(pretrain)
-        self.compare_page.labelled.setText(str(s.value("compare/labelled", "") or ""))
+        try:
+            compare = json.loads(s.value("compare/values", "{}") or "{}")
+        except (TypeError, ValueError):
+            compare = {}
+        compare.setdefault("labelled", str(s.value("compare/labelled", "") or ""))
+        self.compare_page.set_values(compare)
 
     def save_settings(self) -> None:
         s = self.settings
@@ -192,6 +197,7 @@ class MainWindow(QMainWindow):
         s.setValue("task/options", json.dumps(self.task_page.options()))
         s.setValue("pretrain/values", json.dumps(self.pretrain_page.values()))
         s.setValue("compare/labelled", self.compare_page.labelled.text())
+        s.setValue("compare/values", json.dumps(self.compare_page.values()))
         s.sync()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API

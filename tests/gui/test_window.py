@@ -229,6 +229,11 @@ def test_settings_persist(qtbot, tmp_path, settings, tiny_images):
     w.pretrain_page.seed.setValue(42)
     w.task_page.select_task("rotation")
     w.task_page.form.widget("horizontal_flip").setChecked(False)
+    w.compare_page.budget_kind.setCurrentIndex(2)
+    w.compare_page.fraction.setValue(0.3)
+    w.compare_page.mode_all.setChecked(False)
+    w.compare_page.epochs_head.setValue(9)
+    w.compare_page.test_folder.setText(str(tmp_path / "test"))
     with qtbot.waitSignal(w.data_page.scan_finished, timeout=10_000):
         w.data_page.set_folder(str(tiny_images))
     w.close()
@@ -239,6 +244,9 @@ def test_settings_persist(qtbot, tmp_path, settings, tiny_images):
     assert w2.task_page.options() == {"horizontal_flip": False}
     assert w2.data_page.recent_folders() == [str(tiny_images)]
     assert json.loads(settings.value("pretrain/values"))["epochs"] == 7
+    c = w2.compare_page
+    assert (c.budget_kind.currentIndex(), c.fraction.value(), c.mode_all.isChecked(), c.epochs_head.value(),
+            c.test_folder.text()) == (2, 0.3, False, 9, str(tmp_path / "test"))
     w2.close()
 
 
