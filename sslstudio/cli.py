@@ -229,7 +229,7 @@ def cmd_demo(args) -> int:
     """The demo data (written once), then the window on it, or the whole workflow headless."""
     from sslstudio.data import write_demo_data
 
-    root = Path(args.dir)
+    root = Path(args.dir).resolve()
     data = root / "data"
     if not (data / "unlabelled").is_dir():
         print(f"writing demo data to {data}", file=sys.stderr)

@@ -280,7 +280,7 @@ class _Pretrainer:
 
         total_time = time.perf_counter() - t_start
         final = history[-1] if history else {}
-        train_rates = [h["images_per_s"] for h in history[start_epoch:]] if history else []
+        train_rates = [h["images_per_s"] for h in history]  # every epoch, also those before a resume
         summary = {
             "status": "cancelled" if cancelled else "finished",
             "task": cfg.task, "arch": cfg.arch, "epochs": epochs, "epochs_completed": len(history),
@@ -296,6 +296,7 @@ class _Pretrainer:
             "skipped_by_reason": counts,
             "skipped_files": [{"path": str(p), "reason": r} for p, r in images.skipped],
             "time_s": total_time,
+            "training_time_s": float(sum(h["epoch_time_s"] for h in history)),
             "images_per_s": float(np.mean(train_rates)) if train_rates else None,
             "samples_per_s": float(np.mean(train_rates)) * spi if train_rates else None,
             "device": str(device), "device_name": device_name(device), "precision": precision,
