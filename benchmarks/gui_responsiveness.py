@@ -38,11 +38,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer
+    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
     from sslstudio.gui.app import apply_style
     from sslstudio.gui.window import MainWindow
+    from sslstudio.gui.workers import wait_for_signal
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     apply_style(app)
@@ -67,21 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     window.resize(1200, 800)
     window.show()
 
-    def wait_for(signal, timeout_s: float) -> list:
-        loop, got = QEventLoop(), []
-
-        def done(*a):
-            got.extend(a)
-            loop.quit()
-
-        signal.connect(done)
-        QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-        loop.exec()
-        signal.disconnect(done)
-        return got
 
     window.data_page.set_folder(data)
-    if not wait_for(window.data_page.scan_finished, 120):
+    if not wait_for_signal(window.data_page.scan_finished, 120):
         print("the scan did not finish", file=sys.stderr)
         return 1
     window.task_page.select_task(args.task)
@@ -112,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     probe.start()
     t0 = time.perf_counter()
     page.start()
-    result = wait_for(page.run_finished, 3600)
+    result = wait_for_signal(page.run_finished, 3600)
     wall = time.perf_counter() - t0
     probe.stop()
     window.close()

@@ -18,24 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, QTimer
+from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings
 from PySide6.QtWidgets import QApplication
 
+from sslstudio.gui.workers import wait_for_signal
 
-def _wait(signal, timeout_s: float = 120.0) -> list:
-    """Run the event loop until ``signal`` fires; returns its arguments."""
-    loop = QEventLoop()
-    got: list = []
 
-    def done(*args):
-        got.extend(args)
-        loop.quit()
-
-    signal.connect(done)
-    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-    loop.exec()
-    signal.disconnect(done)
-    return got
 
 
 def _settle(ms: int = 400) -> None:
@@ -111,13 +99,13 @@ def main(argv: list[str] | None = None) -> int:
 
     page = window.data_page
     page.set_folder(str(tmp / "demo" / "unlabelled"))
-    _wait(page.scan_finished)
+    wait_for_signal(page.scan_finished)
     _settle(1500)  # thumbnails
     shot(1, "step1-data.png")
 
     window.task_page.select_task("rotation")
     window.go_to(1)
-    _wait(window.task_page.preview_ready)
+    wait_for_signal(window.task_page.preview_ready)
     window.task_page.grid.setCurrentRow(1)
     shot(2, "step2-task.png")
 
@@ -131,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     pre.device.setCurrentIndex(pre.device.findData("cpu"))
     window.go_to(2)
     pre.start()
-    _wait(pre.run_finished, 300)
+    wait_for_signal(pre.run_finished, 300)
     _settle(800)
     pre.select_run(pre.run_dir)
     shot(3, "step3-pretrain.png")
@@ -146,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     cmp.epochs_all.setValue(1)
     window.go_to(3)
     cmp.start()
-    _wait(cmp.comparison_finished, 300)
+    wait_for_signal(cmp.comparison_finished, 300)
     _settle(600)
     shot(4, "step4-compare.png")
 
@@ -155,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         box.setChecked(fmt in ("pt", "safetensors"))
     window.go_to(4)
     exp.start()
-    _wait(exp.export_finished, 120)
+    wait_for_signal(exp.export_finished, 120)
     shot(5, "step5-export.png")
 
     window.close()

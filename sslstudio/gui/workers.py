@@ -151,3 +151,24 @@ class Job(QObject):
     def _on_thread_finished(self) -> None:
         self._running = False
         self.ended.emit()
+
+
+def wait_for_signal(signal, timeout_s: float = 120.0) -> list:
+    """Run a local event loop until ``signal`` fires (or ``timeout_s`` passes); returns its arguments.
+
+    For scripts that drive the window (screenshots, benchmarks), not for code inside the window.
+    """
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    got: list = []
+
+    def done(*args):
+        got.extend(args)
+        loop.quit()
+
+    signal.connect(done)
+    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    loop.exec()
+    signal.disconnect(done)
+    return got
