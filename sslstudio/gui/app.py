@@ -7,16 +7,21 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication
 
-__all__ = ["apply_style", "run_app", "style_sheet_path"]
+__all__ = ["apply_style", "resource_path", "run_app", "style_sheet_path"]
+
+
+def resource_path(name: str) -> Path | None:
+    """``resources/<name>`` of the source tree, if present."""
+    for base in (Path(__file__).resolve().parents[2], Path(sys.prefix)):
+        path = base / "resources" / name
+        if path.is_file():
+            return path
+    return None
 
 
 def style_sheet_path() -> Path | None:
     """``resources/style.qss`` of the source tree, if present."""
-    for base in (Path(__file__).resolve().parents[2], Path(sys.prefix)):
-        path = base / "resources" / "style.qss"
-        if path.is_file():
-            return path
-    return None
+    return resource_path("style.qss")
 
 
 def apply_style(app: QApplication) -> None:
@@ -25,6 +30,11 @@ def apply_style(app: QApplication) -> None:
     path = style_sheet_path()
     if path is not None:
         app.setStyleSheet(path.read_text(encoding="utf-8"))
+    icon = resource_path("sslstudio.svg")
+    if icon is not None:
+        from PySide6.QtGui import QIcon
+
+        app.setWindowIcon(QIcon(str(icon)))
 
 
 def run_app(data: str | None = None, workspace: str | None = None, labelled: str | None = None) -> int:

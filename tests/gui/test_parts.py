@@ -151,3 +151,12 @@ def test_plots_follow_a_dark_palette(qtbot):
         assert plot.getPlotItem().legend.brush().color().lightness() < 60
     finally:
         app.setPalette(old)
+
+
+def test_style_and_icon_come_from_resources(qapp):
+    from sslstudio.gui.app import apply_style, resource_path
+
+    assert resource_path("style.qss") is not None and resource_path("sslstudio.svg") is not None
+    apply_style(qapp)
+    assert not qapp.windowIcon().isNull()
+    assert qapp.styleSheet()
