@@ -215,6 +215,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from sslstudio.engine.bench import format_bench, run_bench
+
+    result = run_bench(args.data, args.task, args.arch, args.image_size, args.batch_size, args.device,
+                       args.precision, args.workers, args.steps, seed=args.seed, train_images=args.train_images,
+                       log=lambda m: print(m, file=sys.stderr))
+    print(format_bench(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_gui(args) -> int:
     """Open the window (the only command that loads Qt)."""
     try:
@@ -363,6 +375,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="pt,safetensors,torchscript,onnx")
     s.add_argument("--checkpoint", default="last", choices=["last", "best"])
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("bench", help="samples/s of a naive loader, the pipeline, the model step and the real loop")
+    s.add_argument("--data", required=True, help="folder of images")
+    s.add_argument("--task", default="rotation")
+    s.add_argument("--arch", default="resnet18")
+    s.add_argument("--image-size", type=int, default=64)
+    s.add_argument("--batch-size", type=int, default=64, help="source images per batch")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    s.add_argument("--steps", type=int, default=20, help="timed batches per figure (after 3 warm-up batches)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--train-images", type=int, default=512, help="images of the one-epoch real-loop run (0: all)")
+    s.add_argument("--json", help="also write the figures to this JSON file")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("gui", help="open the window")
     s.add_argument("data", nargs="?", help="folder of unlabelled images to open")

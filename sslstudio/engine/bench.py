@@ -1,0 +1,177 @@
+"""``sslstudio bench``: where pretraining time goes, measured in one process on the same images.
+
+Four figures, in samples per second (a sample is one network input: rotation's four angles of an
+image are four samples):
+
+- ``naive``: what a user would write with an ``ImageFolder``-style dataset: per sample, PIL
+  decode, convert, resize, crop, then the task's transform, in a DataLoader with the same number
+  of workers. No model.
+- ``pipeline``: sslstudio's data pipeline: images decoded once to uint8 arrays (timed
+  separately as ``decode_s``), then the task's samples from memory. No model.
+- ``model``: one training step (forward, backward, optimiser) on tensors already on the device,
+  shaped like a real batch, with the engine's settings (precision, channels_last on CUDA): the
+  ceiling.
+- ``train``: the engine's real pretraining loop for one epoch (from its ``summary.json``), over the
+  first ``train_images`` images (all of them when ``None``).
+
+The ratios ``pipeline/naive`` and ``train/model`` say whether the data pipeline keeps up.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sslstudio.engine.device import autocast, device_name, resolve_device, resolve_precision
+from sslstudio.engine.loader import TaskDataset, epoch_batches, make_loader
+
+
+class NaiveFolderDataset(Dataset):
+    """Per-sample PIL decoding and resizing, then the task's transform: the baseline to beat."""
+
+    def __init__(self, paths: list[Path], task, seed: int = 0):
+        self.paths, self.task, self.seed = list(paths), task, seed
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from PIL import Image, ImageOps
+
+        with Image.open(self.paths[index]) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+        size = self.task.image_size
+        w, h = img.size
+        scale = size / min(w, h)
+        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+        left, top = (img.width - size) // 2, (img.height - size) // 2
+        array = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+        return self.task.make_sample(array, np.random.default_rng((self.seed, index)))
+
+
+def _rate(batches, steps: int, warmup: int, count: Callable) -> float:
+    """Samples/s over ``steps`` batches after ``warmup`` batches of an iterator (cycled if short)."""
+    it = iter(batches)
+    done = 0
+    start = None
+    total = 0
+    while done < warmup + steps:
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(batches)
+            batch = next(it)
+        done += 1
+        if done == warmup:
+            start = time.perf_counter()
+        elif done > warmup:
+            total += count(batch)
+    if start is None:
+        raise ValueError("warmup must be at least 1")
+    return total / max(time.perf_counter() - start, 1e-9)
+
+
+def _samples(batch) -> int:
+    inputs = batch[0]
+    return int(inputs.shape[0] * (inputs.shape[1] if inputs.dim() == 5 else 1))
+
+
+def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", image_size: int = 64,
+              batch_size: int = 64, device: str = "auto", precision: str = "auto", workers: int = 2,
+              steps: int = 20, warmup: int = 3, seed: int = 0, train_images: int | None = 512,
+              log: Callable[[str], None] | None = None) -> dict:
+    """Measure the four figures and return them with the ratios, device, precision and peak memory."""
+    from sslstudio.data import decode_images, scan_folder
+    from sslstudio.engine.pretrain import PretrainConfig, pretrain
+    from sslstudio.models import build_backbone
+    from sslstudio.tasks import create_task
+
+    log = log or (lambda message: None)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    task = create_task(task_name, image_size=image_size)
+    files = scan_folder(data).files
+    result: dict = {"task": task_name, "arch": arch, "image_size": image_size, "batch_size": batch_size,
+                    "workers": workers, "device": str(dev), "device_name": device_name(dev), "precision": prec,
+                    "images": len(files), "samples_per_image": task.samples_per_image}
+
+    log("naive: PIL decode + resize + task transform per sample")
+    naive = DataLoader(NaiveFolderDataset(files, task, seed), batch_size=batch_size, shuffle=True,
+                       num_workers=workers, drop_last=len(files) >= batch_size,
+                       generator=torch.Generator().manual_seed(seed))
+    result["naive"] = _rate(naive, steps, warmup, _samples)
+
+    log("pipeline: decode once, samples from memory")
+    t0 = time.perf_counter()
+    decoded = decode_images(files, image_size, min_source_size=task.min_image_size,
+                            small_policy=task.small_image_policy)
+    result["decode_s"] = time.perf_counter() - t0
+    items = task.prepare(decoded.arrays, seed)
+    dataset = TaskDataset(items, task, seed)
+    batches = [b for e in range(3) for b in epoch_batches(len(dataset), batch_size, seed, e)]
+    result["pipeline"] = _rate(make_loader(dataset, batches, workers), steps, warmup, _samples)
+
+    log("model: training steps on tensors already on the device")
+    inputs, target = next(iter(make_loader(dataset, batches[:1], 0)))
+    torch.manual_seed(seed)
+    backbone = build_backbone(arch)
+    model = task.build_head(backbone, backbone.feature_dim).to(dev)
+    task.begin_epoch(model, items, 0, dev, torch.optim.SGD(model.parameters(), lr=0.0), seed)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    inputs, target = inputs.to(dev), target.to(dev)
+
+    def step():
+        with autocast(dev, prec):
+            loss = task.loss(model(inputs), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return (inputs, target)
+
+    result["model"] = _rate(iter(step, None), steps, warmup, _samples)
+
+    subset = files if not train_images or train_images >= len(files) else files[:train_images]
+    result["train_images"] = len(subset)
+    log(f"train: the engine's pretraining loop, one epoch over {len(subset)} images")
+    with tempfile.TemporaryDirectory(prefix="sslstudio-bench-") as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for k, path in enumerate(subset):  # links, so the loop reads the same files
+            (folder / f"{k:07d}{Path(path).suffix.lower()}").symlink_to(Path(path).resolve())
+        summary = pretrain(PretrainConfig(task=task_name, data=str(folder), out=str(Path(tmp) / "run"), arch=arch,
+                                          epochs=1, batch_size=batch_size, image_size=image_size, device=device,
+                                          precision=precision, workers=workers, seed=seed, holdout=0.0))
+    result["train"] = summary["samples_per_s"]
+    result["pipeline/naive"] = result["pipeline"] / result["naive"]
+    result["train/model"] = result["train"] / result["model"]
+    result["peak_host_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_gpu_allocated_mb"] = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None)
+    return result
+
+
+def format_bench(result: dict) -> str:
+    lines = [f"{result['task']} / {result['arch']} at {result['image_size']} px, batch {result['batch_size']} "
+             f"images, {result['workers']} workers, {result['images']} images; device {result['device_name']}, "
+             f"precision {result['precision']}",
+             f"  naive     {result['naive']:10,.0f} samples/s   (PIL decode + resize + transform per sample)",
+             f"  pipeline  {result['pipeline']:10,.0f} samples/s   (decoded once in {result['decode_s']:.1f} s)",
+             f"  model     {result['model']:10,.0f} samples/s   (training step on device tensors: the ceiling)",
+             f"  train     {result['train']:10,.0f} samples/s   (the engine's loop, one epoch over "
+             f"{result['train_images']} images)",
+             f"  pipeline/naive {result['pipeline/naive']:.2f}   train/model {result['train/model']:.2f}",
+             f"  peak host RSS {result['peak_host_rss_mb']:,.0f} MB"
+             + (f", peak GPU allocated {result['peak_gpu_allocated_mb']:,.0f} MB"
+                if result["peak_gpu_allocated_mb"] is not None else "")]
+    return "\n".join(lines)

@@ -1,0 +1,38 @@
+import json
+
+from sslstudio.cli import main
+
+
+def test_bench_reports_four_rates_and_ratios(demo_root, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--data", str(demo_root / "unlabelled"), "--task", "rotation", "--image-size", "32",
+                 "--batch-size", "8", "--device", "cpu", "--workers", "0", "--steps", "2",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for key in ("naive", "pipeline", "model", "train"):
+        assert result[key] > 0, key
+    assert abs(result["pipeline/naive"] - result["pipeline"] / result["naive"]) < 1e-9
+    assert abs(result["train/model"] - result["train"] / result["model"]) < 1e-9
+    assert result["precision"] == "fp32" and result["peak_host_rss_mb"] > 0
+    assert result["peak_gpu_allocated_mb"] is None
+    text = capsys.readouterr().out
+    assert "pipeline/naive" in text and "train/model" in text
+
+
+def test_naive_dataset_gives_the_same_samples_as_the_task(demo_root):
+    import numpy as np
+    import torch
+
+    from sslstudio.data import decode_images, scan_folder
+    from sslstudio.engine.bench import NaiveFolderDataset
+    from sslstudio.tasks import create_task
+
+    task = create_task("rotation", {"horizontal_flip": False}, image_size=32)
+    files = scan_folder(demo_root / "unlabelled").files[:3]
+    decoded = decode_images(files, 32)
+    naive = NaiveFolderDataset(files, task)
+    for k in range(3):
+        inputs, target = naive[k]
+        expected, _ = task.make_sample(decoded.arrays[k], np.random.default_rng(0))
+        assert target.tolist() == [0, 1, 2, 3]
+        assert torch.allclose(inputs, expected, atol=0.05)  # same crop; PIL resize paths may differ slightly
