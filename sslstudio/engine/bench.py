@@ -52,7 +52,7 @@ class NaiveFolderDataset(Dataset):
         scale = size / min(w, h)
         img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
         left, top = (img.width - size) // 2, (img.height - size) // 2
-        array = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+        array = np.array(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
         return self.task.make_sample(array, np.random.default_rng((self.seed, index)))
 
 
