@@ -7,7 +7,9 @@ image are four samples):
   decode, convert, resize, crop, then the task's transform, in a DataLoader with the same number
   of workers. No model.
 - ``pipeline``: sslstudio's data pipeline: images decoded once to uint8 arrays (timed
-  separately as ``decode_s``), then the task's samples from memory. No model.
+  separately as ``decode_s``), then the task's samples from memory: whole batches built on the
+  device by tensor operations for tasks with ``make_batch`` (rotation), else per-sample
+  ``make_item`` in a DataLoader. No model.
 - ``model``: one training step (forward, backward, optimiser) on tensors already on the device,
   shaped like a real batch, with the engine's settings (precision, channels_last on CUDA): the
   ceiling.
@@ -30,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sslstudio.engine.device import autocast, device_name, resolve_device, resolve_precision
-from sslstudio.engine.loader import TaskDataset, epoch_batches, make_loader
+from sslstudio.engine.loader import TaskDataset, epoch_batches, make_loader, task_batches
 
 
 class NaiveFolderDataset(Dataset):
@@ -116,7 +118,8 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
     items = task.prepare(decoded.arrays, seed)
     dataset = TaskDataset(items, task, seed)
     batches = [b for e in range(3) for b in epoch_batches(len(dataset), batch_size, seed, e)]
-    result["pipeline"] = _rate(make_loader(dataset, batches, workers), steps, warmup, _samples)
+    result["pipeline"] = _rate(task_batches(dataset, batches, workers, dev), steps, warmup, _samples)
+    result["batch_transform"] = bool(getattr(task, "batch_transform", False))
 
     log("model: training steps on tensors already on the device")
     inputs, target = next(iter(make_loader(dataset, batches[:1], 0)))

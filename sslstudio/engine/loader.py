@@ -57,3 +57,42 @@ def make_loader(dataset: TaskDataset, batches: list, workers: int, pin_memory: b
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
                       worker_init_fn=_worker_init if workers > 0 else None,
                       prefetch_factor=4 if workers > 0 else None)
+
+
+def batch_seed(seed: int, epoch: int, step: int) -> int:
+    """A well-mixed 63-bit seed for the generator of one batch."""
+    return int(np.random.SeedSequence((int(seed), int(epoch), int(step))).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class DeviceBatches:
+    """Batches a task builds itself from uint8 images on the training device (tasks with ``make_batch``).
+
+    The images of a batch are gathered with one numpy indexing operation, copied to the device
+    (pinned and non-blocking on CUDA), and turned into inputs there by whole-tensor operations:
+    no per-image Python, no worker processes needed.
+    """
+
+    def __init__(self, items: np.ndarray, task, seed: int, batches: list, device: torch.device):
+        self.items, self.task, self.seed, self.batches, self.device = items, task, int(seed), batches, device
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        pin = self.device.type == "cuda"
+        for step, keys in enumerate(self.batches):
+            epoch = keys[0][0]
+            index = np.fromiter((i for _, i in keys), dtype=np.int64, count=len(keys))
+            images = torch.from_numpy(self.items[index])
+            if pin:
+                images = images.pin_memory()
+            images = images.to(self.device, non_blocking=True)
+            generator = torch.Generator().manual_seed(batch_seed(self.seed, epoch, step))
+            yield self.task.make_batch(images, generator)
+
+
+def task_batches(dataset: TaskDataset, batches: list, workers: int, device: torch.device):
+    """Device-side batches when the task can build them, else a DataLoader over its samples."""
+    if getattr(dataset.task, "batch_transform", False):
+        return DeviceBatches(dataset.arrays, dataset.task, dataset.seed, batches, device)
+    return make_loader(dataset, batches, workers, pin_memory=device.type == "cuda")

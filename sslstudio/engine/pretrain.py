@@ -22,7 +22,7 @@ import torch
 from sslstudio.engine.device import autocast, device_name, resolve_device, resolve_precision
 from sslstudio.engine.events import (Cancelled, CheckpointEvent, EpochEvent, EventSink, FailedEvent,
                                      FinishedEvent, LogEvent, RunControl, StepEvent)
-from sslstudio.engine.loader import VAL_EPOCH, TaskDataset, epoch_batches, make_loader
+from sslstudio.engine.loader import VAL_EPOCH, TaskDataset, epoch_batches, task_batches
 from sslstudio.engine.schedule import lr_multiplier, resolve_schedule
 from sslstudio.errors import ConfigError, SSLStudioError
 from sslstudio.runs import RunDir, library_versions
@@ -206,7 +206,7 @@ class _Pretrainer:
                 plan = task.begin_epoch(model, train_set.arrays, epoch, device, optimizer, cfg.seed)
                 model.train()
                 batches = epoch_batches(len(train_set), batch_size, cfg.seed, epoch, order=plan.order)
-                loader = make_loader(train_set, batches, cfg.workers, pin_memory=device.type == "cuda")
+                loader = task_batches(train_set, batches, cfg.workers, device)
                 loss_sum = metric_sum = 0.0
                 metric_count = seen = 0
                 epoch_start = time.perf_counter()
@@ -313,7 +313,7 @@ class _Pretrainer:
         loss_sum = metric_sum = 0.0
         count = metric_count = 0
         with torch.no_grad():
-            for inputs, target in make_loader(dataset, batches, 0):
+            for inputs, target in task_batches(dataset, batches, 0, device):
                 self.control.checkpoint()
                 inputs, target = inputs.to(device), target.to(device)
                 with autocast(device, precision):

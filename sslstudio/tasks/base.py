@@ -104,6 +104,15 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return (t - mean) / std
 
 
+def normalise_batch(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[..., H, W, 3]`` -> float ``[..., 3, H, W]`` normalised with :data:`MEAN` / :data:`STD`
+    (the batched :func:`to_tensor`, on the images' device)."""
+    x = images.movedim(-1, -3).float().div_(255.0)
+    mean = torch.tensor(MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(STD, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
+
+
 def to_image(tensor: torch.Tensor) -> Image.Image:
     """Inverse of :func:`to_tensor`: a normalised CxHxW tensor -> 8-bit RGB PIL image."""
     mean = torch.tensor(MEAN).view(3, 1, 1)
@@ -206,6 +215,18 @@ class PretextTask:
                     optimizer: torch.optim.Optimizer, seed: int) -> "EpochPlan":
         """Called before each training epoch (DeepCluster clusters here). Returns the epoch's plan."""
         return EpochPlan()
+
+    #: Whether :meth:`make_batch` is implemented: then training builds whole batches on the device
+    #: from uint8 images instead of calling :meth:`make_item` per image.
+    batch_transform: ClassVar[bool] = False
+
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs, target)`` for a batch of uint8 images ``[B, S, S, 3]`` already on the training device.
+
+        Must make the same kind of samples as :meth:`make_sample`; all randomness comes from
+        ``generator`` (a CPU generator seeded from the seed, epoch and step).
+        """
+        raise NotImplementedError
 
     def render_preview(self, images: np.ndarray, n: int, seed: int) -> "Image.Image | None":
         """A whole preview grid drawn by the task itself (DeepCluster groups images by cluster).

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from sslstudio.tasks.base import ClassificationTask, OptimConfig, param, to_image, to_tensor
+from sslstudio.tasks.base import ClassificationTask, OptimConfig, normalise_batch, param, to_image, to_tensor
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import hstack, labelled_tile
 
@@ -71,6 +71,17 @@ class RotationTask(ClassificationTask):
             image = image[:, ::-1]
         inputs = torch.stack([to_tensor(np.rot90(image, k)) for k in range(4)])
         return inputs, torch.arange(4, dtype=torch.long)
+
+    batch_transform = True
+
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The four rotations of every image of a uint8 batch ``[B, S, S, 3]``, on its device."""
+        if self.config.horizontal_flip:
+            flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
+            images = torch.where(flip.view(-1, 1, 1, 1), images.flip(2), images)
+        rotated = torch.stack([torch.rot90(images, k, dims=(1, 2)) for k in range(4)], dim=1)  # [B, 4, S, S, 3]
+        target = torch.arange(4, device=images.device).repeat(images.shape[0], 1)
+        return normalise_batch(rotated), target
 
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
         return RotationHead(backbone, feature_dim)

@@ -87,3 +87,29 @@ def test_render_draws_four_labelled_tiles():
     pixels = np.asarray(img)
     band = pixels[-15:-5]  # the label band under the tiles holds light text
     assert band.max() > 200
+
+
+def test_make_batch_equals_the_per_sample_path_and_labels_are_the_angles():
+    task = create_task("rotation", {"horizontal_flip": False}, image_size=16)
+    images = np.stack([asymmetric_image(), asymmetric_image()[::-1].copy()])
+    inputs, target = task.make_batch(torch.from_numpy(images), torch.Generator().manual_seed(0))
+    assert inputs.shape == (2, 4, 3, 16, 16) and target.tolist() == [[0, 1, 2, 3]] * 2
+    for b in range(2):
+        for k in range(4):
+            assert np.array_equal(np.asarray(to_image(inputs[b, k])), np.rot90(images[b], k))
+
+
+def test_make_batch_flips_whole_images_and_is_seeded():
+    task = create_task("rotation", image_size=16)
+    images = np.stack([asymmetric_image()] * 16)
+    a, _ = task.make_batch(torch.from_numpy(images), torch.Generator().manual_seed(5))
+    b, _ = task.make_batch(torch.from_numpy(images), torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    flipped = 0
+    for i in range(16):
+        base = np.asarray(to_image(a[i, 0]))
+        assert np.array_equal(base, images[i]) or np.array_equal(base, images[i][:, ::-1])
+        flipped += np.array_equal(base, images[i][:, ::-1])
+        for k in range(4):
+            assert np.array_equal(np.asarray(to_image(a[i, k])), np.rot90(base, k))
+    assert 0 < flipped < 16
