@@ -80,9 +80,6 @@ def _rate(batches, steps: int, warmup: int, count: Callable) -> float:
     return total / max(time.perf_counter() - start, 1e-9)
 
 
-def _samples(batch) -> int:
-    inputs = batch[0]
-    return int(inputs.shape[0] * (inputs.shape[1] if inputs.dim() == 5 else 1))
 
 
 def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", image_size: int = 64,
@@ -100,6 +97,9 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
     prec = resolve_precision(precision, dev)
     task = create_task(task_name, image_size=image_size)
     files = scan_folder(data).files
+    def _samples(batch) -> int:  # as the engine counts: images x the task's inputs per image
+        return int(batch[0].shape[0] * task.samples_per_image)
+
     result: dict = {"task": task_name, "arch": arch, "image_size": image_size, "batch_size": batch_size,
                     "workers": workers, "device": str(dev), "device_name": device_name(dev), "precision": prec,
                     "images": len(files), "samples_per_image": task.samples_per_image}
