@@ -35,6 +35,10 @@ from sslstudio.engine.device import autocast, device_name, resolve_device, resol
 from sslstudio.engine.loader import TaskDataset, epoch_batches, make_loader, task_batches
 
 
+#: Loaders are timed for at least this long: their batches take milliseconds.
+LOADER_SECONDS = 2.0
+
+
 class NaiveFolderDataset(Dataset):
     """Per-sample PIL decoding and resizing, then the task's transform: the baseline to beat."""
 
@@ -58,13 +62,15 @@ class NaiveFolderDataset(Dataset):
         return self.task.make_sample(array, np.random.default_rng((self.seed, index)))
 
 
-def _rate(batches, steps: int, warmup: int, count: Callable) -> float:
-    """Samples/s over ``steps`` batches after ``warmup`` batches of an iterator (cycled if short)."""
+def _rate(batches, steps: int, warmup: int, count: Callable, min_seconds: float = 0.0) -> float:
+    """Samples/s over at least ``steps`` batches and ``min_seconds`` after ``warmup`` batches
+    (the batches are cycled when there are too few)."""
+    if warmup < 1:
+        raise ValueError("warmup must be at least 1")
     it = iter(batches)
-    done = 0
+    done = total = 0
     start = None
-    total = 0
-    while done < warmup + steps:
+    while True:
         try:
             batch = next(it)
         except StopIteration:
@@ -73,13 +79,12 @@ def _rate(batches, steps: int, warmup: int, count: Callable) -> float:
         done += 1
         if done == warmup:
             start = time.perf_counter()
-        elif done > warmup:
+            continue
+        if done > warmup:
             total += count(batch)
-    if start is None:
-        raise ValueError("warmup must be at least 1")
-    return total / max(time.perf_counter() - start, 1e-9)
-
-
+            elapsed = time.perf_counter() - start
+            if done - warmup >= steps and elapsed >= min_seconds:
+                return total / max(elapsed, 1e-9)
 
 
 def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", image_size: int = 64,
@@ -108,7 +113,7 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
     naive = DataLoader(NaiveFolderDataset(files, task, seed), batch_size=batch_size, shuffle=True,
                        num_workers=workers, drop_last=len(files) >= batch_size,
                        generator=torch.Generator().manual_seed(seed))
-    result["naive"] = _rate(naive, steps, warmup, _samples)
+    result["naive"] = _rate(naive, steps, warmup, _samples, LOADER_SECONDS)
 
     log("pipeline: decode once, samples from memory")
     t0 = time.perf_counter()
@@ -118,7 +123,7 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
     items = task.prepare(decoded.arrays, seed)
     dataset = TaskDataset(items, task, seed)
     batches = [b for e in range(3) for b in epoch_batches(len(dataset), batch_size, seed, e)]
-    result["pipeline"] = _rate(task_batches(dataset, batches, workers, dev), steps, warmup, _samples)
+    result["pipeline"] = _rate(task_batches(dataset, batches, workers, dev), steps, warmup, _samples, LOADER_SECONDS)
     result["batch_transform"] = bool(getattr(task, "batch_transform", False))
 
     log("model: training steps on tensors already on the device")
