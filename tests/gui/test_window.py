@@ -269,19 +269,27 @@ def test_close_during_training_cancels_and_waits(qtbot, tmp_path, settings, tiny
     assert not w.running_jobs()
 
 
-def test_stop_then_resume_an_interrupted_run(qtbot, window, tiny_images, fast):
+def test_stop_then_resume_an_interrupted_run(qtbot, window, tiny_images, fast, monkeypatch):
+    import sslstudio.gui.pretrain_page as pretrain_page
+
     scan(qtbot, window, tiny_images)
     fast(window, epochs=2)
     page = window.pretrain_page
     holder = {}
+    engine_pretrain = pretrain_page.pretrain
 
-    def pause_after_first_checkpoint(ev):  # runs in the worker thread, before epoch 2 starts
-        if ev.kind == "checkpoint" and not holder:
-            holder["path"] = ev.path
-            page.job.control.pause()
+    def pausing_pretrain(config, on_event=None, control=None):
+        # in the worker thread, installed before the job starts (no connection made while it emits)
+        def on_event_then_pause(ev):
+            on_event(ev)
+            if ev.kind == "checkpoint" and not holder:  # before epoch 2 starts
+                holder["path"] = ev.path
+                control.pause()
 
+        return engine_pretrain(config, on_event=on_event_then_pause, control=control)
+
+    monkeypatch.setattr(pretrain_page, "pretrain", pausing_pretrain)
     page.start()
-    page.job.worker.event.connect(pause_after_first_checkpoint, Qt.ConnectionType.DirectConnection)
     qtbot.waitUntil(lambda: page.stop_button.isEnabled() and "path" in holder, timeout=30_000)
     with qtbot.waitSignal(page.run_finished, timeout=30_000) as blocker:
         page.stop_button.click()
