@@ -14,7 +14,7 @@ from sslstudio.gui.data_page import DataPage
 from sslstudio.gui.export_page import ExportPage
 from sslstudio.gui.pretrain_page import PretrainPage, list_runs
 from sslstudio.gui.task_page import TaskPage
-from sslstudio.gui.workers import Job
+from sslstudio.gui.workers import Job, MainThreadGarbageCollector
 
 __all__ = ["MainWindow", "default_workspace"]
 
@@ -46,6 +46,7 @@ class MainWindow(QMainWindow):
     def __init__(self, workspace: str | Path | None = None, settings: QSettings | None = None,
                  parent: QWidget | None = None):
         super().__init__(parent)
+        self.garbage = MainThreadGarbageCollector(self)  # Qt objects are never collected in a worker
         self.settings = settings if settings is not None else QSettings("sslstudio", "sslstudio")
         self.workspace = Path(workspace) if workspace else default_workspace()
         self.workspace.mkdir(parents=True, exist_ok=True)
@@ -156,6 +157,7 @@ class MainWindow(QMainWindow):
             page.shutdown()
         for job in list(self._jobs):
             job.stop()
+        self.garbage.stop()
 
     def log(self, message: str, level: str = "info") -> None:
         self.pretrain_page.log(message, level)

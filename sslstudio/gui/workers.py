@@ -172,3 +172,47 @@ def wait_for_signal(signal, timeout_s: float = 120.0) -> list:
     loop.exec()
     signal.disconnect(done)
     return got
+
+
+class MainThreadGarbageCollector(QObject):
+    """Collect Python garbage only in the GUI thread, on a timer, while the window lives.
+
+    Automatic collection can run in whichever thread allocates, and a worker thread that happens
+    to collect an unreachable Qt widget destroys it off the GUI thread, which can deadlock or crash
+    Qt. So automatic collection is switched off while this is active and done here instead, every
+    ``interval_ms`` (the idea of pyqtgraph's ``GarbageCollector``); :meth:`stop` collects once more
+    and restores the previous setting.
+    """
+
+    def __init__(self, parent: QObject | None = None, interval_ms: int = 1000):
+        super().__init__(parent)
+        import gc
+
+        from PySide6.QtCore import QTimer
+
+        self._gc = gc
+        self._was_enabled = gc.isenabled()
+        gc.disable()
+        self._timer = QTimer(self)
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self.collect)
+        self._timer.start()
+        self.active = True
+
+    def collect(self) -> None:
+        """Collect the generations whose thresholds are reached, as automatic collection would."""
+        threshold = self._gc.get_threshold()
+        count = self._gc.get_count()
+        for generation in (2, 1, 0):
+            if count[generation] > threshold[generation]:
+                self._gc.collect(generation)
+                break
+
+    def stop(self) -> None:
+        if not self.active:
+            return
+        self.active = False
+        self._timer.stop()
+        self._gc.collect()
+        if self._was_enabled:
+            self._gc.enable()

@@ -79,3 +79,12 @@ def fast_settings(window, workers: int = 0, epochs: int = 1):
 def fast():
     """Set the pretraining page to a tiny CPU run."""
     return fast_settings
+
+
+@pytest.fixture(autouse=True)
+def collect_qt_garbage_in_the_gui_thread():
+    """Unreachable Qt objects of one test are collected here, never by a later test's worker thread."""
+    yield
+    import gc
+
+    gc.collect()

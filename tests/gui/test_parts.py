@@ -160,3 +160,21 @@ def test_style_and_icon_come_from_resources(qapp):
     apply_style(qapp)
     assert not qapp.windowIcon().isNull()
     assert qapp.styleSheet()
+
+
+def test_garbage_is_collected_in_the_gui_thread_only(qtbot):
+    import gc
+
+    from sslstudio.gui.workers import MainThreadGarbageCollector
+
+    assert gc.isenabled()
+    collector = MainThreadGarbageCollector(interval_ms=10)
+    assert not gc.isenabled()  # a worker thread can no longer trigger a collection
+    gc.collect()
+    for _ in range(gc.get_threshold()[0] + 100):  # cyclic garbage: only a collection frees it
+        cycle = []
+        cycle.append(cycle)
+    assert gc.get_count()[0] > gc.get_threshold()[0]  # nothing collected it automatically
+    qtbot.waitUntil(lambda: gc.get_count()[0] < gc.get_threshold()[0], timeout=2000)  # the timer did
+    collector.stop()
+    assert gc.isenabled()
