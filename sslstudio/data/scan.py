@@ -23,11 +23,17 @@ class ScanReport:
         root: The folder that was scanned.
         files: Image files (by extension), sorted, found recursively.
         ignored: Number of other, non-hidden files seen.
+        formats: Number of images per extension (lower case, without the dot),
+            most common first: ``{"jpg": 1200, "png": 4}``.
+        stats: ``(size in bytes, mtime_ns)`` of each file, in the order of
+            ``files``, when scanned with ``stat=True``; else None.
     """
 
     root: Path
     files: list[Path] = field(default_factory=list)
     ignored: int = 0
+    formats: dict[str, int] = field(default_factory=dict)
+    stats: list[tuple[int, int]] | None = None
 
     def summary(self) -> str:
         """Return a one-line description such as ``"1,204 images in /data (3 other files ignored)"``."""
@@ -79,64 +85,124 @@ def walk_images(
     Returns:
         The sorted image paths as strings, and the number of other files seen.
     """
+    walk = _walk(os.fspath(root), progress, False)
+    return walk.paths, walk.ignored
+
+
+@dataclass
+class _Walk:
+    paths: list[str]
+    ignored: int
+    formats: dict[str, int]
+    stats: list[tuple[int, int]] | None
+
+
+def _walk(root_str: str, progress: Callable[[int], None] | None, want_stat: bool) -> _Walk:
+    """The walk behind :func:`walk_images`; with ``want_stat`` also ``(size, mtime_ns)`` of each image.
+
+    Written for speed (100,000 files in a fraction of a second) and for a responsive window: the
+    entry types come from the directory listing itself (no ``stat`` per file unless ``want_stat``),
+    the extension test is a string slice and a set lookup, and the paths come out sorted without
+    one big sort (which would hold the interpreter lock for tens of milliseconds and freeze a
+    window waiting for it): each folder's entries are sorted, files by name and sub-folders by
+    name plus the separator, and sub-folders are walked where they fall in that order. That is
+    exactly the order of sorting the full paths as strings.
+    """
     found: list[str] = []
-    ignored = 0
+    stats: list[tuple[int, int]] | None = [] if want_stat else None
+    counts = {"ignored": 0}
+    by_ext: dict[str, int] = {}
     seen_dirs: set[tuple[int, int]] = set()
-    root_str = os.fspath(root)
     try:
         st = os.stat(root_str)
         seen_dirs.add((st.st_dev, st.st_ino))
     except OSError:
         pass
-    stack = [root_str]
-    next_report = _PROGRESS_EVERY
-    while stack:
-        current = stack.pop()
+    extensions = IMAGE_EXTENSIONS
+    sep = os.sep
+
+    def listing(folder: str) -> list[tuple]:
+        """The folder's images and new sub-folders as ``(sort key, path, is folder, stat)``, sorted."""
+        items: list[tuple] = []
         try:
-            entries = os.scandir(current)
+            entries = os.scandir(folder)
         except OSError:
-            continue
+            return items
         with entries:
             for entry in entries:
                 name = entry.name
-                if name.startswith("."):
+                if name[0] == ".":
                     continue
                 try:
                     if entry.is_dir():
                         st = entry.stat()
                         key = (st.st_dev, st.st_ino)
-                        if key in seen_dirs:
-                            continue
-                        seen_dirs.add(key)
-                        stack.append(entry.path)
+                        if key not in seen_dirs:
+                            seen_dirs.add(key)
+                            items.append((name + sep, entry.path, True, None))
                         continue
-                    is_file = entry.is_file()
+                    if not entry.is_file():
+                        continue
                 except OSError:
                     continue
-                if not is_file:
+                dot = name.rfind(".")
+                ext = name[dot:].lower() if dot > 0 else ""
+                if ext not in extensions:
+                    counts["ignored"] += 1
                     continue
-                if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                    found.append(entry.path)
-                    if progress is not None and len(found) >= next_report:
-                        progress(len(found))
-                        next_report += _PROGRESS_EVERY
+                if want_stat:
+                    try:
+                        st = entry.stat()  # follows a symlink to its file
+                    except OSError:
+                        continue  # vanished since the listing
+                    items.append((name, entry.path, False, (st.st_size, st.st_mtime_ns)))
                 else:
-                    ignored += 1
-    found.sort()
+                    items.append((name, entry.path, False, None))
+                by_ext[ext] = by_ext.get(ext, 0) + 1
+        items.sort()
+        return items
+
+    append = found.append
+    next_report = _PROGRESS_EVERY
+    stack: list[list] = [[listing(root_str), 0]]
+    while stack:
+        frame = stack[-1]
+        items, i = frame
+        n = len(items)
+        while i < n:
+            _, path, is_dir, stat = items[i]
+            i += 1
+            if is_dir:
+                frame[1] = i
+                stack.append([listing(path), 0])
+                break
+            append(path)
+            if stats is not None:
+                stats.append(stat)
+        else:
+            stack.pop()
+        if progress is not None and len(found) >= next_report:
+            progress(len(found))
+            next_report = len(found) + _PROGRESS_EVERY
     if progress is not None:
         progress(len(found))
-    return found, ignored
+    formats = {ext.lstrip("."): n for ext, n in sorted(by_ext.items(), key=lambda kv: (-kv[1], kv[0]))}
+    return _Walk(found, counts["ignored"], formats, stats)
 
 
 def scan_folder(
     root: str | os.PathLike[str],
     progress: Callable[[int], None] | None = None,
+    *,
+    stat: bool = False,
 ) -> ScanReport:
     """Find all image files under ``root``.
 
     Args:
         root: Folder to scan recursively.
         progress: Optional callback receiving the number of images found so far.
+        stat: Also record the size and modification time of every image
+            (:attr:`ScanReport.stats`; one ``stat`` call per file, no reading).
 
     Returns:
         A :class:`ScanReport` with the sorted image files.
@@ -146,12 +212,13 @@ def scan_folder(
             files with an accepted extension.
     """
     folder = check_folder(root, "The image folder")
-    files, ignored = walk_images(folder, progress)
-    if not files:
+    walk = _walk(os.fspath(folder), progress, stat)
+    if not walk.paths:
         accepted = ", ".join(sorted(IMAGE_EXTENSIONS))
-        other = f" (it holds {ignored:,} other files)" if ignored else ""
+        other = f" (it holds {walk.ignored:,} other files)" if walk.ignored else ""
         raise DataError(
             f"No images with the accepted extensions ({accepted}) were found in {folder}{other}; "
             "choose a folder that contains image files (sub-folders are searched too)."
         )
-    return ScanReport(root=folder, files=[Path(p) for p in files], ignored=ignored)
+    return ScanReport(root=folder, files=[Path(p) for p in walk.paths], ignored=walk.ignored,
+                      formats=walk.formats, stats=walk.stats)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
@@ -17,6 +17,17 @@ from sslstudio.gui.workers import Job
 __all__ = ["DataPage"]
 
 MAX_RECENT = 8
+
+
+def scan_for_page(folder: str, progress=None) -> tuple:
+    """The page's background scan: :func:`scan_folder` plus the paths as text for the list model.
+
+    Everything proportional to the number of files happens here, in the worker thread, so that the
+    GUI thread only swaps lists when 100,000 files arrive (turning 100,000 paths into text takes a
+    tenth of a second, too long for the event loop).
+    """
+    report = scan_folder(folder, progress)
+    return report, [os.fspath(f) for f in report.files]
 
 
 class DataPage(QWidget):
@@ -168,7 +179,7 @@ class DataPage(QWidget):
         self.path_label.setText(folder)
         self.summary_label.setText("Scanning…")
         self.progress.show()
-        job = Job(scan_folder, folder, parent=self, name="sslstudio-scan",
+        job = Job(scan_for_page, folder, parent=self, name="sslstudio-scan",
                   pass_events=False, pass_control=False, pass_progress=True)
         # bound methods (not lambdas): queued to the GUI thread; a superseded scan's signals are ignored
         job.worker.progress.connect(self._on_progress)
@@ -194,16 +205,16 @@ class DataPage(QWidget):
             return
         self.summary_label.setText(f"Scanning… {done:,} images found so far")
 
-    def _on_scanned(self, report) -> None:
+    def _on_scanned(self, result) -> None:
         if not self._current():
             return
+        report, paths = result
         if self.folder is None or Path(report.root) != Path(self.folder).expanduser():
             return
         self.report = report
         self._remember(self.folder)
-        self.model.set_files(report.files)
-        formats = Counter(Path(f).suffix.lower().lstrip(".") or "?" for f in report.files)
-        fmt = ", ".join(f"{n:,} {ext}" for ext, n in formats.most_common())
+        self.model.set_files(paths, copy=False)  # the worker's list of str, handed over
+        fmt = ", ".join(f"{n:,} {ext}" for ext, n in report.formats.items())
         text = f"<b>{len(report.files):,}</b> images"
         if fmt:
             text += f" ({fmt})"
@@ -219,7 +230,7 @@ class DataPage(QWidget):
     # -- sizes and unreadable files (headers only, in the background) -------------------------
     def _start_inspection(self, files) -> None:
         self.check_label.setText("Checking image sizes…")
-        job = Job(inspect_images, list(files), parent=self, name="sslstudio-inspect",
+        job = Job(inspect_images, files, parent=self, name="sslstudio-inspect",
                   pass_events=False, pass_control=False, pass_progress=True)
         job.worker.progress.connect(self._on_inspect_progress)
         job.worker.finished.connect(self._on_inspected)

@@ -81,3 +81,42 @@ def test_many_files_are_fast(tmp_path):
     elapsed = time.perf_counter() - start
     assert len(report.files) == n
     assert elapsed < 1.5  # 100,000 files scan in well under a second
+
+
+def test_order_is_exactly_the_sorted_full_paths(tmp_path):
+    names = ["a.png", "a-b.png", "a0.png", "a/x.png", "a-b/y.png", "A.png", "é.png", "a/b/c.png", "a.b/d.png",
+             "ab/e.png", "a/b.png", "b/a/z.png", "b/a.png", "b/a-/q.png", "z/.hidden/q.png", "Z.jpg"]
+    for rel in names:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    report = scan_folder(tmp_path)
+    expected = sorted(str(tmp_path / rel) for rel in names if ".hidden" not in rel)
+    assert [str(p) for p in report.files] == expected
+
+
+def test_formats_and_stats(tmp_path):
+    for i, rel in enumerate(["a.png", "b.PNG", "c.jpg", "d/e.jpeg", "d/f.png", "notes.txt"]):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * (i + 1))
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000 + i))
+    plain = scan_folder(tmp_path)
+    assert plain.formats == {"png": 3, "jpeg": 1, "jpg": 1}
+    assert plain.stats is None
+    report = scan_folder(tmp_path, stat=True)
+    assert report.files == plain.files
+    assert report.stats == [(os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in report.files]
+    assert report.stats[0] == (1, 1_000_000_000)
+
+
+def test_progress_is_reported_every_few_thousand_files(tmp_path):
+    for d in range(3):
+        sub = tmp_path / f"d{d}"
+        sub.mkdir()
+        for i in range(1_500):
+            (sub / f"{i:04d}.png").touch()
+    seen: list[int] = []
+    report = scan_folder(tmp_path, progress=seen.append)
+    assert len(report.files) == 4_500
+    assert seen == sorted(seen) and seen[-1] == 4_500 and 2 <= len(seen) <= 4
