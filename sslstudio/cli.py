@@ -139,6 +139,17 @@ def cmd_preview(args) -> int:
     return 0
 
 
+def _cache_dir(args) -> str | None:
+    """The decode cache folder of a command (``--no-cache``: none)."""
+    if getattr(args, "no_cache", False):
+        return None
+    if getattr(args, "cache_dir", None):
+        return args.cache_dir
+    from sslstudio.data.cache import default_cache_dir
+
+    return str(default_cache_dir())
+
+
 def _pretrain_config(args):
     from sslstudio.engine import PretrainConfig
 
@@ -147,7 +158,7 @@ def _pretrain_config(args):
                           weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
                           image_size=args.image_size, device=args.device, precision=args.precision, seed=args.seed,
                           workers=args.workers, holdout=args.holdout, task_options=_options(args.option),
-                          resume=args.resume)
+                          resume=args.resume, compile=args.compile, cache_dir=_cache_dir(args))
 
 
 def cmd_pretrain(args) -> int:
@@ -171,6 +182,8 @@ def cmd_pretrain(args) -> int:
     config.arch = config.arch or "resnet18"
     config.image_size = config.image_size or 64
     summary = pretrain(config, on_event=ProgressPrinter())
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports for the run
+        return 0 if summary["status"] == "finished" else 130
     metric = summary["metric"]
     print(f"{summary['status']}: {summary['epochs_completed']}/{summary['epochs']} epochs in "
           f"{_fmt_time(summary['time_s'])}; train {metric} {summary.get(f'final_train_{metric}')}, "
@@ -220,7 +233,7 @@ def cmd_bench(args) -> int:
 
     result = run_bench(args.data, args.task, args.arch, args.image_size, args.batch_size, args.device,
                        args.precision, args.workers, args.steps, seed=args.seed, train_images=args.train_images,
-                       log=lambda m: print(m, file=sys.stderr))
+                       compile=args.compile, log=lambda m: print(m, file=sys.stderr))
     print(format_bench(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -328,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--holdout", type=float, default=0.05, help="fraction of images held out for validation")
     s.add_argument("--option", action="append", metavar="KEY=VALUE", help="task setting (repeatable)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (slow first steps; pays off on GPUs, see docs/benchmarks.md)")
+    s.add_argument("--cache-dir", help="decode cache folder (default $SSLSTUDIO_CACHE_DIR or ~/.cache/sslstudio/decoded)")
+    s.add_argument("--no-cache", action="store_true", help="decode the images without the decode cache")
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("finetune", help="fine-tune a backbone on labelled images")
@@ -388,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=20, help="timed batches per figure (after 3 warm-up batches)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--train-images", type=int, default=512, help="images of the one-epoch real-loop run (0: all)")
+    s.add_argument("--compile", action="store_true", help="also time the training step under torch.compile")
     s.add_argument("--json", help="also write the figures to this JSON file")
     s.set_defaults(func=cmd_bench)
 

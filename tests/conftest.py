@@ -3,6 +3,11 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+import tempfile  # noqa: E402
+
+# commands that use the default decode cache write it here, not into the user's cache folder
+os.environ["SSLSTUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix="sslstudio-test-cache-")
+
 import pytest
 
 

@@ -12,7 +12,10 @@ image are four samples):
   ``make_item`` in a DataLoader. No model.
 - ``model``: one training step (forward, backward, optimiser) on tensors already on the device,
   shaped like a real batch, with the engine's settings (precision, channels_last on CUDA): the
-  ceiling.
+  ceiling. Where those settings are not plain fp32 (on CUDA: bf16 autocast and channels_last),
+  ``model_fp32_eager`` is the same step in fp32 with the default memory format, for the speed-up;
+  with ``compile=True``, ``model_compiled`` is the step under ``torch.compile`` (after its
+  compilation, which is timed as ``compile_s``).
 - ``train``: the engine's real pretraining loop for one epoch (from its ``summary.json``), over the
   first ``train_images`` images (all of them when ``None``).
 
@@ -90,11 +93,10 @@ def _rate(batches, steps: int, warmup: int, count: Callable, min_seconds: float 
 def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", image_size: int = 64,
               batch_size: int = 64, device: str = "auto", precision: str = "auto", workers: int = 2,
               steps: int = 20, warmup: int = 3, seed: int = 0, train_images: int | None = 512,
-              log: Callable[[str], None] | None = None) -> dict:
+              compile: bool = False, log: Callable[[str], None] | None = None) -> dict:
     """Measure the four figures and return them with the ratios, device, precision and peak memory."""
     from sslstudio.data import decode_images, scan_folder
     from sslstudio.engine.pretrain import PretrainConfig, pretrain
-    from sslstudio.models import build_backbone
     from sslstudio.tasks import create_task
 
     log = log or (lambda message: None)
@@ -128,27 +130,24 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
 
     log("model: training steps on tensors already on the device")
     inputs, target = next(iter(make_loader(dataset, batches[:1], 0)))
-    torch.manual_seed(seed)
-    backbone = build_backbone(arch)
-    model = task.build_head(backbone, backbone.feature_dim).to(dev)
-    task.begin_epoch(model, items, 0, dev, torch.optim.SGD(model.parameters(), lr=0.0), seed)
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     inputs, target = inputs.to(dev), target.to(dev)
+    engine = dict(precision=prec, channels_last=dev.type == "cuda")
 
-    def step():
-        with autocast(dev, prec):
-            loss = task.loss(model(inputs), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        return (inputs, target)
+    def model_rate(precision: str, channels_last: bool, compiled: bool = False) -> float:
+        step = _train_step(task, arch, items, inputs, target, dev, precision, channels_last, compiled, seed)
+        return _rate(iter(step, None), steps, warmup, _samples)
 
-    result["model"] = _rate(iter(step, None), steps, warmup, _samples)
+    result["model"] = model_rate(**engine)
+    if engine != dict(precision="fp32", channels_last=False):
+        log("model: the same step in fp32 eager (no autocast, default memory format)")
+        result["model_fp32_eager"] = model_rate("fp32", False)
+    if compile:
+        log("model: the same step under torch.compile")
+        t0 = time.perf_counter()
+        step = _train_step(task, arch, items, inputs, target, dev, prec, engine["channels_last"], True, seed)
+        step()  # compiles
+        result["compile_s"] = time.perf_counter() - t0
+        result["model_compiled"] = _rate(iter(step, None), steps, warmup, _samples)
 
     subset = files if not train_images or train_images >= len(files) else files[:train_images]
     result["train_images"] = len(subset)
@@ -169,6 +168,33 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
     return result
 
 
+def _train_step(task, arch, items, inputs, target, dev, precision, channels_last, compiled, seed):
+    """A function doing one training step of a fresh model on the given device tensors."""
+    from sslstudio.models import build_backbone
+
+    torch.manual_seed(seed)
+    backbone = build_backbone(arch)
+    model = task.build_head(backbone, backbone.feature_dim).to(dev)
+    task.begin_epoch(model, items, 0, dev, torch.optim.SGD(model.parameters(), lr=0.0), seed)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    net = torch.compile(model) if compiled else model
+
+    def step():
+        with autocast(dev, precision):
+            loss = task.loss(net(inputs), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return (inputs, target)
+
+    return step
+
+
 def format_bench(result: dict) -> str:
     lines = [f"{result['task']} / {result['arch']} at {result['image_size']} px, batch {result['batch_size']} "
              f"images, {result['workers']} workers, {result['images']} images; device {result['device_name']}, "
@@ -176,6 +202,12 @@ def format_bench(result: dict) -> str:
              f"  naive     {result['naive']:10,.0f} samples/s   (PIL decode + resize + transform per sample)",
              f"  pipeline  {result['pipeline']:10,.0f} samples/s   (decoded once in {result['decode_s']:.1f} s)",
              f"  model     {result['model']:10,.0f} samples/s   (training step on device tensors: the ceiling)",
+             *([f"  fp32 eager {result['model_fp32_eager']:9,.0f} samples/s   (the same step without autocast or "
+                f"channels_last; the engine's step is {result['model'] / result['model_fp32_eager']:.2f}x this)"]
+              if "model_fp32_eager" in result else []),
+             *([f"  compiled  {result['model_compiled']:10,.0f} samples/s   (torch.compile, after "
+                f"{result['compile_s']:.0f} s compiling: {result['model_compiled'] / result['model']:.2f}x eager)"]
+              if "model_compiled" in result else []),
              f"  train     {result['train']:10,.0f} samples/s   (the engine's loop, one epoch over "
              f"{result['train_images']} images)",
              f"  pipeline/naive {result['pipeline/naive']:.2f}   train/model {result['train/model']:.2f}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 VAL_EPOCH = 2**31 - 1  # the "epoch" whose randomness the held-out samples use, fixed for a run
 
@@ -59,9 +59,11 @@ def make_loader(dataset: TaskDataset, batches: list, workers: int, pin_memory: b
                       prefetch_factor=4 if workers > 0 else None)
 
 
-def batch_seed(seed: int, epoch: int, step: int) -> int:
-    """A well-mixed 63-bit seed for the generator of one batch."""
-    return int(np.random.SeedSequence((int(seed), int(epoch), int(step))).generate_state(1, dtype=np.uint64)[0] >> 1)
+def batch_seed(seed: int, epoch: int, step: int, stream: int = 0) -> int:
+    """A well-mixed 63-bit seed for the generator of one batch (``stream``: the process's rank in a
+    data-parallel run, so that each shard of a global batch draws its own random numbers)."""
+    parts = (int(seed), int(epoch), int(step)) + ((int(stream),) if stream else ())
+    return int(np.random.SeedSequence(parts).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class DeviceBatches:
@@ -72,8 +74,9 @@ class DeviceBatches:
     no per-image Python, no worker processes needed.
     """
 
-    def __init__(self, items: np.ndarray, task, seed: int, batches: list, device: torch.device):
+    def __init__(self, items: np.ndarray, task, seed: int, batches: list, device: torch.device, stream: int = 0):
         self.items, self.task, self.seed, self.batches, self.device = items, task, int(seed), batches, device
+        self.stream = int(stream)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -87,12 +90,65 @@ class DeviceBatches:
             if pin:
                 images = images.pin_memory()
             images = images.to(self.device, non_blocking=True)
-            generator = torch.Generator().manual_seed(batch_seed(self.seed, epoch, step))
+            generator = torch.Generator().manual_seed(batch_seed(self.seed, epoch, step, self.stream))
             yield self.task.make_batch(images, generator)
 
 
-def task_batches(dataset: TaskDataset, batches: list, workers: int, device: torch.device):
+def task_batches(dataset: TaskDataset, batches: list, workers: int, device: torch.device, stream: int = 0):
     """Device-side batches when the task can build them, else a DataLoader over its samples."""
     if getattr(dataset.task, "batch_transform", False):
-        return DeviceBatches(dataset.arrays, dataset.task, dataset.seed, batches, device)
+        return DeviceBatches(dataset.arrays, dataset.task, dataset.seed, batches, device, stream)
     return make_loader(dataset, batches, workers, pin_memory=device.type == "cuda")
+
+
+class _EpochBatches(Sampler):
+    """A batch sampler whose batches are replaced before each epoch (the DataLoader stays)."""
+
+    def __init__(self):
+        self.batches: list = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class EpochLoaders:
+    """The loader of each training epoch, keeping DataLoader worker processes alive across epochs.
+
+    Per-sample tasks run in worker processes; starting them (and filling their prefetch queues)
+    every epoch costs time, so the DataLoader is made once with ``persistent_workers`` and only
+    its batches change. Tasks whose samples depend on state that :meth:`begin_epoch` changes
+    (DeepCluster's cluster labels) get fresh workers each epoch, which see the new state.
+    """
+
+    def __init__(self, dataset: TaskDataset, workers: int, device: torch.device, stream: int = 0):
+        from sslstudio.tasks.base import PretextTask
+
+        self.dataset, self.workers, self.device, self.stream = dataset, int(workers), device, int(stream)
+        task = dataset.task
+        self.persistent = (self.workers > 0 and not getattr(task, "batch_transform", False)
+                           and type(task).begin_epoch is PretextTask.begin_epoch)
+        self._sampler: _EpochBatches | None = None
+        self._loader: DataLoader | None = None
+
+    def __call__(self, batches: list):
+        if not self.persistent:
+            return task_batches(self.dataset, batches, self.workers, self.device, self.stream)
+        if self._loader is None:
+            self._sampler = _EpochBatches()
+            self._loader = DataLoader(self.dataset, batch_sampler=self._sampler, num_workers=self.workers,
+                                      pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init,
+                                      prefetch_factor=4, persistent_workers=True)
+        self._sampler.batches = batches
+        return self._loader
+
+    def close(self) -> None:
+        """Stop the worker processes (also after a cancelled epoch left batches in flight)."""
+        if self._loader is not None:
+            iterator = getattr(self._loader, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+            self._loader = None
+            self._sampler = None

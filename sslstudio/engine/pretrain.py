@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import time
 import traceback
@@ -20,12 +21,15 @@ import numpy as np
 import torch
 
 from sslstudio.engine.device import autocast, device_name, resolve_device, resolve_precision
+from sslstudio.engine.distributed import DistContext, init_distributed, state_digest
 from sslstudio.engine.events import (Cancelled, CheckpointEvent, EpochEvent, EventSink, FailedEvent,
                                      FinishedEvent, LogEvent, RunControl, StepEvent)
-from sslstudio.engine.loader import VAL_EPOCH, TaskDataset, epoch_batches, task_batches
+from sslstudio.engine.loader import VAL_EPOCH, EpochLoaders, TaskDataset, epoch_batches, task_batches
 from sslstudio.engine.schedule import lr_multiplier, resolve_schedule
 from sslstudio.errors import ConfigError, SSLStudioError
+from sslstudio.data.arrays import IndexedImages
 from sslstudio.runs import RunDir, library_versions
+from sslstudio.tasks.base import EpochPlan, PretextTask
 
 #: Settings that must not change when a run is resumed.
 RESUME_KEYS = ("task", "arch", "image_size", "seed", "epochs", "batch_size", "lr", "momentum",
@@ -57,6 +61,8 @@ class PretrainConfig:
     task_options: dict = field(default_factory=dict)
     resume: bool = False
     log_every: int = 10
+    compile: bool = False
+    cache_dir: str | None = None
 
     def resolved(self, task) -> dict:
         """The config as a dict with the task's defaults filled in (what ``config.json`` records)."""
@@ -103,9 +109,19 @@ class _Pretrainer:
         self.config = config
         self.emit = emit
         self.control = control
+        self.dist = DistContext()
 
     # ------------------------------------------------------------------------------------------
     def run(self) -> dict:
+        self.dist, device_setting = init_distributed(self.config.device)
+        if not self.dist.is_main:  # rank 0 reports for the whole run
+            self.emit = lambda event: None
+        try:
+            return self._run(device_setting)
+        finally:
+            self.dist.close()
+
+    def _run(self, device_setting: str) -> dict:
         from sslstudio.data import decode_folder
         from sslstudio.models import build_backbone
         from sslstudio.tasks import create_task
@@ -123,6 +139,7 @@ class _Pretrainer:
 
         task = create_task(cfg.task, cfg.task_options, cfg.image_size)
         settings = cfg.resolved(task)
+        dist = self.dist
         if previous is not None:
             changed = [k for k in RESUME_KEYS if _norm(previous.get(k)) != _norm(settings.get(k))]
             if changed:
@@ -133,14 +150,28 @@ class _Pretrainer:
         if not 0.0 <= cfg.holdout < 0.5:
             raise ConfigError(f"the held-out fraction must be in [0, 0.5); got {cfg.holdout}.")
 
-        device = resolve_device(cfg.device)
+        if dist.enabled and int(settings["batch_size"]) % dist.world_size:
+            raise ConfigError(f"the batch size ({settings['batch_size']}) must be a multiple of the number of "
+                              f"processes ({dist.world_size}): each process trains on an equal share of every batch.")
+        device = resolve_device(device_setting)
         precision = resolve_precision(cfg.precision, device)
         t_start = time.perf_counter()
 
         # -- data ------------------------------------------------------------------------------
         self.emit(LogEvent(f"reading images in {cfg.data}"))
-        images = decode_folder(cfg.data, cfg.image_size, min_source_size=task.min_image_size,
-                               small_policy=task.small_image_policy)
+        if dist.enabled and cfg.cache_dir and not dist.is_main:
+            dist.barrier()  # rank 0 fills the decode cache first; the others then map it
+        images = decode_folder(cfg.data, cfg.image_size, cache_dir=cfg.cache_dir, min_source_size=task.min_image_size,
+                               small_policy=task.small_image_policy, workers=min(8, os.cpu_count() or 1),
+                               progress=_DecodeProgress(self.emit))
+        if dist.enabled and cfg.cache_dir and dist.is_main:
+            dist.barrier()
+        if images.from_cache:
+            self.emit(LogEvent(f"{len(images)} images at {cfg.image_size} px mapped from the decode cache "
+                               f"{images.cache_path} (nothing decoded)"))
+        elif images.storage != "memory":
+            self.emit(LogEvent(f"{len(images)} images decoded to {images.storage} "
+                               f"{images.cache_path or ''}".rstrip()))
         counts = images.skipped_counts()
         if counts:
             self.emit(LogEvent(f"skipped {sum(counts.values())} file(s): "
@@ -150,8 +181,12 @@ class _Pretrainer:
         order = np.random.default_rng(cfg.seed).permutation(n)
         n_val = int(math.floor(cfg.holdout * n)) if n >= 20 else 0
         val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-        train_items = task.prepare(arrays[train_idx], cfg.seed)
-        val_items = task.holdout_items(train_items, arrays[val_idx])
+        if isinstance(arrays, np.memmap):  # read rows from the map when asked, never the whole set at once
+            train_images, val_images = IndexedImages(arrays, train_idx), IndexedImages(arrays, val_idx)
+        else:
+            train_images, val_images = arrays[train_idx], arrays[val_idx]
+        train_items = task.prepare(train_images, cfg.seed)
+        val_items = task.holdout_items(train_items, val_images)
         train_set = TaskDataset(train_items, task, cfg.seed)
         val_set = TaskDataset(val_items, task, cfg.seed) if val_items is not None and len(val_items) else None
         self.emit(LogEvent(f"{n} images: {len(train_idx)} for training, {n_val} held out; "
@@ -160,7 +195,7 @@ class _Pretrainer:
         # -- model -----------------------------------------------------------------------------
         torch.manual_seed(cfg.seed)
         backbone = build_backbone(cfg.arch)
-        model = task.build_head(backbone, backbone.feature_dim).to(device)
+        model = task.build_head(backbone, backbone.feature_dim).to(device)  # what is saved and evaluated
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         epochs, batch_size = int(settings["epochs"]), int(settings["batch_size"])
@@ -183,30 +218,48 @@ class _Pretrainer:
             scheduler.load_state_dict(state["scheduler"])
             start_epoch, history, best = int(state["epoch"]), list(state.get("history", [])), state.get("best")
             _set_rng_state(state["rng"])
-            run.truncate_metrics(start_epoch)
+            if dist.is_main:
+                run.truncate_metrics(start_epoch)
             self.emit(LogEvent(f"resuming {run.path} after epoch {start_epoch} of {epochs}"))
-        else:
+        elif dist.is_main:
             run.create()
             if run.metrics_path.exists():
                 run.metrics_path.unlink()
+        net = model  # what the training step calls
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            self.emit(LogEvent(f"data-parallel over {dist.world_size} processes ({dist.backend}); "
+                               f"each trains on {batch_size // dist.world_size} of every {batch_size} images"))
+        if cfg.compile:
+            net = _compile(net)
         settings.update({"device": str(device), "device_name": device_name(device), "precision": precision,
+                         "world_size": dist.world_size, "distributed_backend": dist.backend,
                          "images": n, "train_images": len(train_idx), "held_out_images": n_val,
                          "steps_per_epoch": steps_per_epoch, "feature_dim": backbone.feature_dim,
                          "metric": task.metric_name, "samples_per_image": task.samples_per_image,
                          "task_info": task.run_info(), "versions": library_versions()})
-        run.write_config(settings)
-        task.save_artifacts(run.path)
+        if dist.is_main:
+            run.write_config(settings)
+            task.save_artifacts(run.path)
 
         # -- loop ------------------------------------------------------------------------------
         spi = task.samples_per_image
         cancelled = False
         last_lr = optimizer.param_groups[0]["lr"]
+        loaders = EpochLoaders(train_set, cfg.workers, device, stream=dist.rank)
         try:
             for epoch in range(start_epoch, epochs):
                 plan = task.begin_epoch(model, train_set.arrays, epoch, device, optimizer, cfg.seed)
-                model.train()
+                if dist.enabled and type(task).begin_epoch is not PretextTask.begin_epoch:
+                    dist.broadcast_module(model)  # every rank continues from rank 0's state
+                    order, info, shared = dist.broadcast_object((plan.order, plan.info, task.shared_state()))
+                    task.load_shared_state(shared)
+                    plan = EpochPlan(order=order, info=info)
+                net.train()
                 batches = epoch_batches(len(train_set), batch_size, cfg.seed, epoch, order=plan.order)
-                loader = task_batches(train_set, batches, cfg.workers, device)
+                loader = loaders(dist.shard(batches))
                 loss_sum = metric_sum = 0.0
                 metric_count = seen = 0
                 epoch_start = time.perf_counter()
@@ -216,7 +269,7 @@ class _Pretrainer:
                     inputs = inputs.to(device, non_blocking=True)
                     target = target.to(device, non_blocking=True)
                     with autocast(device, precision):
-                        output = model(inputs)
+                        output = net(inputs)
                         loss = task.loss(output, target)
                     if not torch.isfinite(loss):
                         raise ConfigError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
@@ -233,7 +286,7 @@ class _Pretrainer:
                     metric_count += m_count
                     seen += batch_images
                     elapsed_epoch = time.perf_counter() - epoch_start
-                    ips = seen / max(elapsed_epoch, 1e-9)
+                    ips = seen * dist.world_size / max(elapsed_epoch, 1e-9)  # the whole run's rate
                     global_step = epoch * steps_per_epoch + step
                     eta = (total_steps - global_step) * elapsed_epoch / step
                     metric_val = m_sum / m_count if m_count else None
@@ -248,6 +301,8 @@ class _Pretrainer:
                                         "loss": event.loss, task.metric_name: metric_val, "lr": last_lr,
                                         "images_per_s": ips})
                 epoch_time = time.perf_counter() - epoch_start
+                loss_sum, metric_sum, metric_count, seen = dist.sum([loss_sum, metric_sum, metric_count, seen])
+                dist.average_buffers(model)
                 val_loss, val_metric = self._evaluate(model, task, val_set, device, precision, batch_size) if val_set else (None, None)
                 train_loss = loss_sum / max(seen, 1)
                 train_metric = metric_sum / metric_count if metric_count else None
@@ -259,7 +314,8 @@ class _Pretrainer:
                          "samples_per_s": ips * spi, "epoch_time_s": epoch_time, **plan.info}
                 history.append(entry)
                 records.append(entry)
-                run.append_metrics(records)
+                if dist.is_main:
+                    run.append_metrics(records)
                 self.emit(EpochEvent(epoch=epoch, epochs=epochs, train_loss=train_loss, train_metric=train_metric,
                                      val_loss=val_loss, val_metric=val_metric, metric_name=task.metric_name,
                                      lr=last_lr, images_per_s=ips, samples_per_s=ips * spi,
@@ -269,14 +325,17 @@ class _Pretrainer:
                 is_best = score is not None and (best is None or score > best["score"])
                 if is_best:
                     best = {"score": score, "epoch": epoch}
-                path = run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                            "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                                            "history": history, "best": best, "rng": _get_rng_state(),
-                                            "config": _jsonable(settings)}, best=is_best)
-                self.emit(CheckpointEvent(epoch=epoch, path=str(path), best=is_best))
+                if dist.is_main:
+                    path = run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                                                "history": history, "best": best, "rng": _get_rng_state(),
+                                                "config": _jsonable(settings)}, best=is_best)
+                    self.emit(CheckpointEvent(epoch=epoch, path=str(path), best=is_best))
         except Cancelled:
             cancelled = True
             self.emit(LogEvent("stopped; the last checkpoint is kept (resume with --resume)", "warning"))
+        finally:
+            loaders.close()
 
         total_time = time.perf_counter() - t_start
         final = history[-1] if history else {}
@@ -302,6 +361,16 @@ class _Pretrainer:
             "device": str(device), "device_name": device_name(device), "precision": precision,
             "task_info": task.run_info(),
         }
+        if dist.enabled:
+            digests = dist.gather_object(state_digest(model))
+            agree = len(set(digests)) == 1
+            summary["distributed"] = {"world_size": dist.world_size, "backend": dist.backend,
+                                      "weight_digests": digests, "ranks_agree": agree}
+            if not agree:
+                self.emit(LogEvent("the processes ended with different weights: "
+                                   + ", ".join(d[:12] for d in digests), "error"))
+        if not dist.is_main:
+            return summary
         run.write_summary(summary)
         self.emit(FinishedEvent(summary=summary, cancelled=cancelled))
         return summary
@@ -310,10 +379,11 @@ class _Pretrainer:
         model.eval()
         batches = epoch_batches(len(dataset), batch_size, dataset.seed, VAL_EPOCH,
                                 shuffle=False, drop_last=False)
+        batches = [keys for keys in self.dist.shard(batches) if keys]
         loss_sum = metric_sum = 0.0
         count = metric_count = 0
         with torch.no_grad():
-            for inputs, target in task_batches(dataset, batches, 0, device):
+            for inputs, target in task_batches(dataset, batches, 0, device, self.dist.rank):
                 self.control.checkpoint()
                 inputs, target = inputs.to(device), target.to(device)
                 with autocast(device, precision):
@@ -325,6 +395,7 @@ class _Pretrainer:
                 metric_sum += m
                 metric_count += c
         model.train()
+        loss_sum, count, metric_sum, metric_count = self.dist.sum([loss_sum, count, metric_sum, metric_count])
         return loss_sum / max(count, 1), (metric_sum / metric_count if metric_count else None)
 
 
@@ -333,7 +404,8 @@ def _merge_for_resume(cfg: PretrainConfig, previous: dict) -> PretrainConfig:
     """Take the run's own settings; only the device, workers and logging may change on resume."""
     fields = {f.name for f in dataclasses.fields(PretrainConfig)}
     keep = {k: v for k, v in previous.items() if k in fields}
-    keep.update(device=cfg.device, workers=cfg.workers, resume=True, out=cfg.out, log_every=cfg.log_every)
+    keep.update(device=cfg.device, workers=cfg.workers, resume=True, out=cfg.out, log_every=cfg.log_every,
+                compile=cfg.compile, cache_dir=cfg.cache_dir)
     for key, value in dataclasses.asdict(cfg).items():  # explicit overrides are checked against the run
         if key in RESUME_KEYS and value is not None and key not in ("task_options",):
             keep[key] = value
@@ -341,6 +413,30 @@ def _merge_for_resume(cfg: PretrainConfig, previous: dict) -> PretrainConfig:
         keep["task_options"] = {**previous.get("task_options", {}), **cfg.task_options}
     keep["data"] = previous["data"]
     return PretrainConfig(**keep)
+
+
+class _DecodeProgress:
+    """Log lines while images are decoded: every 10% with the rate and the time left."""
+
+    def __init__(self, emit: EventSink):
+        self.emit, self.t0, self.next = emit, time.perf_counter(), 0.1
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < 1000 or done < self.next * total or done == total:
+            return
+        elapsed = time.perf_counter() - self.t0
+        rate = done / max(elapsed, 1e-9)
+        self.emit(LogEvent(f"decoding images: {done:,}/{total:,} ({done / total:.0%}), {rate:,.0f} images/s, "
+                           f"about {(total - done) / max(rate, 1e-9):.0f} s left"))
+        while self.next * total <= done:
+            self.next += 0.1
+
+
+def _compile(net: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile`` the training step's module, with a sentence when this machine cannot."""
+    if not hasattr(torch, "compile"):
+        raise ConfigError("--compile needs PyTorch 2 or newer.")
+    return torch.compile(net)
 
 
 def _norm(value: Any) -> Any:

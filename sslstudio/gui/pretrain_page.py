@@ -345,7 +345,8 @@ class PretrainPage(QWidget):
         config = PretrainConfig(task=task, data=data.folder, out=str(out), arch=v["arch"], epochs=v["epochs"],
                                 batch_size=v["batch_size"], lr=v["lr"], image_size=v["image_size"],
                                 device=v["device"], precision=v["precision"], seed=v["seed"],
-                                workers=v["workers"], task_options=self.window_.task_page.options())
+                                workers=v["workers"], task_options=self.window_.task_page.options(),
+                                cache_dir=str(Path(self.window_.workspace) / "cache"))
         self.clear_plots()
         self.log(f"run {out}")
         self._launch(config)

@@ -235,6 +235,18 @@ class PretextTask:
         """
         return None
 
+    def shared_state(self):
+        """State that :meth:`begin_epoch` changes and samples depend on (DeepCluster's labels).
+
+        In a data-parallel run every process calls :meth:`begin_epoch`; rank 0's shared state is
+        then sent to the others with :meth:`load_shared_state`, so that no process drifts.
+        ``None`` (the default): nothing to share.
+        """
+        return None
+
+    def load_shared_state(self, state) -> None:
+        """Take over rank 0's :meth:`shared_state`."""
+
     def run_info(self) -> dict:
         """Figures recorded in ``config.json`` and ``summary.json`` (e.g. jigsaw's minimal Hamming distance)."""
         return {}

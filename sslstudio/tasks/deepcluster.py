@@ -270,6 +270,13 @@ class DeepClusterTask(ClassificationTask):
         return EpochPlan(order=order, info={"nmi_previous": nmi_previous, "clusters": int(k),
                                             "empty_clusters_fixed": int(result.empty_fixed)})
 
+    def shared_state(self):
+        """The cluster label of every training image (what the samples' targets are)."""
+        return None if self.labels is None else np.asarray(self.labels, dtype=np.int64)
+
+    def load_shared_state(self, state) -> None:
+        self.labels = None if state is None else np.asarray(state, dtype=np.int64)
+
     @staticmethod
     def reset_classifier(classifier: nn.Linear, optimizer: torch.optim.Optimizer | None, seed: int) -> None:
         """Fresh weights N(0, 0.01) and zero bias (the paper's code), and no momentum left for them."""

@@ -36,3 +36,18 @@ def test_naive_dataset_gives_the_same_samples_as_the_task(demo_root):
         expected, _ = task.make_sample(decoded.arrays[k], np.random.default_rng(0))
         assert target.tolist() == [0, 1, 2, 3]
         assert torch.allclose(inputs, expected, atol=0.05)  # same crop; PIL resize paths may differ slightly
+
+
+def test_bench_prints_the_fp32_eager_and_compiled_steps_when_measured():
+    from sslstudio.engine.bench import format_bench
+
+    result = {"task": "rotation", "arch": "resnet18", "image_size": 64, "batch_size": 64, "workers": 2,
+              "images": 100, "device_name": "GPU", "precision": "bf16", "naive": 1000.0, "pipeline": 5000.0,
+              "decode_s": 1.0, "model": 9000.0, "train": 8500.0, "train_images": 512, "pipeline/naive": 5.0,
+              "train/model": 8500 / 9000, "peak_host_rss_mb": 900.0, "peak_gpu_allocated_mb": 2048.0}
+    plain = format_bench(result)
+    assert "fp32 eager" not in plain and "torch.compile" not in plain
+    text = format_bench({**result, "model_fp32_eager": 3000.0, "model_compiled": 12000.0, "compile_s": 40.0})
+    assert "the engine's step is 3.00x this" in text
+    assert "after 40 s compiling: 1.33x eager" in text
+    assert "peak GPU allocated 2,048 MB" in text

@@ -186,3 +186,20 @@ def test_rotation_learns_on_demo_data(tmp_path):
     summary = pretrain(config(tmp_path / "demo" / "unlabelled", tmp_path / "run", epochs=5, batch_size=16,
                               holdout=0.2, workers=2))
     assert summary["final_val_accuracy"] >= 0.9, summary
+
+
+def test_the_decode_cache_is_reused_and_trains_to_the_same_weights(tmp_path):
+    data = write_images(tmp_path / "imgs", 24)
+    cache = tmp_path / "cache"
+    runs = {}
+    for name, cache_dir in (("plain", None), ("first", cache), ("second", cache)):
+        sink = Sink()
+        pretrain(config(data, tmp_path / name, cache_dir=str(cache_dir) if cache_dir else None, epochs=2,
+                        workers=1), on_event=sink)
+        runs[name] = (RunDir(tmp_path / name).load_checkpoint("last")["model"],
+                      " ".join(e.message for e in sink.kinds("log")))
+    assert "decode cache" not in runs["plain"][1] and "decode cache" not in runs["first"][1]
+    assert "mapped from the decode cache" in runs["second"][1]
+    assert len(list(cache.glob("*.npy"))) == 1
+    for name in ("first", "second"):  # memory-mapped rows (read lazily) train exactly like the in-RAM array
+        assert all(torch.equal(runs["plain"][0][k], runs[name][0][k]) for k in runs["plain"][0])

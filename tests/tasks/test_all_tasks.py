@@ -53,7 +53,8 @@ def test_preview_draws_a_grid(name, demo_root):
 def test_one_epoch_pretraining_and_export_into_torchvision(name, demo_root, tmp_path):
     run = tmp_path / "run"
     summary = pretrain(PretrainConfig(task=name, data=str(demo_root / "unlabelled"), out=str(run), arch="resnet18",
-                                      epochs=1, batch_size=8, image_size=32, device="cpu", workers=0, seed=0))
+                                      epochs=1, batch_size=8, image_size=32, device="cpu", workers=0, seed=0,
+                                      cache_dir=str(tmp_path / "cache")))  # trains from the memory-mapped cache
     assert summary["status"] == "finished" and summary["epochs_completed"] == 1
     metric = summary["metric"]
     value = summary[f"final_train_{metric}"]
