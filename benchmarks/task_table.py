@@ -20,7 +20,7 @@ from pathlib import Path
 from sslstudio.cli import ProgressPrinter
 from sslstudio.engine import PretrainConfig, pretrain
 from sslstudio.evaluation import compare
-from sslstudio.tasks import get_task, list_tasks
+from sslstudio.tasks import list_tasks
 
 
 def main(argv: list[str] | None = None) -> int:

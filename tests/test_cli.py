@@ -70,3 +70,19 @@ def test_full_chain(tmp_path, monkeypatch, no_network, capsys):
         reference = tv(x)
         for name in ("backbone.pt", "backbone.safetensors", "backbone.torchscript.pt", "backbone.onnx"):
             assert torch.allclose(load_backbone(exp / name)(x), reference, atol=1e-4), name
+
+
+def test_pretrain_uses_the_decode_cache_unless_told_not_to(demo_root, tmp_path, capsys):
+    import json
+
+    cache = tmp_path / "cache"
+    common = ["pretrain", "--task", "rotation", "--data", str(demo_root / "unlabelled"), "--epochs", "1",
+              "--batch-size", "8", "--image-size", "32", "--device", "cpu", "--workers", "0"]
+    assert main([*common, "--out", str(tmp_path / "a"), "--cache-dir", str(cache)]) == 0
+    assert len(list(cache.glob("decoded-*.npy"))) == 1
+    assert main([*common, "--out", str(tmp_path / "b"), "--cache-dir", str(cache)]) == 0
+    captured = capsys.readouterr()
+    assert "mapped from the decode cache" in captured.out + captured.err
+    assert main([*common, "--out", str(tmp_path / "c"), "--no-cache"]) == 0
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["cache_dir"] is None
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["cache_dir"] == str(cache)

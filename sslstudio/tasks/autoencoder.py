@@ -94,6 +94,36 @@ class AutoencoderTask(PretextTask):
         target = normalise(torch.from_numpy(pixels).permute(2, 0, 1).contiguous())
         return inputs, target
 
+    batch_transform = True
+
+    def corruption_noise(self, batch: int, size: int, generator: torch.Generator) -> torch.Tensor:
+        """The random part of a batch's corruption, drawn on the CPU from ``generator``.
+
+        ``masking``: boolean ``[B, 1, S, S]``, ``True`` at exactly ``round(mask_fraction * S * S)``
+        pixels per image, a uniformly random subset (those with the largest of uniform random keys).
+        ``gaussian``: ``[B, 3, S, S]`` noise of standard deviation ``noise_std``.
+        """
+        if self.config.corruption == "masking":
+            k = int(round(self.config.mask_fraction * size * size))
+            chosen = torch.rand(batch, size * size, generator=generator).topk(k, dim=1, sorted=False).indices
+            mask = torch.zeros(batch, size * size, dtype=torch.bool)
+            mask.scatter_(1, chosen, True)
+            return mask.view(batch, 1, size, size)
+        return torch.randn(batch, 3, size, size, generator=generator) * self.config.noise_std
+
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs, target)``, both ``[B, 3, S, S]``, of a uint8 batch ``[B, S, S, 3]``, on its device:
+        the corruption of :meth:`corruption_noise` applied to the whole batch (masked pixels black,
+        or noise added and clipped to [0, 1]), both normalised."""
+        b, size = images.shape[0], images.shape[1]
+        pixels = images.movedim(-1, -3).float().div_(255.0)  # [B, 3, S, S]
+        noise = self.corruption_noise(b, size, generator).to(images.device)
+        if self.config.corruption == "masking":
+            noisy = pixels.masked_fill(noise, 0.0)
+        else:
+            noisy = (pixels + noise).clamp_(0.0, 1.0)
+        return normalise(noisy), normalise(pixels)
+
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
         return build_encoder_decoder(backbone, self.image_size, out_channels=3, out_size=self.image_size)
 

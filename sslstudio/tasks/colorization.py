@@ -56,7 +56,8 @@ from torch import nn
 
 from sslstudio.tasks.base import OptimConfig, PretextTask, param, to_image
 from sslstudio.tasks.decoders import build_encoder_decoder, normalise, placeholder_tile, unnormalise
-from sslstudio.tasks.lab import annealed_mean, gamut_bins, lab_to_rgb, nearest_bins, rgb_to_lab, soft_encode
+from sslstudio.tasks.lab import (annealed_mean, gamut_bins, lab_to_rgb, lightness_to_srgb, nearest_bins, rgb8_to_lab,
+                                 rgb_to_lab, soft_encode)
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import TILE, hstack, labelled_tile
 
@@ -84,7 +85,7 @@ class ColorizationConfig:
 
 def lab_image(image: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 sRGB -> Lab ``[3, H, W]`` float32."""
-    rgb = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    rgb = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255.0)  # a copy: images may be read-only
     return rgb_to_lab(rgb)
 
 
@@ -140,11 +141,15 @@ class ColorizationTask(PretextTask):
     # -- samples ------------------------------------------------------------------------------
     def _target(self, lab: torch.Tensor) -> torch.Tensor:
         """``[3, S/4, S/4]``: the area-averaged ab and the image's loss weight (0 for greyscale)."""
-        ab = F.adaptive_avg_pool2d(lab[None, 1:], self.out_size)[0]
-        chroma = lab[1:].pow(2).sum(0).sqrt()
-        colour = float(torch.quantile(chroma.flatten(), 0.99)) > self.config.grey_chroma
-        weight = torch.full((1, self.out_size, self.out_size), 1.0 if colour else 0.0)
-        return torch.cat([ab, weight], dim=0)
+        return self._targets(lab[None])[0]
+
+    def _targets(self, lab: torch.Tensor) -> torch.Tensor:
+        """The batched :meth:`_target`: Lab ``[B, 3, S, S]`` -> ``[B, 3, S/4, S/4]`` on its device."""
+        ab = F.adaptive_avg_pool2d(lab[:, 1:], self.out_size)
+        chroma = lab[:, 1:].pow(2).sum(1).sqrt()
+        colour = torch.quantile(chroma.flatten(1), 0.99, dim=1) > self.config.grey_chroma  # [B]
+        weight = colour.to(ab.dtype).view(-1, 1, 1, 1).expand(-1, 1, self.out_size, self.out_size)
+        return torch.cat([ab, weight], dim=1)
 
     def encode(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inputs [3, S, S], target [3, S/4, S/4])`` of one image (no randomness)."""
@@ -153,6 +158,16 @@ class ColorizationTask(PretextTask):
 
     def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode(image)
+
+    batch_transform = True
+
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs [B, 3, S, S], target [B, 3, S/4, S/4])`` of a uint8 batch ``[B, S, S, 3]``, on its
+        device: the sample path's Lab conversion (:func:`~sslstudio.tasks.lab.rgb8_to_lab`), grey input
+        and target for the whole batch at once (no randomness; ``generator`` is not used)."""
+        lab = rgb8_to_lab(images, dim=-1).movedim(-1, -3)  # [B, 3, S, S]
+        grey = lightness_to_srgb(lab[:, 0:1])  # = grey_input's lab_to_rgb, on one channel
+        return normalise(grey.expand(-1, 3, -1, -1)), self._targets(lab)
 
     def prepare(self, images: np.ndarray, seed: int) -> np.ndarray:
         """Measure the smoothed ab prior of the user's colour images and the rebalancing weights."""

@@ -49,8 +49,9 @@ from torch import nn
 
 from sslstudio.errors import ConfigError
 from sslstudio.tasks.base import ClassificationTask, OptimConfig, param
-from sslstudio.tasks.patches import (crop, display, dominant_channel, drop_colour, pixelate, project_colour,
-                                    standardise, to_chw, to_float)
+from sslstudio.tasks.patches import (crop, crop_batch, display, dominant_channel, drop_colour, pixelate,
+                                    pixelate_batch, pixelation_matrices, project_colour, project_colour_batch,
+                                    standardise, standardise_batch, to_chw, to_float, to_float_batch)
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import font, grid
 
@@ -168,6 +169,7 @@ class ContextTask(ClassificationTask):
         self.step = patch + gap
         self.extent = 3 * patch + 2 * gap + 2 * jitter
         self.min_side = min(patch, max(3, int(round(patch * c.pixelation_min_fraction))))
+        self._pixelation: dict = {}
 
     # -- samples -----------------------------------------------------------------------------
     def geometry(self) -> dict:
@@ -216,6 +218,77 @@ class ContextTask(ClassificationTask):
     def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.sample(image, rng)
         return s.inputs, s.target
+
+    batch_transform = True
+
+    def batch_choices(self, size: int, batch: int, generator: torch.Generator) -> dict:
+        """The random choices of a batch of pairs, drawn on the CPU from ``generator``.
+
+        Returns ``label [B]``, ``origin [B, 2]``, ``jitters [B, 2, 2]`` (centre, neighbour; rows,
+        columns), ``side [B, 2]`` (the side each patch is down-sampled to; ``patch``: not
+        pixelated), ``keep [B, 2]`` (the channel colour dropping keeps) and ``noise
+        [B, 2, 3, p, p]`` (standard normal, for the dropped channels), with the distributions
+        :meth:`sample` draws from.
+        """
+        g, p = generator, self.patch
+        label = torch.randint(0, len(OFFSETS), (batch,), generator=g)
+        origin = torch.randint(0, size - self.extent + 1, (batch, 2), generator=g)
+        jitters = torch.randint(-self.jitter, self.jitter + 1, (batch, 2, 2), generator=g)
+        side = torch.full((batch, 2), p, dtype=torch.long)
+        if self.min_side < p:
+            pixelated = torch.rand(batch, 2, generator=g) < self.config.pixelation_probability
+            side = torch.where(pixelated, torch.randint(self.min_side, p, (batch, 2), generator=g), side)
+        out = {"label": label, "origin": origin, "jitters": jitters, "side": side}
+        if self.config.colour == "drop":
+            out["keep"] = torch.randint(0, 3, (batch, 2), generator=g)
+            out["noise"] = torch.randn(batch, 2, 3, p, p, generator=g)
+        return out
+
+    def _pixelation_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Resampling matrices of every side from ``min_side`` to ``patch`` (identity), on ``device``."""
+        key = str(device)
+        if key not in self._pixelation:
+            down, up = pixelation_matrices(self.patch, range(self.min_side, self.patch + 1))
+            self._pixelation[key] = (down.to(device), up.to(device))
+        return self._pixelation[key]
+
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pairs ``[B, 2, 3, p, p]`` (centre, neighbour) and labels ``[B]`` of a uint8 batch
+        ``[B, S, S, 3]``, on its device.
+
+        Both patches of every pair are cut in one gather; pixelation applies each patch's own
+        down- and up-sampling matrices (identity when not pixelated) as batched matrix products;
+        colour dropping, projection and the per-patch normalisation are whole-tensor operations.
+        """
+        b, size = images.shape[0], images.shape[1]
+        if images.shape[2] != size or size < self.extent:
+            raise ValueError(f"context needs square images of at least {self.extent} px; "
+                             f"got {tuple(images.shape[1:3])}")
+        r = self.batch_choices(size, b, generator)
+        dev, p = images.device, self.patch
+        offsets = torch.tensor(OFFSETS, dtype=torch.long)[r["label"]]  # [B, 2] (rows, columns)
+        cell0 = r["origin"] + self.jitter
+        centre = cell0 + self.step + r["jitters"][:, 0]
+        neighbour = cell0 + (1 + offsets) * self.step + r["jitters"][:, 1]
+        pos = torch.stack([centre, neighbour], dim=1)  # [B, 2, 2]
+        raw = crop_batch(images, pos[..., 0], pos[..., 1], p)  # [B, 2, 3, p, p] uint8
+        if self.min_side < p:
+            down, up = self._pixelation_on(dev)
+            k = (r["side"] - self.min_side).to(dev)
+            x = pixelate_batch(raw, down[k], up[k]).div_(255.0)
+        else:
+            x = to_float_batch(raw)
+        if self.config.colour == "drop":
+            keep = r["keep"].to(dev)
+            kept = x.gather(2, keep.view(b, 2, 1, 1, 1).expand(-1, -1, 1, p, p))  # [B, 2, 1, p, p]
+            mean = kept.mean(dim=(-2, -1), keepdim=True)
+            std = (kept - mean).pow(2).mean(dim=(-2, -1), keepdim=True).sqrt()
+            noisy = mean + r["noise"].to(dev) * (self.config.drop_noise * std)
+            chosen = torch.arange(3, device=dev).view(1, 1, 3, 1, 1) == keep.view(b, 2, 1, 1, 1)
+            x = torch.where(chosen, x, noisy)
+        elif self.config.colour == "project":
+            x = project_colour_batch(x)
+        return standardise_batch(x, per_channel_std=False), r["label"].to(dev)
 
     # -- model and scores --------------------------------------------------------------------
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from sslstudio.tasks.base import OptimConfig, PretextTask, param, to_image, to_tensor
+from sslstudio.tasks.base import OptimConfig, PretextTask, normalise_batch, param, to_image, to_tensor
 from sslstudio.tasks.decoders import build_encoder_decoder, placeholder_tile, psnr_per_image, psnr_sum
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import TILE, hstack, labelled_tile
@@ -105,6 +105,54 @@ def random_block_mask(size: int, coverage: float, block: int, rng: np.random.Gen
     return mask
 
 
+def random_block_masks(batch: int, size: int, coverage: float, block: int, generator: torch.Generator,
+                       band: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batched :func:`random_block_mask`, with its dilation: boolean ``[batch, size, size]`` on the CPU.
+
+    The same procedure for all masks at once: each round draws one block position per mask
+    (from ``generator``) and places the block where that mask is still more than a block short
+    of ``coverage``; then 32 more rounds in which each mask keeps its block only if it does not
+    exceed ``coverage``. Each round reads and writes only the ``block x block`` windows.
+
+    Returns:
+        ``(holes, dilated)``: the masks, and the masks dilated by ``band`` pixels (the union of
+        the blocks grown by ``band`` on every side, clipped to the image: what :func:`dilate`
+        gives).
+    """
+    block = int(min(max(1, block), size))
+    target = coverage * size * size
+    holes = torch.zeros(batch, size, size, dtype=torch.bool)
+    dilated = torch.zeros(batch, size, size, dtype=torch.bool) if band > 0 else holes
+    flat_holes, flat_dilated = holes.view(-1), dilated.view(-1)  # windows as flat indices: fast on the CPU
+    base = (torch.arange(batch) * size * size).view(batch, 1, 1)
+    inner = torch.arange(block)
+    outer = torch.arange(-band, block + band)
+    covered = torch.zeros(batch, dtype=torch.long)
+
+    def place(keep_if) -> None:
+        """Draw a block per mask, keep it where ``keep_if(covered, new pixels)``."""
+        nonlocal covered
+        y, x = torch.randint(0, size - block + 1, (2, batch, 1), generator=generator)
+        index = base + (y + inner)[:, :, None] * size + (x + inner)[:, None, :]  # [B, k, k]
+        window = flat_holes[index]
+        new = block * block - window.sum(dim=(1, 2))
+        keep = keep_if(covered, new)
+        flat_holes[index] = window | keep[:, None, None]
+        covered = covered + new * keep
+        if band > 0:
+            index = (base + (y + outer).clamp(0, size - 1)[:, :, None] * size
+                     + (x + outer).clamp(0, size - 1)[:, None, :])
+            flat_dilated[index] = flat_dilated[index] | keep[:, None, None]
+
+    for _ in range(100_000):
+        if not bool((covered <= target - block * block).any()):
+            break
+        place(lambda covered, new: covered <= target - block * block)
+    for _ in range(32):
+        place(lambda covered, new: covered + new <= target)
+    return holes, dilated
+
+
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation of a ``[H, W]`` mask by a ``(2r+1)``-px square."""
     if radius <= 0:
@@ -150,6 +198,35 @@ class InpaintingTask(PretextTask):
         inputs = original * (1.0 - hole_t)  # the dataset mean (0 once normalised) in the hole
         target = torch.cat([original, hole_t, torch.from_numpy(weight)[None]], dim=0)
         return inputs, target
+
+    batch_transform = True
+
+    def make_masks(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The holes of a batch and the holes grown by the overlap band (boolean ``[B, S, S]`` each,
+        on the CPU; random blocks are drawn from ``generator``)."""
+        s, r = self.image_size, self.overlap_px()
+        if self.config.mask == "center":
+            hole = center_mask(s)
+            return (torch.from_numpy(hole).expand(batch, s, s),
+                    torch.from_numpy(dilate(hole, r)).expand(batch, s, s))
+        return random_block_masks(batch, s, self.config.coverage, int(round(self.config.block_size * s)),
+                                  generator, band=r)
+
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs [B, 3, S, S], target [B, 5, S, S])`` of a uint8 batch ``[B, S, S, 3]``, on its device.
+
+        The holes and their overlap bands are made on the CPU (:meth:`make_masks`) and copied
+        over; inputs and target channels as in :meth:`make_sample`.
+        """
+        if tuple(images.shape[1:3]) != (self.image_size, self.image_size):
+            raise ValueError(f"inpainting needs {self.image_size} px square images; got {tuple(images.shape[1:3])}")
+        holes, grown = self.make_masks(images.shape[0], generator)
+        masks = torch.stack([holes, grown], dim=1).to(images.device)  # [B, 2, S, S] bool, one copy
+        hole = masks[:, 0:1].float()
+        weight = torch.where(masks[:, 1:2], float(self.config.overlap_weight), 0.0).masked_fill_(masks[:, 0:1], 1.0)
+        original = normalise_batch(images)  # [B, 3, S, S]
+        inputs = original * (1.0 - hole)  # the dataset mean (0 once normalised) in the hole
+        return inputs, torch.cat([original, hole, weight], dim=1)
 
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
         return build_encoder_decoder(backbone, self.image_size, out_channels=3, out_size=self.image_size)

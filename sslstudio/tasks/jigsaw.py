@@ -57,7 +57,8 @@ from torch import nn
 
 from sslstudio.errors import ConfigError
 from sslstudio.tasks.base import ClassificationTask, OptimConfig, param
-from sslstudio.tasks.patches import crop_channels, display, greyscale, standardise, to_chw, to_float
+from sslstudio.tasks.patches import (crop_batch, crop_channels, display, greyscale, greyscale_batch, standardise,
+                                    standardise_batch, to_chw, to_float, to_float_batch)
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import font
 
@@ -322,6 +323,47 @@ class JigsawTask(ClassificationTask):
     def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.sample(image, rng)
         return s.inputs, s.target
+
+    batch_transform = True
+
+    def batch_geometry(self, size: int, batch: int, generator: torch.Generator) -> dict:
+        """The random choices of a batch of puzzles, drawn on the CPU from ``generator``.
+
+        Returns ``origin [B, 2]``, ``offsets [B, 9, 2]``, ``shifts [B, 9, 3, 2]`` (per cell),
+        ``label [B]`` and ``grey [B]`` with the distributions :meth:`sample` draws from.
+        """
+        g = generator
+        return {"origin": torch.randint(0, size - GRID * self.cell + 1, (batch, 2), generator=g),
+                "offsets": torch.randint(0, self.cell - self.tile + 1, (batch, CELLS, 2), generator=g),
+                "shifts": torch.randint(-self.shift, self.shift + 1, (batch, CELLS, 3, 2), generator=g),
+                "label": torch.randint(0, len(self.permutations), (batch,), generator=g),
+                "grey": torch.rand(batch, generator=g) < self.config.greyscale_probability}
+
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Puzzles ``[B, 9, 3, t, t]`` and labels ``[B]`` of a uint8 batch ``[B, S, S, 3]``, on its device.
+
+        The tile positions of every cell are computed for the whole batch, reordered by each
+        puzzle's permutation (input ``i`` comes from cell ``perm[i]``) and cut in one gather
+        (each colour channel from its own shifted window); greyscale and the per-tile,
+        per-channel standardisation are whole-tensor operations.
+        """
+        b, size = images.shape[0], images.shape[1]
+        if images.shape[2] != size:
+            raise ValueError("jigsaw needs square images (the data pipeline crops them square)")
+        r = self.batch_geometry(size, b, generator)
+        cells = torch.arange(CELLS)
+        grid_yx = torch.stack([cells // GRID, cells % GRID], dim=-1) * self.cell  # [9, 2]
+        pos = r["origin"][:, None, :] + grid_yx + r["offsets"]  # [B, 9, 2] in cell order
+        perm = torch.from_numpy(np.array(self.permutations, dtype=np.int64))[r["label"]]  # [B, 9]
+        pos = pos.gather(1, perm[..., None].expand(-1, -1, 2))  # input order: pos[:, i] = cell perm[i]
+        shifts = r["shifts"].gather(1, perm[..., None, None].expand(-1, -1, 3, 2))
+        dev = images.device
+        tiles = crop_batch(images, pos[..., 0], pos[..., 1], self.tile,
+                           shifts.to(dev) if self.shift else None)  # [B, 9, 3, t, t] uint8
+        x = to_float_batch(tiles)
+        grey = r["grey"].to(dev).view(b, 1, 1, 1, 1)
+        x = torch.where(grey, greyscale_batch(x), x)
+        return standardise_batch(x, per_channel_std=True), r["label"].to(dev)
 
     @staticmethod
     def solve(inputs: torch.Tensor, perm) -> torch.Tensor:

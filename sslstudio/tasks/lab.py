@@ -84,6 +84,24 @@ def rgb_to_lab(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:
     return lab.movedim(-1, dim)
 
 
+def rgb8_to_lab(rgb: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """:func:`rgb_to_lab` of 8-bit sRGB (``uint8``, e.g. a batch ``[B, H, W, 3]`` on the training
+    device): the same float32 values, with the sRGB gamma read from a 256-entry table."""
+    table = srgb_to_linear(torch.arange(256, dtype=torch.float32, device=rgb.device) / 255.0)
+    x = _to_last(table[rgb.long()], dim)
+    m = torch.as_tensor(RGB_TO_XYZ / WHITE[:, None], dtype=x.dtype, device=x.device)
+    fx, fy, fz = _f(x @ m.T).unbind(-1)
+    lab = torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=-1)
+    return lab.movedim(-1, dim)
+
+
+def lightness_to_srgb(lightness: torch.Tensor) -> torch.Tensor:
+    """The sRGB grey value ``[0, 1]`` of lightness L (the colour ``L, 0, 0``; what :func:`lab_to_rgb`
+    gives in each channel, up to float rounding, computed on one channel only)."""
+    lin = _f_inv((lightness + 16.0) / 116.0).clamp(0.0, 1.0)  # a = b = 0: X = Y = Z relative to white
+    return linear_to_srgb(lin)
+
+
 def lab_to_linear(lab: torch.Tensor, dim: int = -3) -> torch.Tensor:
     """CIE Lab -> linear-light RGB (not clipped: values outside [0, 1] are out of the sRGB gamut)."""
     x = _to_last(lab, dim)

@@ -199,3 +199,129 @@ def dominant_channel(patch: torch.Tensor, ratio: float = 10.0) -> int:
     if std[order[0]] > ratio * max(float(std[order[1]]), 1e-12):
         return int(order[0])
     return -1
+
+
+# -- torch versions for batch transforms ------------------------------------------------------
+# Batches of patches in the layout a backbone takes (``[..., C, H, W]`` float on any device); they
+# give the same values as the numpy functions above, up to float rounding.
+def crop_batch(images: torch.Tensor, y: torch.Tensor, x: torch.Tensor, size: int,
+               channel_shifts: torch.Tensor | None = None) -> torch.Tensor:
+    """Gather ``size x size`` windows out of a batch of images in one indexing operation.
+
+    Args:
+        images: ``[B, H, W, C]`` (uint8 or float), channels last as the data pipeline stores them.
+        y, x: ``[B, N]`` integer top-left pixels of ``N`` windows per image (best on the CPU, where
+            they are checked without waiting for the device; they are moved to ``images``' device).
+        size: Side of the windows.
+        channel_shifts: Optional ``[B, N, C, 2]`` integer offsets ``(dy, dx)`` per colour channel
+            (the batched :func:`crop_channels`): each channel is cut from its own shifted window,
+            clamped to the image.
+
+    Returns:
+        ``[B, N, C, size, size]`` windows, channels first, in the images' dtype.
+
+    Raises:
+        ValueError: If an unshifted window does not lie inside its image (as :func:`crop`).
+    """
+    b, h, w, channels = images.shape
+    if size > h or size > w or bool((y < 0).any() | (x < 0).any() | (y + size > h).any() | (x + size > w).any()):
+        raise ValueError(f"a {size} px crop does not fit the {h}x{w} images")
+    y = y.to(images.device, torch.long)
+    x = x.to(images.device, torch.long)
+    if channel_shifts is None:
+        cy = y[..., None].expand(*y.shape, channels)  # [B, N, C]
+        cx = x[..., None].expand(*x.shape, channels)
+    else:
+        s = channel_shifts.to(images.device, torch.long)  # [B, N, C, 2]
+        cy = (y[..., None] + s[..., 0]).clamp(0, h - size)
+        cx = (x[..., None] + s[..., 1]).clamp(0, w - size)
+    ar = torch.arange(size, device=images.device)
+    rows = (cy[..., None] + ar)[..., :, None]  # [B, N, C, size, 1]
+    cols = (cx[..., None] + ar)[..., None, :]  # [B, N, C, 1, size]
+    bi = torch.arange(b, device=images.device).view(b, 1, 1, 1, 1)
+    ci = torch.arange(channels, device=images.device).view(1, 1, channels, 1, 1)
+    return images[bi, rows, cols, ci]
+
+
+def to_float_batch(patches: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [0, 1] (float input is returned as float32)."""
+    if patches.dtype == torch.uint8:
+        return patches.float().div_(255.0)
+    return patches.float()
+
+
+def standardise_batch(patches: torch.Tensor, per_channel_std: bool = True, floor: float = STD_FLOOR) -> torch.Tensor:
+    """The batched :func:`standardise` for channels-first patches ``[..., C, H, W]``.
+
+    Zero mean per channel; unit (population) standard deviation per channel or over the whole
+    patch, never dividing by less than ``floor``.
+    """
+    x = to_float_batch(patches)
+    centred = x - x.mean(dim=(-2, -1), keepdim=True)
+    dims = (-2, -1) if per_channel_std else (-3, -2, -1)
+    std = centred.pow(2).mean(dim=dims, keepdim=True).sqrt()
+    return centred / std.clamp(min=floor)
+
+
+def greyscale_batch(patches: torch.Tensor) -> torch.Tensor:
+    """The batched :func:`greyscale`: BT.601 luminance in all three channels of ``[..., 3, H, W]``."""
+    x = to_float_batch(patches)
+    luma = torch.as_tensor(LUMA, device=x.device).view(3, 1, 1)
+    return (x * luma).sum(dim=-3, keepdim=True).expand_as(x)
+
+
+def project_colour_batch(patches: torch.Tensor) -> torch.Tensor:
+    """The batched :func:`project_colour` for ``[..., 3, H, W]``."""
+    x = to_float_batch(patches)
+    axis = torch.as_tensor(GREEN_MAGENTA, device=x.device).view(3, 1, 1)
+    return x - (x * axis).sum(dim=-3, keepdim=True) * axis
+
+
+def resize_matrix(size: int, side: int, resample: int) -> np.ndarray:
+    """``[side, size]`` float64 matrix of PIL's 1-D resampling from ``size`` to ``side`` pixels.
+
+    PIL resizes separably, so resizing an image equals ``R @ X @ R.T`` per channel with this
+    matrix; it is read off PIL itself (mode ``"F"`` images, one unit impulse per column).
+    """
+    out = np.empty((side, size), dtype=np.float64)
+    for j in range(size):
+        row = np.zeros((1, size), dtype=np.float32)
+        row[0, j] = 1.0
+        out[:, j] = np.asarray(Image.fromarray(row, "F").resize((side, 1), resample))[0]
+    return out
+
+
+def pixelation_matrices(size: int, sides) -> tuple[torch.Tensor, torch.Tensor]:
+    """Down- and up-sampling matrices of :func:`pixelate` for every side in ``sides``.
+
+    Returns:
+        ``(down [n, size, size], up [n, size, size])`` float32: ``down[k]`` holds the BOX
+        matrix ``[side_k, size]`` in its first ``side_k`` rows (zeros below), ``up[k]`` the
+        BILINEAR matrix ``[size, side_k]`` in its first ``side_k`` columns; a side ``>= size``
+        gives identities (no pixelation). So ``up @ round(down @ X @ down.T) @ up.T`` is
+        :func:`pixelate` for a whole batch with a different side per patch.
+    """
+    sides = [int(s) for s in sides]
+    down = np.zeros((len(sides), size, size), dtype=np.float64)
+    up = np.zeros((len(sides), size, size), dtype=np.float64)
+    for k, side in enumerate(sides):
+        if side >= size:
+            down[k] = up[k] = np.eye(size)
+            continue
+        side = max(1, side)
+        down[k, :side] = resize_matrix(size, side, Image.BOX)
+        up[k, :, :side] = resize_matrix(side, size, Image.BILINEAR)
+    return torch.from_numpy(down).float(), torch.from_numpy(up).float()
+
+
+def pixelate_batch(patches: torch.Tensor, down: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The batched :func:`pixelate`: uint8 ``[..., C, p, p]`` resampled with per-patch matrices
+    ``down``/``up`` ``[..., p, p]`` (from :func:`pixelation_matrices`, indexed per patch).
+
+    Rounds to 8 bits after each resize as PIL does; returns float32 values in 0..255.
+    """
+    x = patches.float()
+    d = down.unsqueeze(-3)  # one matrix for all channels of a patch
+    u = up.unsqueeze(-3)
+    small = (d @ x @ d.transpose(-1, -2)).round_().clamp_(0, 255)
+    return (u @ small @ u.transpose(-1, -2)).round_().clamp_(0, 255)
