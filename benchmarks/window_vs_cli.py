@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     config = None
     for r in range(args.repeats):
-        order = ("cli", "window") if r % 2 == 0 and config is not None else ("window", "cli")
+        order = ("cli", "window") if r % 2 == 1 else ("window", "cli")  # the window first sets the config
         for which in order:
             if which == "window":
                 res = run_window(app, tmp / f"w{r}", data, args)

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
                                QLabel, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
                                QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
@@ -137,10 +137,14 @@ class PretrainPage(QWidget):
         self.workers.setRange(0, 64)
         self.workers.setValue(2)
         self.workers.setToolTip("Data-loading worker processes (0: load in the training thread)")
+        self.compile = QCheckBox("torch.compile")
+        self.compile.setToolTip("Compile the training step with torch.compile: the first steps wait for the "
+                                "compiler; it pays off on GPUs, not on a small CPU (see docs/benchmarks.md)")
         form = QFormLayout()
         for label, w in (("Backbone", self.arch), ("Image size", self.image_size_box), ("Epochs", self.epochs),
                          ("Batch size", self.batch_size), ("Learning rate", self.lr), ("Device", self.device),
-                         ("Precision", self.precision), ("Seed", self.seed), ("Loader workers", self.workers)):
+                         ("Precision", self.precision), ("Seed", self.seed), ("Loader workers", self.workers),
+                         ("Compile", self.compile)):
             form.addRow(label, w)
 
         self.start_button = QPushButton("Start")
@@ -267,7 +271,7 @@ class PretrainPage(QWidget):
         return {"arch": self.arch.currentText(), "image_size": self.image_size_box.value(),
                 "epochs": self.epochs.value(), "batch_size": self.batch_size.value(), "lr": self.lr.value(),
                 "device": self.device.currentData(), "precision": self.precision.currentText(),
-                "seed": self.seed.value(), "workers": self.workers.value()}
+                "seed": self.seed.value(), "workers": self.workers.value(), "compile": self.compile.isChecked()}
 
     def set_values(self, v: dict) -> None:
         def get(key, kind):
@@ -289,6 +293,8 @@ class PretrainPage(QWidget):
             self.device.setCurrentIndex(i)
         if v.get("precision") in ("auto", "fp32", "bf16"):
             self.precision.setCurrentText(v["precision"])
+        if isinstance(v.get("compile"), bool):
+            self.compile.setChecked(v["compile"])
 
     # -- state ---------------------------------------------------------------------------------
     def is_running(self) -> bool:
@@ -345,7 +351,7 @@ class PretrainPage(QWidget):
         config = PretrainConfig(task=task, data=data.folder, out=str(out), arch=v["arch"], epochs=v["epochs"],
                                 batch_size=v["batch_size"], lr=v["lr"], image_size=v["image_size"],
                                 device=v["device"], precision=v["precision"], seed=v["seed"],
-                                workers=v["workers"], task_options=self.window_.task_page.options(),
+                                workers=v["workers"], compile=v["compile"], task_options=self.window_.task_page.options(),
                                 cache_dir=str(Path(self.window_.workspace) / "cache"))
         self.clear_plots()
         self.log(f"run {out}")

@@ -14,7 +14,7 @@ from sslstudio.gui.data_page import DataPage
 from sslstudio.gui.export_page import ExportPage
 from sslstudio.gui.pretrain_page import PretrainPage, list_runs
 from sslstudio.gui.task_page import TaskPage
-from sslstudio.gui.workers import Job, MainThreadGarbageCollector
+from sslstudio.gui.workers import Job, MainThreadGarbageCollector, share_one_malloc_arena
 
 __all__ = ["MainWindow", "default_workspace"]
 
@@ -46,6 +46,7 @@ class MainWindow(QMainWindow):
     def __init__(self, workspace: str | Path | None = None, settings: QSettings | None = None,
                  parent: QWidget | None = None):
         super().__init__(parent)
+        share_one_malloc_arena()  # training in a worker thread as fast as in a command's main thread
         self.garbage = MainThreadGarbageCollector(self)  # Qt objects are never collected in a worker
         self.settings = settings if settings is not None else QSettings("sslstudio", "sslstudio")
         self.workspace = Path(workspace) if workspace else default_workspace()

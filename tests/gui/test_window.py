@@ -106,6 +106,9 @@ def test_pretraining_one_epoch_plots_and_finishes(qtbot, window, tiny_images, fa
     run_dir = Path(page.run_dir)
     assert run_dir.parent == window.workspace / "runs" and run_dir.name.startswith("rotation-")
     assert (run_dir / "summary.json").is_file()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["cache_dir"] == str(window.workspace / "cache") and config["compile"] is False
+    assert len(list((window.workspace / "cache").glob("decoded-*.npy"))) == 1  # the next run maps it
     print(f"longest event-loop stall during pretraining: {stalls[0]} ms")
     assert stalls[0] < 2000
 
@@ -227,6 +230,7 @@ def test_settings_persist(qtbot, tmp_path, settings, tiny_images):
     w.confirm_close = False
     w.pretrain_page.epochs.setValue(7)
     w.pretrain_page.seed.setValue(42)
+    w.pretrain_page.compile.setChecked(True)
     w.task_page.select_task("rotation")
     w.task_page.form.widget("horizontal_flip").setChecked(False)
     w.compare_page.budget_kind.setCurrentIndex(2)
@@ -241,6 +245,7 @@ def test_settings_persist(qtbot, tmp_path, settings, tiny_images):
     qtbot.addWidget(w2)
     w2.confirm_close = False
     assert w2.pretrain_page.epochs.value() == 7 and w2.pretrain_page.seed.value() == 42
+    assert w2.pretrain_page.compile.isChecked()
     assert w2.task_page.options() == {"horizontal_flip": False}
     assert w2.data_page.recent_folders() == [str(tiny_images)]
     assert json.loads(settings.value("pretrain/values"))["epochs"] == 7
