@@ -13,8 +13,10 @@ mean over epochs of the engine's own rate) and the ratio window / CLI::
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     apply_style(app)
     tmp = Path(tempfile.mkdtemp(prefix="sslstudio-window-vs-cli-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # runs, checkpoints and the decode cache
     data = link_subset(args.data, args.limit, tmp / "images")
 
     rows = []

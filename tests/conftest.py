@@ -3,10 +3,13 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 # commands that use the default decode cache write it here, not into the user's cache folder
 os.environ["SSLSTUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix="sslstudio-test-cache-")
+atexit.register(shutil.rmtree, os.environ["SSLSTUDIO_CACHE_DIR"], ignore_errors=True)
 
 import pytest
 

@@ -12,6 +12,8 @@ How the work is split, so that N processes train the same recipe as one:
   The batch size must therefore be a multiple of N.
 - BatchNorm's running statistics are averaged over the processes after every epoch, before the
   held-out evaluation and the checkpoint.
+- With a decode cache, rank 0 decodes the folder into it while the others wait (the process group's
+  timeout is 2 hours, ``SSLSTUDIO_DIST_TIMEOUT_MIN`` changes it); they then map the same file.
 - Every process makes the same epoch order (it is seeded by the run seed and epoch). Per-sample
   randomness is keyed by the image, so it does not depend on N either; batch-built samples
   (``make_batch``) draw from a generator keyed by (seed, epoch, step, rank).
@@ -26,6 +28,7 @@ How the work is split, so that N processes train the same recipe as one:
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 from dataclasses import dataclass
@@ -163,7 +166,9 @@ def init_distributed(device: str) -> tuple[DistContext, str]:
         backend, device = "gloo", "cpu"
     owns = False
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)
+        # generous: the other processes wait while rank 0 fills the decode cache of a large folder
+        timeout = datetime.timedelta(minutes=_env_int("SSLSTUDIO_DIST_TIMEOUT_MIN", 120))
+        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timeout)
         owns = True
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, backend=backend, owns_group=owns), device
 
