@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -36,17 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-ms", type=int, default=5)
     args = parser.parse_args(argv)
 
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
-    from PySide6.QtWidgets import QApplication
+    from benchwindow import application, open_window
 
-    from sslstudio.gui.app import apply_style
-    from sslstudio.gui.window import MainWindow
+    app = application()
+    from PySide6.QtCore import QElapsedTimer, QTimer
+
     from sslstudio.gui.workers import wait_for_signal
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    apply_style(app)
     tmp = Path(tempfile.mkdtemp(prefix="sslstudio-responsiveness-"))
     data = args.data
     if not data:
@@ -61,12 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             Image.fromarray(arr).save(folder / f"img_{i:04d}.png")
         data = str(folder)
 
-    window = MainWindow(workspace=tmp / "workspace",
-                        settings=QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat))
-    window.confirm_close = False
-    window.show_dialogs = False
-    window.resize(1200, 800)
-    window.show()
+    window = open_window(tmp)
 
 
     window.data_page.set_folder(data)

@@ -26,7 +26,6 @@ import os
 import shutil
 import statistics
 import struct
-import sys
 import tempfile
 import time
 import zlib
@@ -154,23 +153,13 @@ def time_engine(root: Path, n: int, repeats: int, inspect: bool) -> dict[str, fl
 
 # -- timing the window ----------------------------------------------------------------------------
 def time_window(root: Path, n: int, interval_ms: int, settle_s: float, timeout_s: float) -> dict:
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, Qt, QTimer
-    from PySide6.QtWidgets import QApplication
+    from benchwindow import application, open_window
 
-    from sslstudio.gui.app import apply_style
-    from sslstudio.gui.window import MainWindow
+    app = application()
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, Qt, QTimer
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    apply_style(app)
     tmp = Path(tempfile.mkdtemp(prefix="sslstudio-scan100k-"))
-    window = MainWindow(workspace=tmp / "workspace",
-                        settings=QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat))
-    window.confirm_close = False
-    window.show_dialogs = False
-    window.resize(1200, 800)
-    window.show()
+    window = open_window(tmp)
     page = window.data_page
 
     clock = QElapsedTimer()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -38,17 +37,11 @@ def link_subset(data: str, limit: int, folder: Path) -> str:
 
 
 def run_window(app, tmp: Path, data: str, args) -> dict:
-    from PySide6.QtCore import QSettings
+    from benchwindow import open_window
 
-    from sslstudio.gui.window import MainWindow
     from sslstudio.gui.workers import wait_for_signal
 
-    window = MainWindow(workspace=tmp / "workspace",
-                        settings=QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat))
-    window.confirm_close = False
-    window.show_dialogs = False
-    window.resize(1200, 800)
-    window.show()
+    window = open_window(tmp)
     window.data_page.set_folder(data)
     if not wait_for_signal(window.data_page.scan_finished, 600):
         raise SystemExit("the scan did not finish")
@@ -103,14 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="window/CLI pairs (the order alternates)")
     args = parser.parse_args(argv)
 
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtWidgets import QApplication
+    from benchwindow import application
 
-    from sslstudio.gui.app import apply_style
-
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    apply_style(app)
+    app = application()
     tmp = Path(tempfile.mkdtemp(prefix="sslstudio-window-vs-cli-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # runs, checkpoints and the decode cache
     data = link_subset(args.data, args.limit, tmp / "images")
