@@ -35,3 +35,23 @@ def open_window(folder: Path):
     window.resize(1200, 800)
     window.show()
     return window
+
+
+def prepare_pretraining(window, data: str, args, timeout_s: float = 600):
+    """Scan ``data`` in the window, choose ``args.task`` and fill the Pretrain page from ``args``
+    (arch, image_size, epochs, batch_size, workers, device); returns the page, ready to start."""
+    from sslstudio.gui.workers import wait_for_signal
+
+    window.data_page.set_folder(data)
+    if not wait_for_signal(window.data_page.scan_finished, timeout_s):
+        raise SystemExit("the scan did not finish")
+    window.task_page.select_task(args.task)
+    page = window.pretrain_page
+    page.arch.setCurrentText(args.arch)
+    page.image_size_box.setValue(args.image_size)
+    page.epochs.setValue(args.epochs)
+    page.batch_size.setValue(args.batch_size)
+    page.workers.setValue(args.workers)
+    page.device.setCurrentIndex(max(page.device.findData(args.device), 0))
+    window.go_to(2)
+    return page

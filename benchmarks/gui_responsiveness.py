@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-ms", type=int, default=5)
     args = parser.parse_args(argv)
 
-    from benchwindow import application, open_window
+    from benchwindow import application, open_window, prepare_pretraining
 
     app = application()
     from PySide6.QtCore import QElapsedTimer, QTimer
@@ -59,19 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     window = open_window(tmp)
 
 
-    window.data_page.set_folder(data)
-    if not wait_for_signal(window.data_page.scan_finished, 120):
-        print("the scan did not finish", file=sys.stderr)
-        return 1
-    window.task_page.select_task(args.task)
-    page = window.pretrain_page
-    page.arch.setCurrentText(args.arch)
-    page.image_size_box.setValue(args.image_size)
-    page.epochs.setValue(args.epochs)
-    page.batch_size.setValue(args.batch_size)
-    page.workers.setValue(args.workers)
-    page.device.setCurrentIndex(max(page.device.findData(args.device), 0))
-    window.go_to(2)
+    page = prepare_pretraining(window, data, args, timeout_s=120)
 
     clock = QElapsedTimer()
     gaps: list[float] = []

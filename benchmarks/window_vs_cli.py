@@ -37,23 +37,12 @@ def link_subset(data: str, limit: int, folder: Path) -> str:
 
 
 def run_window(app, tmp: Path, data: str, args) -> dict:
-    from benchwindow import open_window
+    from benchwindow import open_window, prepare_pretraining
 
     from sslstudio.gui.workers import wait_for_signal
 
     window = open_window(tmp)
-    window.data_page.set_folder(data)
-    if not wait_for_signal(window.data_page.scan_finished, 600):
-        raise SystemExit("the scan did not finish")
-    window.task_page.select_task(args.task)
-    page = window.pretrain_page
-    page.arch.setCurrentText(args.arch)
-    page.image_size_box.setValue(args.image_size)
-    page.epochs.setValue(args.epochs)
-    page.batch_size.setValue(args.batch_size)
-    page.workers.setValue(args.workers)
-    page.device.setCurrentIndex(max(page.device.findData(args.device), 0))
-    window.go_to(2)
+    page = prepare_pretraining(window, data, args)
     t0 = time.perf_counter()
     page.start()
     ok = wait_for_signal(page.run_finished, 7200)
