@@ -61,7 +61,14 @@ class ProgressPrinter:
             self._write_bar(f"epoch {event.epoch + 1}/{event.epochs} [{'#' * filled}{'.' * (self.width - filled)}] "
                             f"{100 * frac:3.0f}% loss {event.loss:.4f}{metric} | {event.samples_per_s:,.0f} samples/s "
                             f"({event.images_per_s:,.0f} img/s) | ETA {_fmt_time(event.eta_s)}")
+        elif kind == "progress":
+            frac = event.done / max(event.total, 1)
+            filled = int(self.width * frac)
+            eta = "" if event.eta_s is None else f" | ETA {_fmt_time(event.eta_s)}"
+            self._write_bar(f"[{'#' * filled}{'.' * (self.width - filled)}] {100 * frac:3.0f}%{eta} | {event.message}")
         elif kind == "epoch":
+            if "repeat" in event.extra:
+                return  # a comparison's fine-tuning epochs: its progress line says enough
             job = event.extra.get("mode")
             if job and (event.epoch + 1) % 10 and event.epoch + 1 != event.epochs:
                 return  # fine-tuning jobs: every 10th epoch and the last
@@ -77,6 +84,12 @@ class ProgressPrinter:
                 parts.append(f"{event.samples_per_s:,.0f} samples/s")
             parts.append(f"ETA {_fmt_time(event.eta_s)}")
             self.stream.write("  ".join(parts) + "\n")
+            knn = event.extra.get("monitor_knn")
+            if knn:
+                from sslstudio.evaluation.monitor import format_monitor
+
+                line = format_monitor(knn, event.extra.get("monitor_knn_random"))
+                self.stream.write(f"  {line} [{event.extra.get('monitor_s', 0):.1f} s]\n")
         elif kind == "log":
             self._newline()
             prefix = "warning: " if event.level == "warning" else ""
@@ -158,7 +171,8 @@ def _pretrain_config(args):
                           weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
                           image_size=args.image_size, device=args.device, precision=args.precision, seed=args.seed,
                           workers=args.workers, holdout=args.holdout, task_options=_options(args.option),
-                          resume=args.resume, compile=args.compile, cache_dir=_cache_dir(args))
+                          resume=args.resume, compile=args.compile, cache_dir=_cache_dir(args),
+                          monitor_labelled=args.monitor_labelled, monitor_every=args.monitor_every)
 
 
 def cmd_pretrain(args) -> int:
@@ -210,13 +224,18 @@ def cmd_finetune(args) -> int:
 def cmd_compare(args) -> int:
     from sslstudio.evaluation import compare
 
-    rows = compare(args.labelled, args.out, _csv(args.init) if args.init else [], test=args.test,
-                   baselines=_csv(args.baselines), modes=_csv(args.modes), layers=args.layers, arch=args.arch,
-                   per_class=args.per_class, fraction=args.fraction, epochs_head=args.epochs_head or args.epochs,
-                   epochs_all=args.epochs_all or args.epochs, image_size=args.image_size, device=args.device,
-                   seed=args.seed, weights=args.weights, on_event=ProgressPrinter())
+    result = compare(args.labelled, args.out, _csv(args.init) if args.init else [], test=args.test,
+                     baselines=_csv(args.baselines), modes=_csv(args.modes), layers=args.layers, arch=args.arch,
+                     per_class=args.per_class, fraction=args.fraction, label_curve=args.label_curve,
+                     repeats=args.repeats, repeats_all=args.repeats_all, head=args.head, knn_k=args.knn_k,
+                     knn_t=args.knn_t, epochs_all=args.epochs_all or args.epochs, image_size=args.image_size,
+                     device=args.device, seed=args.seed, weights=args.weights, test_fraction=args.test_fraction,
+                     feature_cache=not args.no_feature_cache, cache_dir=args.feature_cache_dir,
+                     on_event=ProgressPrinter())
     print((Path(args.out) / "results.md").read_text())
-    return 0 if any(r.get("test_accuracy") is not None for r in rows) else 1
+    if (Path(args.out) / "label_curve.png").is_file():
+        print(f"label curve: {Path(args.out) / 'label_curve.png'}")
+    return 0 if any(r.get("test_accuracy") is not None for r in result["rows"]) else 1
 
 
 def cmd_export(args) -> int:
@@ -283,7 +302,7 @@ def _demo_headless(args, root: Path, data: Path) -> int:
     if not (run_dir / "summary.json").is_file():
         pretrain(config, on_event=ProgressPrinter())
     compare(str(data / "labelled"), str(root / "compare"), [str(run_dir)], baselines=["imagenet", "random"],
-            modes=["head"], layers="all", epochs_head=30, on_event=ProgressPrinter())
+            modes=["head", "knn"], layers="all", on_event=ProgressPrinter())
     export_run(run_dir, root / "export")
     print((root / "compare" / "results.md").read_text())
     print(f"backbone exported to {root / 'export'}; load it with sslstudio.load_backbone('{root / 'export'}')")
@@ -345,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the training step (slow first steps; pays off on GPUs, see docs/benchmarks.md)")
     s.add_argument("--cache-dir", help="decode cache folder (default $SSLSTUDIO_CACHE_DIR or ~/.cache/sslstudio/decoded)")
     s.add_argument("--no-cache", action="store_true", help="decode the images without the decode cache")
+    s.add_argument("--monitor-labelled", metavar="DIR",
+                   help="live kNN monitor: after every N epochs, the kNN accuracy of every backbone stage on this "
+                        "labelled folder (DIR/<class>/... or DIR/train + DIR/test), beside a random-init reference")
+    s.add_argument("--monitor-every", type=int, default=1, metavar="N",
+                   help="run the kNN monitor every N epochs and after the last (default 1)")
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("finetune", help="fine-tune a backbone on labelled images")
@@ -366,24 +390,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", help="ImageNet weights file for --init imagenet")
     s.set_defaults(func=cmd_finetune)
 
-    s = sub.add_parser("compare", help="fine-tune every (initialisation, mode, layer) and tabulate")
-    s.add_argument("--labelled", required=True)
-    s.add_argument("--test")
-    s.add_argument("--init", help="run directories, comma-separated")
-    s.add_argument("--baselines", default="imagenet,random")
-    s.add_argument("--modes", default="head,all")
-    s.add_argument("--layers", default="last", help="last, all, or stage names (head-only rows)")
+    s = sub.add_parser("compare", help="probe, kNN and fine-tune every initialisation; intervals over label draws",
+                       description="Compare initialisations on a labelled folder: a linear (or MLP) probe and kNN "
+                       "on frozen features of each stage, and all-layer fine-tuning, over repeated label draws, "
+                       "with 95% intervals and paired verdicts against random init.")
+    s.add_argument("--labelled", required=True, help="DIR/<class>/... or DIR/train/<class>/... (+ DIR/test)")
+    s.add_argument("--test", help="test folder (default DIR/test, else a seeded stratified split)")
+    s.add_argument("--init", help="run directories (or weights files), comma-separated")
+    s.add_argument("--baselines", default="imagenet,random", help="imagenet and/or random (default both)")
+    s.add_argument("--modes", default="head,knn,all", help="head (probe), knn, all (every layer); default all three")
+    s.add_argument("--layers", default="last", help="stages read by head and knn: last, all, or names")
     s.add_argument("--out", required=True)
     s.add_argument("--arch")
-    s.add_argument("--per-class", type=int, help="labelled images per class (seeded subset)")
-    s.add_argument("--fraction", type=float, help="label budget as a share of each class (instead of --per-class)")
-    s.add_argument("--epochs", type=int, help="epochs of every job (default: head 50, all 30)")
-    s.add_argument("--epochs-head", type=int)
-    s.add_argument("--epochs-all", type=int)
+    s.add_argument("--per-class", type=int, help="one label budget: images per class (seeded draws)")
+    s.add_argument("--fraction", type=float, help="one label budget as a share of each class (instead of --per-class)")
+    s.add_argument("--label-curve", metavar="B1,B2,...",
+                   help="several budgets of images per class, e.g. 1,5,10,20,50,all (writes label_curve.png)")
+    s.add_argument("--repeats", type=int, help="label draws for head and knn (default 3)")
+    s.add_argument("--repeats-all", type=int, help="label draws for all-layer fine-tuning (default 1)")
+    s.add_argument("--head", default="linear", choices=["linear", "mlp"],
+                   help="head probe: logistic regression (L2 chosen on a validation split) or a 2-hidden-layer MLP")
+    s.add_argument("--knn-k", type=int, default=20, help="neighbours that vote (default 20, DINO; 200 for InstDisc)")
+    s.add_argument("--knn-t", type=float, default=0.07, help="vote temperature (default 0.07, DINO; 0.1 for InstDisc)")
+    s.add_argument("--epochs", type=int, help="upper bound on all-layer fine-tuning epochs (alias of --epochs-all)")
+    s.add_argument("--epochs-head", type=int, help=argparse.SUPPRESS)  # the probes fit to convergence
+    s.add_argument("--epochs-all", type=int, help="upper bound on all-layer fine-tuning epochs")
     s.add_argument("--image-size", type=int)
     s.add_argument("--device", default="auto")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--test-fraction", type=float, default=0.2, help="test share when there is no test folder")
     s.add_argument("--weights", help="ImageNet weights file for the imagenet baseline")
+    s.add_argument("--no-feature-cache", action="store_true", help="compute every feature afresh (same results)")
+    s.add_argument("--feature-cache-dir", help="feature cache folder (default $SSLSTUDIO_CACHE_DIR/features "
+                   "or ~/.cache/sslstudio/features)")
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("export", help="export a run's backbone")

@@ -51,6 +51,11 @@ def atomic_write_json(path: Path, data: Any) -> None:
     _atomic_write(path, lambda fh: fh.write(payload))
 
 
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically (temporary file, then rename)."""
+    _atomic_write(Path(path), lambda fh: fh.write(payload))
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` atomically."""
     _atomic_write(path, lambda fh: torch.save(obj, fh))

@@ -46,10 +46,16 @@ def test_full_chain(tmp_path, monkeypatch, no_network, capsys):
 
     out = tmp_path / "cmp"
     assert main(["compare", "--labelled", str(demo / "labelled"), "--init", str(run), "--baselines",
-                 "imagenet,random", "--modes", "head", "--layers", "last", "--epochs", "1", "--out", str(out),
-                 "--device", "cpu"]) == 0
-    rows = json.loads((out / "results.json").read_text())
+                 "imagenet,random", "--modes", "head,knn", "--layers", "last", "--out", str(out),
+                 "--device", "cpu", "--repeats", "2", "--per-class", "3", "--no-feature-cache"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    rows = result["rows"]
     assert {r["init_label"] for r in rows} == {"rotation (run)", "imagenet", "random"}
+    assert {r["mode"] for r in rows} == {"head", "knn"}
+    assert all(r["repeats"] == 2 and r["std"] is not None for r in rows if r.get("test_accuracy") is not None)
+    assert {p["verdict"] for p in result["paired"]} <= {"ahead", "behind", "within noise"}
+    assert any("ImageNet weights were not available" in n for n in result["notes"])
+    assert " ± " in (out / "results.md").read_text()
     assert all(r["test_accuracy"] is not None for r in rows if r["init"] != "imagenet")
     assert "not on this machine" in next(r for r in rows if r["init"] == "imagenet")["error"]
 

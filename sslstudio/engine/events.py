@@ -79,6 +79,19 @@ class RowEvent:
 
 
 @dataclass
+class ProgressEvent:
+    """Progress of a long job that is not a training loop (a comparison, say): ``done`` of ``total``
+    units, what is being done now, and the estimated seconds left (``None`` until it can be told)."""
+
+    done: int
+    total: int
+    message: str = ""
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    kind: str = "progress"
+
+
+@dataclass
 class FinishedEvent:
     summary: dict
     cancelled: bool = False

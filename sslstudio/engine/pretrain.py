@@ -63,6 +63,15 @@ class PretrainConfig:
     log_every: int = 10
     compile: bool = False
     cache_dir: str | None = None
+    #: Labelled folder of the live kNN monitor (``None``: no monitor); see :mod:`sslstudio.evaluation.monitor`.
+    monitor_labelled: str | None = None
+    #: Run the monitor every N epochs (and after the last epoch).
+    monitor_every: int = 1
+    monitor_k: int = 20
+    monitor_t: float = 0.07
+    #: Cap of the monitor's images: at most this many reference images per class, this many test images.
+    monitor_max_train_per_class: int | None = None
+    monitor_max_test: int | None = None
 
     def resolved(self, task) -> dict:
         """The config as a dict with the task's defaults filled in (what ``config.json`` records)."""
@@ -77,6 +86,8 @@ class PretrainConfig:
         d["task_options"] = dataclasses.asdict(task.config)
         d["data"] = str(Path(self.data).resolve())
         d["out"] = str(Path(self.out).resolve())
+        if self.monitor_labelled:
+            d["monitor_labelled"] = str(Path(self.monitor_labelled).resolve())
         return d
 
 
@@ -110,6 +121,7 @@ class _Pretrainer:
         self.emit = emit
         self.control = control
         self.dist = DistContext()
+        self._epoch_time = 0.0
 
     # ------------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -156,6 +168,7 @@ class _Pretrainer:
         device = resolve_device(device_setting)
         precision = resolve_precision(cfg.precision, device)
         t_start = time.perf_counter()
+        monitor = self._make_monitor(cfg, device, precision)  # a bad folder fails here, before any training
 
         # -- data ------------------------------------------------------------------------------
         self.emit(LogEvent(f"reading images in {cfg.data}"))
@@ -304,6 +317,8 @@ class _Pretrainer:
                 loss_sum, metric_sum, metric_count, seen = dist.sum([loss_sum, metric_sum, metric_count, seen])
                 dist.average_buffers(model)
                 val_loss, val_metric = self._evaluate(model, task, val_set, device, precision, batch_size) if val_set else (None, None)
+                self._epoch_time = epoch_time
+                monitored = self._monitor(monitor, model, epoch, epochs)
                 train_loss = loss_sum / max(seen, 1)
                 train_metric = metric_sum / metric_count if metric_count else None
                 ips = seen / max(epoch_time, 1e-9)
@@ -311,7 +326,7 @@ class _Pretrainer:
                 entry = {"type": "epoch", "epoch": epoch, "train_loss": train_loss,
                          f"train_{task.metric_name}": train_metric, "val_loss": val_loss,
                          f"val_{task.metric_name}": val_metric, "lr": last_lr, "images_per_s": ips,
-                         "samples_per_s": ips * spi, "epoch_time_s": epoch_time, **plan.info}
+                         "samples_per_s": ips * spi, "epoch_time_s": epoch_time, **plan.info, **monitored}
                 history.append(entry)
                 records.append(entry)
                 if dist.is_main:
@@ -320,7 +335,7 @@ class _Pretrainer:
                                      val_loss=val_loss, val_metric=val_metric, metric_name=task.metric_name,
                                      lr=last_lr, images_per_s=ips, samples_per_s=ips * spi,
                                      elapsed_s=time.perf_counter() - t_start, eta_s=remaining,
-                                     extra=dict(plan.info)))
+                                     extra={**plan.info, **monitored}))
                 score = val_metric if val_metric is not None else train_metric
                 is_best = score is not None and (best is None or score > best["score"])
                 if is_best:
@@ -361,6 +376,13 @@ class _Pretrainer:
             "device": str(device), "device_name": device_name(device), "precision": precision,
             "task_info": task.run_info(),
         }
+        if monitor is not None and dist.is_main:
+            monitored = [h for h in history if "monitor_knn" in h]
+            summary["monitor"] = {"labelled": monitor.labelled, "every": monitor.every,
+                                  "k": monitor.k, "t": monitor.t, "stages": monitor.stages,
+                                  "reference_images": len(monitor.train_y), "test_images": len(monitor.test_y),
+                                  "random_knn": monitor.random_reference().accuracy,
+                                  "final_knn": monitored[-1]["monitor_knn"] if monitored else None}
         if dist.enabled:
             digests = dist.gather_object(state_digest(model))
             agree = len(set(digests)) == 1
@@ -374,6 +396,48 @@ class _Pretrainer:
         run.write_summary(summary)
         self.emit(FinishedEvent(summary=summary, cancelled=cancelled))
         return summary
+
+    def _make_monitor(self, cfg: PretrainConfig, device, precision: str):
+        """The kNN monitor of ``cfg.monitor_labelled`` (``None`` when not asked for).
+
+        Every process reads the folder, so a bad folder stops all of them with the same sentence;
+        only rank 0 computes the random-init reference and evaluates after the epochs.
+        """
+        if not cfg.monitor_labelled:
+            return None
+        from sslstudio.evaluation.monitor import KnnMonitor
+
+        if int(cfg.monitor_every) < 1:
+            raise ConfigError(f"the kNN monitor runs every N epochs with N >= 1; got {cfg.monitor_every}.")
+        self.emit(LogEvent(f"reading the kNN monitor folder {cfg.monitor_labelled}"))
+        monitor = KnnMonitor(cfg.monitor_labelled, cfg.arch, cfg.image_size, device, precision, cfg.seed,
+                             k=cfg.monitor_k, t=cfg.monitor_t, max_train_per_class=cfg.monitor_max_train_per_class,
+                             max_test=cfg.monitor_max_test)
+        monitor.every = int(cfg.monitor_every)
+        if self.dist.is_main:
+            ref = monitor.random_reference()
+            from sslstudio.evaluation.monitor import format_monitor
+
+            self.emit(LogEvent(f"{monitor.describe()}; random init: "
+                               f"{format_monitor(ref.accuracy)[4:]} ({ref.seconds:.1f} s per evaluation)"))
+        return monitor
+
+    def _monitor(self, monitor, model, epoch: int, epochs: int) -> dict:
+        """The monitor's fields of an epoch record (empty when it does not run this epoch)."""
+        if monitor is None:
+            return {}
+        every = monitor.every
+        if not self.dist.is_main or ((epoch + 1) % every and epoch + 1 != epochs):
+            return {}
+        result = monitor.measure(model.backbone)
+        epoch_time = self._epoch_time
+        if epoch_time and result.seconds > 0.1 * epoch_time and not getattr(monitor, "warned", False):
+            monitor.warned = True
+            self.emit(LogEvent(f"the kNN monitor took {result.seconds:.1f} s, {result.seconds / epoch_time:.0%} of "
+                               f"the epoch's {epoch_time:.1f} s of training; run it less often (monitor every N "
+                               "epochs) or on a smaller labelled folder.", "warning"))
+        return {"monitor_knn": result.accuracy, "monitor_knn_random": monitor.random_reference().accuracy,
+                "monitor_s": result.seconds}
 
     def _evaluate(self, model, task, dataset, device, precision, batch_size) -> tuple[float, float | None]:
         model.eval()
@@ -406,6 +470,8 @@ def _merge_for_resume(cfg: PretrainConfig, previous: dict) -> PretrainConfig:
     keep = {k: v for k, v in previous.items() if k in fields}
     keep.update(device=cfg.device, workers=cfg.workers, resume=True, out=cfg.out, log_every=cfg.log_every,
                 compile=cfg.compile, cache_dir=cfg.cache_dir)
+    if cfg.monitor_labelled:  # the monitor never changes the weights: it may be switched on or changed
+        keep.update(monitor_labelled=cfg.monitor_labelled, monitor_every=cfg.monitor_every)
     for key, value in dataclasses.asdict(cfg).items():  # explicit overrides are checked against the run
         if key in RESUME_KEYS and value is not None and key not in ("task_options",):
             keep[key] = value

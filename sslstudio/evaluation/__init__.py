@@ -1,8 +1,15 @@
-"""Evaluation: linear probes per backbone stage, full fine-tuning, and the comparison grid."""
+"""Evaluation of a backbone on labelled images, one step per module: ``features`` (frozen features
+and their cache) -> ``probes`` (logistic, MLP, kNN) and ``finetune_all`` (every layer) -> ``stats``
+(label draws, repeats, intervals, paired verdicts) -> ``report`` (sentences, tables, plots);
+``compare`` walks a labelled folder through them once. ``finetuning`` holds single fine-tuning jobs.
+"""
 
-from sslstudio.evaluation.compare import compare, parse_layers, results_table, write_results
+from sslstudio.evaluation.compare import compare, init_label, parse_budgets, parse_layers
 from sslstudio.evaluation.finetuning import (FinetuneConfig, LabelledData, finetune, load_labelled_data, probe_grid,
                                            resolve_init, stage_features)
+from sslstudio.evaluation.knn import knn_accuracy, knn_predict
+from sslstudio.evaluation.report import results_markdown, results_tables
 
-__all__ = ["compare", "parse_layers", "results_table", "write_results", "FinetuneConfig", "LabelledData",
-           "finetune", "load_labelled_data", "probe_grid", "resolve_init", "stage_features"]
+__all__ = ["compare", "init_label", "parse_budgets", "parse_layers", "FinetuneConfig", "LabelledData", "finetune",
+           "load_labelled_data", "probe_grid", "resolve_init", "stage_features", "knn_accuracy", "knn_predict",
+           "results_markdown", "results_tables"]

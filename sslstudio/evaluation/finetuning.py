@@ -74,6 +74,8 @@ class LabelledData:
     test_y: np.ndarray
     test_source: str
     skipped: list
+    train_paths: list = dataclasses.field(default_factory=list)
+    test_paths: list = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{len(self.classes)} classes, {len(self.train_y)} training and {len(self.test_y)} test images "
@@ -91,11 +93,12 @@ def load_labelled_data(labelled: str, test: str | None, image_size: int, per_cla
     def decode(items):
         labels = {Path(p): y for p, y in items}
         dec = decode_images([p for p, _ in items], image_size)
-        return dec.arrays, np.array([labels[Path(p)] for p in dec.paths], dtype=np.int64), dec.skipped
+        paths = [str(p) for p in dec.paths]
+        return dec.arrays, np.array([labels[Path(p)] for p in dec.paths], dtype=np.int64), dec.skipped, paths
 
-    tx, ty, s1 = decode(split.train)
-    vx, vy, s2 = decode(split.test)
-    return LabelledData(split.classes, tx, ty, vx, vy, split.test_source, list(s1) + list(s2))
+    tx, ty, s1, tp = decode(split.train)
+    vx, vy, s2, vp = decode(split.test)
+    return LabelledData(split.classes, tx, ty, vx, vy, split.test_source, list(s1) + list(s2), tp, vp)
 
 
 def resolve_init(init: str, arch: str | None, seed: int, weights: str | None = None):
@@ -301,45 +304,26 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def _train_all(backbone, data: LabelledData, epochs, lr, cfg, device, precision, control, on_epoch):
-    torch.manual_seed(cfg.seed)
-    head = nn.Linear(backbone.feature_dim, len(data.classes))
-    model = nn.Sequential(backbone, head).to(device)
-    opt = torch.optim.SGD([{"params": backbone.parameters(), "lr": lr * BACKBONE_LR_SCALE},
-                           {"params": head.parameters(), "lr": lr}],
-                          momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, len(data.train_y) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
-    train_x, test_x = _normalise(data.train_x), _normalise(data.test_x)
-    train_y, test_y = torch.from_numpy(data.train_y), torch.from_numpy(data.test_y)
-    g = torch.Generator().manual_seed(cfg.seed)
-    history = []
-    for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(len(train_y), generator=g)[: steps_per_epoch * cfg.batch_size]
-        loss_sum = correct = seen = 0.0
-        for start in range(0, len(perm), cfg.batch_size):
-            control.checkpoint()
-            idx = perm[start:start + cfg.batch_size]
-            x = _augment(train_x[idx], g).to(device)
-            y = train_y[idx].to(device)
-            with autocast(device, precision):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += float((logits.argmax(1) == y).sum())
-            seen += len(idx)
-        model.eval()
-        hits = 0
-        with torch.no_grad():
-            for start in range(0, len(test_y), 256):
-                control.checkpoint()
-                with autocast(device, precision):
-                    logits = model(test_x[start:start + 256].to(device))
-                hits += int((logits.argmax(1).cpu() == test_y[start:start + 256]).sum())
-        history.append((loss_sum / max(seen, 1), correct / max(seen, 1), hits / len(test_y)))
-        on_epoch(epoch, *history[-1])
-    return history
+    """All layers, via :func:`sslstudio.evaluation.finetune_all.train_all_layers` (LP-FT on a grid head,
+    a step budget of at least ``MIN_STEPS`` updates, warm-up then cosine, BatchNorm statistics frozen
+    for small sets). ``epochs`` sets the budget (``epochs`` passes, but never fewer than
+    ``MIN_STEPS`` steps); when the user gave none (``cfg.epochs`` is None) the function's own default
+    budget is used. ``cfg.lr`` (when given) is the peak learning rate; ``cfg.batch_size`` is an upper
+    bound (small sets use smaller batches). ``on_epoch`` is called at each evaluation point, which is
+    an epoch for larger sets and an equal share of the steps for tiny ones."""
+    from sslstudio.evaluation.finetune_all import train_all_layers
+
+    result = train_all_layers(backbone, data.train_x, data.train_y, data.test_x, data.test_y, len(data.classes),
+                              seed=cfg.seed, device=device, precision=precision, control=control,
+                              on_epoch=on_epoch, epochs=cfg.epochs if cfg.epochs else None,
+                              batch_size=_all_batch_size(len(data.train_y), cfg.batch_size),
+                              lr=cfg.lr if cfg.lr else None, weight_decay=cfg.weight_decay)
+    return result["history"]
+
+
+def _all_batch_size(n: int, requested: int | None) -> int | None:
+    """``requested`` as an upper bound on the default batch of ``n`` images (None: the default)."""
+    from sslstudio.evaluation.finetune_all import resolve_settings
+
+    default = resolve_settings(n)["batch_size"]
+    return min(default, int(requested)) if requested else default

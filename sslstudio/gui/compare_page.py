@@ -1,44 +1,62 @@
-"""Step 4, Fine-tune & compare: the comparison grid (initialisation x mode x stage) in the background,
-live test-accuracy curves (one colour per initialisation), a results table filled row by row from the
-engine's row events, and a per-stage accuracy chart of the head-only probes."""
+"""Step 4, Fine-tune & compare: the comparison (initialisation x mode x stage x label budget) in the
+background, with progress and ETA; the notes the engine writes above a paper-style results table
+(``51.3 ± 0.8`` over repeats, each initialisation's verdict against random init); tabs for the
+label-efficiency curve, the per-stage chart, the per-epoch curves of all-layer fine-tuning and the
+per-class view (per-class accuracy and confusion matrix of the selected cell).
+
+The tables and files are the engine's: "Save…" copies the ``results.md`` / ``results.csv`` /
+``results.json`` the engine wrote; this page only formats what it shows.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+import math
+import shutil
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtGui import QColor, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
-                               QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout,
-                               QWidget)
+                               QFrame, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget,
+                               QListWidgetItem, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
+                               QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
-from sslstudio.evaluation import compare
-from sslstudio.gui.plots import PALETTE, LiveCurve, apply_palette, make_plot
+from sslstudio.gui.plots import (PALETTE, IntegerAxis, add_band, apply_palette, make_plot, remove_band,
+                                 set_tick_labels, styled_pen)
 from sslstudio.gui.workers import Job
 
-__all__ = ["ComparePage", "stage_names", "table_text", "write_table"]
+__all__ = ["ComparePage", "cell_text", "latest_results_for", "normalise_result", "parse_curve", "stage_names",
+           "table_text"]
 
 ALL_LAYERS = "all layers"
+MODE_ORDER = ("head", "knn", "all")
+DEFAULT_CURVE = "1, 5, 10, 20, 50, all"
+#: Verdict -> (tint of the cell, sign shown): tints are light enough for dark and light palettes.
+VERDICT_TINT = {"ahead": "#2ca02c", "behind": "#d62728"}
 
 
-def _column(mode: str, layer: str) -> str:
-    return f"head ({layer})" if mode == "head" else ALL_LAYERS
+# -- pure helpers (no widgets) ------------------------------------------------------------------
+def compare(*args, **kwargs):
+    """The engine's ``sslstudio.evaluation.compare`` (imported when a comparison starts)."""
+    from sslstudio.evaluation import compare as engine_compare
+
+    return engine_compare(*args, **kwargs)
 
 
 def _short_label(init: str) -> str:
     return init if init in ("random", "imagenet") else Path(init).name
 
 
+def _label(row: dict) -> str:
+    return str(row.get("init_label") or _short_label(str(row.get("init"))))
+
+
 def leave_headroom(item, ys, entries: int) -> None:
     """Set the y range of ``item`` so the data leaves room at the top for a legend of ``entries`` lines."""
-    import math
-
     ys = [float(v) for v in ys if v is not None and math.isfinite(v)]
     if not ys:
         return
@@ -49,7 +67,7 @@ def leave_headroom(item, ys, entries: int) -> None:
 
 
 def stage_names(arch: str) -> list[str]:
-    """The stages a head-only probe can read for ``arch`` (without building the network)."""
+    """The stages a frozen-feature probe can read for ``arch`` (without building the network)."""
     from sslstudio.models import backbones
 
     try:
@@ -65,59 +83,207 @@ def stage_names(arch: str) -> list[str]:
     return backbones.build_backbone(arch).stage_names()
 
 
-def table_grid(rows: list[dict]) -> tuple[list[str], list[str], dict[tuple[str, str], dict]]:
-    """Initialisation labels, column names (head probes by stage, then all layers) and cells."""
-    inits, cols, cells = [], [], {}
-    for r in rows:
-        label = r.get("init_label") or r.get("init")
-        if label not in inits:
-            inits.append(label)
-        col = _column(r.get("mode"), r.get("layer"))
-        if col not in cols:
-            cols.append(col)
-        cells[(label, col)] = r
-    cols.sort(key=lambda c: c == ALL_LAYERS)  # stable: stages keep their order, all layers last
-    return inits, cols, cells
+def normalise_result(data) -> dict:
+    """A results.json of either format as the current dict (an old file is a bare list of rows)."""
+    if isinstance(data, list):
+        data = {"format": 1, "rows": data}
+    if not isinstance(data, dict):
+        data = {}
+    out = dict(data)
+    out["rows"] = [r for r in (out.get("rows") or []) if isinstance(r, dict)]
+    out["notes"] = [str(n) for n in (out.get("notes") or [])]
+    out["paired"] = [p for p in (out.get("paired") or []) if isinstance(p, dict)]
+    out["meta"] = dict(out.get("meta") or {})
+    return out
 
 
-def _cell_text(row: dict | None, percent_sign: bool = True) -> str:
+def parse_curve(text: str) -> list[int | str]:
+    """``"1, 5, 10, all"`` -> ``[1, 5, 10, "all"]`` (sorted, no repeats); raises ValueError."""
+    budgets: list[int | str] = []
+    for part in text.replace(";", ",").replace(" ", ",").split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        if part == "all":
+            value: int | str = "all"
+        else:
+            value = int(part)
+            if value < 1:
+                raise ValueError(f"a budget must be at least 1 image per class, not {value}")
+        if value not in budgets:
+            budgets.append(value)
+    if not budgets:
+        raise ValueError("give at least one budget, e.g. 1, 5, 10, all")
+    return sorted(budgets, key=_budget_key)
+
+
+def _budget_key(b) -> float:
+    """Images per class in order, then shares of each class ("25%"), then every label."""
+    if isinstance(b, (int, float)):
+        return float(b)
+    if isinstance(b, str) and b.endswith("%"):
+        try:
+            return 1e9 + float(b[:-1])
+        except ValueError:
+            pass
+    return math.inf
+
+
+def budget_text(b) -> str:
+    if b in (None, "all"):
+        return "all labels"
+    if isinstance(b, str) and b.endswith("%"):
+        return f"{b} of each class"
+    return f"{b} / class"
+
+
+def mode_label(row_or_mode, head: str | None = None) -> str:
+    """``linear probe`` / ``MLP probe`` / ``kNN`` / ``all layers``."""
+    if isinstance(row_or_mode, dict):
+        mode, head = row_or_mode.get("mode"), row_or_mode.get("head", head)
+    else:
+        mode = row_or_mode
+    if mode == "head":
+        return "MLP probe" if head == "mlp" else "linear probe"
+    return {"knn": "kNN", "all": ALL_LAYERS}.get(mode, str(mode))
+
+
+def column_key(row: dict) -> tuple[str, str]:
+    mode = str(row.get("mode"))
+    return (mode, "" if mode == "all" else str(row.get("layer")))
+
+
+def column_title(key: tuple[str, str], head: str | None = None, lines: int = 2) -> str:
+    mode, layer = key
+    if mode == "all":
+        return "all\nlayers" if lines == 2 else ALL_LAYERS
+    name = {"head": "MLP" if head == "mlp" else "linear", "knn": "kNN"}.get(mode, mode)
+    return f"{name}\n{layer}" if lines == 2 else f"{name} ({layer})"
+
+
+def _pct(v) -> str:
+    return f"{100 * v:.1f}"
+
+
+def cell_text(row: dict | None) -> str:
+    """``51.3 ± 0.8`` (mean ± std over repeats), ``51.3 [48.2, 54.4]`` (one repeat: its interval),
+    or why the row could not run."""
     if row is None:
         return ""
-    if row.get("test_accuracy") is not None:
-        return f"{100 * row['test_accuracy']:.1f}" + ("%" if percent_sign else "")
-    return f"unavailable: {row['error']}" if row.get("error") else "—"
+    acc = row.get("test_accuracy")
+    if acc is None:
+        return f"unavailable: {row['error']}" if row.get("error") else "—"
+    if row.get("std") is not None and (row.get("repeats") or 1) > 1:
+        return f"{_pct(acc)} ± {_pct(row['std'])}"
+    if row.get("ci_low") is not None and row.get("ci_high") is not None:
+        return f"{_pct(acc)} [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]"
+    return _pct(acc)
 
 
-def table_text(rows: list[dict], sep: str = "\t") -> str:
-    """The results table as text: a header line, then one line per initialisation (accuracy in %)."""
-    inits, cols, cells = table_grid(rows)
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=sep, lineterminator="\n")
-    writer.writerow(["initialisation"] + cols)
-    for init in inits:
-        writer.writerow([init] + [_cell_text(cells.get((init, c)), percent_sign=False) for c in cols])
-    return out.getvalue()
+def paired_text(p: dict | None) -> str:
+    """``+2.1 ahead`` (difference to random init in points, and the verdict)."""
+    if not p or p.get("delta") is None:
+        return ""
+    return f"{100 * p['delta']:+.1f} {p.get('verdict', '')}".strip()
 
 
-def table_markdown(rows: list[dict]) -> str:
-    inits, cols, cells = table_grid(rows)
-    lines = ["| initialisation | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for init in inits:
-        texts = [_cell_text(cells.get((init, c)), percent_sign=False).replace("|", "/") for c in cols]
-        lines.append(f"| {init} | " + " | ".join(texts) + " |")
-    return "Test top-1 accuracy (%).\n\n" + "\n".join(lines) + "\n"
+def _row_key(row: dict) -> tuple:
+    return (str(row.get("init")), str(row.get("mode")), str(row.get("layer")), str(row.get("per_class", "all")))
 
 
-def write_table(rows: list[dict], path: str | Path) -> Path:
-    """Write the results table to ``path``: Markdown for ``.md``, otherwise CSV."""
-    path = Path(path)
-    text = table_markdown(rows) if path.suffix.lower() in (".md", ".markdown") else table_text(rows, sep=",")
-    path.write_text(text, encoding="utf-8")
-    return path
+def paired_index(result: dict) -> dict[tuple, dict]:
+    return {_row_key(p): p for p in result.get("paired", [])}
 
 
-def latest_results_for(workspace: Path, run: str) -> tuple[Path, list[dict]] | None:
-    """The newest comparison under ``<workspace>/compare`` that used ``run``: (folder, rows)."""
+def cell_tooltip(row: dict, paired: dict | None = None, classes: int | None = None) -> str:
+    """Everything behind a cell: repeats and their accuracies, the interval, L2 strengths, k / T."""
+    if row.get("test_accuracy") is None:
+        return str(row.get("error") or "not run")
+    lines = [f"{_label(row)} — {mode_label(row)}" + (f" at {row['layer']}" if row.get("mode") != "all" else "")
+             + f", {budget_text(row.get('per_class', 'all'))}"]
+    n = row.get("repeats") or len(row.get("accuracies") or []) or 1
+    accs = row.get("accuracies") or []
+    lines.append(f"test accuracy {_pct(row['test_accuracy'])} % (mean of {n} repeat{'s' if n != 1 else ''})")
+    if len(accs) > 1:
+        lines.append("per repeat: " + ", ".join(_pct(a) for a in accs) + " %")
+    if row.get("std") is not None:
+        lines.append(f"standard deviation over repeats: {_pct(row['std'])} points")
+    if row.get("ci_low") is not None and row.get("ci_high") is not None:
+        how = ("bootstrap over the test images" if row.get("interval") == "bootstrap"
+               else "over the repeated label draws")
+        lines.append(f"interval [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}] % ({how})")
+    if row.get("train_images"):
+        lines.append(f"{row['train_images']} labelled training images")
+    if row.get("l2"):
+        lines.append("chosen L2 strength C per repeat: " + ", ".join(f"{c:g}" for c in row["l2"]))
+    if row.get("mode") == "knn":
+        lines.append(f"k = {row.get('k')}, T = {row.get('t')}")
+    if row.get("mode") == "all" and row.get("epochs"):
+        lines.append(f"epochs: {row['epochs']}")
+    if paired and paired.get("delta") is not None:
+        ci = ""
+        if paired.get("ci_low") is not None and paired.get("ci_high") is not None:
+            ci = f" [{100 * paired['ci_low']:+.1f}, {100 * paired['ci_high']:+.1f}]"
+        lines.append(f"vs random init: {100 * paired['delta']:+.1f} points{ci} — {paired.get('verdict', '')}")
+    if row.get("per_class_accuracy"):
+        lines.append("select the cell and open “Per class” for per-class accuracy and the confusion matrix")
+    if row.get("error"):
+        lines.append(str(row["error"]))
+    return "\n".join(lines)
+
+
+def table_grid(rows: list[dict], stage_order: list[str] | None = None):
+    """Row keys ``(per_class, label)``, column keys ``(mode, layer)`` and the cells."""
+    labels: list[str] = []
+    budgets: list = []
+    cols: list[tuple[str, str]] = []
+    cells: dict[tuple, dict] = {}
+    for r in rows:
+        label, budget = _label(r), r.get("per_class", "all")
+        if label not in labels:
+            labels.append(label)
+        if budget not in budgets:
+            budgets.append(budget)
+        col = column_key(r)
+        if col not in cols:
+            cols.append(col)
+        cells[((budget, label), col)] = r
+    budgets.sort(key=_budget_key)
+    order = list(stage_order or [])
+    layer_seen = [c[1] for c in cols]
+    cols.sort(key=lambda c: (MODE_ORDER.index(c[0]) if c[0] in MODE_ORDER else 9,
+                             order.index(c[1]) if c[1] in order else len(order) + layer_seen.index(c[1])))
+    keys = [(b, label) for b in budgets for label in labels
+            if any(((b, label), c) in cells for c in cols)]
+    return keys, cols, cells
+
+
+def row_title(key: tuple, several_budgets: bool) -> str:
+    budget, label = key
+    return f"{label} · {budget_text(budget)}" if several_budgets else label
+
+
+def table_text(result: dict | list, sep: str = "\t", stage_order: list[str] | None = None) -> str:
+    """What the table shows, as text: a header line, then one line per initialisation (and budget)."""
+    result = normalise_result(result)
+    rows, paired = result["rows"], paired_index(result)
+    keys, cols, cells = table_grid(rows, stage_order)
+    heads = {r.get("head") for r in rows if r.get("mode") == "head"}
+    head = "mlp" if heads == {"mlp"} else None
+    lines = [sep.join(["initialisation", "labels per class"] + [column_title(c, head, 1) for c in cols])]
+    for key in keys:
+        texts = []
+        for c in cols:
+            r = cells.get((key, c))
+            t = cell_text(r)
+            p = paired_text(paired.get(_row_key(r))) if r else ""
+            texts.append(f"{t} ({p})" if p else t)
+        lines.append(sep.join([key[1], "all" if key[0] is None else str(key[0])] + texts))
+    return "\n".join(lines) + "\n"
+
+
+def latest_results_for(workspace: Path, run: str) -> tuple[Path, dict] | None:
+    """The newest comparison under ``<workspace>/compare`` that used ``run``: (folder, result dict)."""
     root = Path(workspace) / "compare"
     if not root.is_dir():
         return None
@@ -126,45 +292,142 @@ def latest_results_for(workspace: Path, run: str) -> tuple[Path, list[dict]] | N
                      key=lambda p: (p / "results.json").stat().st_mtime, reverse=True)
     for folder in folders:
         try:
-            rows = json.loads((folder / "results.json").read_text())
+            result = normalise_result(json.loads((folder / "results.json").read_text()))
         except (OSError, ValueError):
             continue
-        rows = rows.get("rows", []) if isinstance(rows, dict) else rows
-        for r in rows if isinstance(rows, list) else []:
+        for r in result["rows"]:
             init = r.get("init")
-            if init not in (None, "random", "imagenet") and Path(init).resolve() == target:
-                return folder, rows
+            if init not in (None, "random", "imagenet") and Path(str(init)).resolve() == target:
+                return folder, result
     return None
 
 
-class ComparePage(QWidget):
-    """Signals ``comparison_finished(rows)``, ``comparison_failed(message)`` and ``row_added(row)``."""
+def _fmt_seconds(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return ""
+    s = int(round(s))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
-    comparison_finished = Signal(list)
+
+def _tint(colour: str, alpha: int) -> QColor:
+    c = QColor(colour)
+    c.setAlpha(alpha)
+    return c
+
+
+class _Selector(QWidget):
+    """A plot under a one-line row: a caption and a combo box choosing what the plot shows."""
+
+    def __init__(self, caption: str, plot: QWidget, tip: str):
+        super().__init__()
+        self.combo = QComboBox()
+        self.combo.setToolTip(tip)
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self._choices: list[tuple[str, object]] = []
+        row = QHBoxLayout()
+        row.setContentsMargins(4, 2, 4, 0)
+        row.addWidget(QLabel(caption))
+        row.addWidget(self.combo)
+        row.addStretch(1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addLayout(row)
+        lay.addWidget(plot, 1)
+
+    def set_choices(self, choices: list[tuple[str, object]]) -> None:
+        """Offer ``(text, value)`` choices; keep the current one if it is still offered. Values stay Python
+        objects on this side (never converted to a QVariant)."""
+        if choices == self._choices:
+            return
+        current = self.value()
+        self._choices = list(choices)
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        for text, _value in choices:
+            self.combo.addItem(text)
+        values = [v for _t, v in choices]
+        self.combo.setCurrentIndex(values.index(current) if current in values else (0 if values else -1))
+        self.combo.blockSignals(False)
+
+    def value(self):
+        """The chosen value (None when there is no choice)."""
+        i = self.combo.currentIndex()
+        return self._choices[i][1] if 0 <= i < len(self._choices) else None
+
+    def select(self, value) -> bool:
+        values = [v for _t, v in self._choices]
+        if value in values:
+            self.combo.setCurrentIndex(values.index(value))
+            return True
+        return False
+
+
+class ComparePage(QWidget):
+    """Signals ``comparison_finished(result)`` (the engine's dict), ``comparison_failed(message)``,
+    ``row_added(row)``."""
+
+    comparison_finished = Signal(object)
     comparison_failed = Signal(str)
-    row_added = Signal(dict)
+    row_added = Signal(object)
 
     def __init__(self, window, parent: QWidget | None = None):
         super().__init__(parent)
         self.window_ = window
         self.job: Job | None = None
         self.out_dir: Path | None = None
+        self.result: dict = normalise_result({})
         self.rows: list[dict] = []
-        self.columns: list[str] = []  # the table's columns: head (stage) ..., all layers
-        self._curves: dict[tuple, LiveCurve] = {}
+        self.columns: list[str] = []  # the table's columns, one line each: "linear (layer4)", ..., "all layers"
+        self._row_keys: list[tuple] = []
+        self._col_keys: list[tuple] = []
+        self._cell_rows: dict[tuple[int, int], dict] = {}
         self._colours: dict[str, str] = {}
         self._runs: list[dict] = []
+        self._epoch_data: dict[tuple, tuple[list, list]] = {}
+        self._epoch_items: dict[tuple, pg.PlotDataItem] = {}
+        self._epoch_dirty = False
+        self._plots_stale: set[str] = set()
+        self.selected_row: dict | None = None
 
+        self._build_settings()
+        self._build_results()
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self._settings_scroll)
+        split.addWidget(self._results)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setSizes([300, 670])
+        split.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(split)
+
+        self._update_budget()
+        self._update_modes()
+        self.set_stage_choices(stage_names("resnet18"))
+        self._timer = QTimer(self)
+        self._timer.setInterval(100)
+        self._timer.timeout.connect(self.flush)
+        self._timer.start()
+
+    # -- building ------------------------------------------------------------------------------
+    def _build_settings(self) -> None:
         self.labelled = QLineEdit()
-        self.labelled.setPlaceholderText("DIR/<class>/*.jpg or DIR/train/<class>/ (+ DIR/test/<class>/)")
-        self.labelled.setToolTip("Folder of labelled images, one sub-folder per class")
+        self.labelled.setPlaceholderText("DIR/<class>/*.jpg or DIR/train/<class>/")
+        self.labelled.setToolTip("Folder of labelled images, one sub-folder per class "
+                                 "(or DIR/train/<class>/ and DIR/test/<class>/)")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self.choose_labelled)
         lrow = QHBoxLayout()
         lrow.addWidget(self.labelled, 1)
         lrow.addWidget(browse)
         self.test_folder = QLineEdit()
-        self.test_folder.setPlaceholderText("optional: DIR/<class>/ (default: DIR/test/ or a 20% split)")
+        self.test_folder.setPlaceholderText("optional (default: DIR/test/ or a 20% split)")
         self.test_folder.setToolTip("A separate folder of labelled test images, one sub-folder per class")
         tbrowse = QPushButton("Browse…")
         tbrowse.clicked.connect(self.choose_test)
@@ -172,91 +435,139 @@ class ComparePage(QWidget):
         trow.addWidget(self.test_folder, 1)
         trow.addWidget(tbrowse)
 
-        self.budget_kind = QComboBox()
-        self.budget_kind.addItem("all labels", "all")
-        self.budget_kind.addItem("images per class", "per_class")
-        self.budget_kind.addItem("share of each class", "fraction")
-        self.budget_kind.setToolTip("How many labelled training images each class contributes")
-        self.budget_kind.setMinimumContentsLength(16)
-        self.per_class = QSpinBox()
-        self.per_class.setRange(1, 100_000)
-        self.per_class.setValue(20)
-        self.per_class.setSuffix(" per class")
-        self.per_class.setToolTip("A seeded subset of N training images per class")
-        self.fraction = QDoubleSpinBox()
-        self.fraction.setRange(0.01, 1.0)
-        self.fraction.setSingleStep(0.05)
-        self.fraction.setDecimals(2)
-        self.fraction.setValue(0.25)
-        self.fraction.setToolTip("A seeded share of each class's training images (at least one)")
-        self.budget_kind.currentIndexChanged.connect(self._update_budget)
-        brow = QHBoxLayout()
-        brow.addWidget(self.budget_kind)
-        brow.addWidget(self.per_class)
-        brow.addWidget(self.fraction)
-        brow.addStretch(1)
-
         self.inits = QListWidget()
         self.inits.setToolTip("Initialisations to compare: finished runs of the workspace, ImageNet and random")
         self.inits.itemChanged.connect(self._on_inits_changed)
-        self.inits.setMinimumHeight(60)
-        self.inits.setMaximumHeight(84)
+        self.inits.setMinimumHeight(56)
+        self.inits.setMaximumHeight(80)
         for label, key, tip in (("ImageNet", "imagenet", "torchvision's ImageNet weights (local cache)"),
                                 ("random", "random", "A randomly initialised backbone")):
             self._add_init_item(label, key, tip, checked=True)
 
-        self.mode_head = QCheckBox("head only (linear probe)")
+        # modes
+        self.mode_head = QCheckBox("head (frozen)")
         self.mode_head.setChecked(True)
-        self.mode_head.setToolTip("Train a linear classifier on frozen features")
+        self.mode_head.setToolTip("Train a classifier on frozen features of each checked stage")
+        self.head_type = QComboBox()
+        self.head_type.addItem("linear", "linear")
+        self.head_type.addItem("MLP", "mlp")
+        self.head_type.setToolTip("linear: logistic regression, its L2 strength chosen on the training images; "
+                                  "MLP: one hidden layer")
+        self.mode_knn = QCheckBox("kNN")
+        self.mode_knn.setChecked(True)
+        self.mode_knn.setToolTip("Weighted k-nearest-neighbour vote on frozen, normalised features")
+        self.knn_k = QSpinBox()
+        self.knn_k.setRange(1, 1000)
+        self.knn_k.setValue(20)
+        self.knn_k.setPrefix("k ")
+        self.knn_k.setToolTip("Neighbours that vote (default 20)")
+        self.knn_t = QDoubleSpinBox()
+        self.knn_t.setRange(0.001, 10.0)
+        self.knn_t.setDecimals(3)
+        self.knn_t.setSingleStep(0.01)
+        self.knn_t.setValue(0.07)
+        self.knn_t.setPrefix("T ")
+        self.knn_t.setToolTip("Temperature of the vote weights exp(similarity / T) (default 0.07)")
         self.mode_all = QCheckBox("all layers")
-        self.mode_all.setChecked(True)
-        self.mode_all.setToolTip("Fine-tune every layer")
-        mrow = QHBoxLayout()
-        mrow.addWidget(self.mode_head)
-        mrow.addWidget(self.mode_all)
-        mrow.addStretch(1)
+        self.mode_all.setChecked(False)
+        self.mode_all.setToolTip("Fine-tune every layer (slow: a training run per row)")
+        self.epochs_all = QSpinBox()
+        self.epochs_all.setRange(1, 1000)
+        self.epochs_all.setValue(10)
+        self.epochs_all.setSuffix(" epochs")
+        self.epochs_all.setToolTip("Epochs of each all-layer fine-tuning job")
+        for box in (self.mode_head, self.mode_knn, self.mode_all):
+            box.toggled.connect(self._update_modes)
+        modes = QFormLayout()
+        modes.setContentsMargins(0, 0, 0, 0)
+        modes.addRow(self.mode_head, self.head_type)
+        kt = QHBoxLayout()
+        kt.addWidget(self.knn_k)
+        kt.addWidget(self.knn_t)
+        modes.addRow(self.mode_knn, kt)
+        modes.addRow(self.mode_all, self.epochs_all)
+
         self.stages = QListWidget()
-        self.stages.setFlow(QListWidget.Flow.LeftToRight)
+        self.stages.setFlow(QListWidget.Flow.TopToBottom)  # two stages a column, columns side by side
         self.stages.setWrapping(True)
-        self.stages.setMaximumHeight(40)
-        self.stages.setToolTip("The backbone stages the head-only probes read (each one is a column)")
+        self.stages.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.stages.setSpacing(1)
+        self.stages.setFixedHeight(52)
+        self.stages.setToolTip("The backbone stages the head and kNN probes read (each one is a column)")
         self.stages_last = QPushButton("last")
         self.stages_last.setToolTip("Probe the last stage only")
         self.stages_last.clicked.connect(lambda: self.set_layers("last"))
         self.stages_all = QPushButton("all")
         self.stages_all.setToolTip("Probe every stage")
         self.stages_all.clicked.connect(lambda: self.set_layers("all"))
+        for b in (self.stages_last, self.stages_all):
+            b.setMaximumWidth(48)
         srow = QHBoxLayout()
         srow.addWidget(self.stages, 1)
         sb = QVBoxLayout()
+        sb.setSpacing(2)
         sb.addWidget(self.stages_last)
         sb.addWidget(self.stages_all)
         srow.addLayout(sb)
-        self.epochs_head = QSpinBox()
-        self.epochs_head.setRange(1, 1000)
-        self.epochs_head.setValue(10)
-        self.epochs_head.setToolTip("Epochs of each head-only job")
-        self.epochs_all = QSpinBox()
-        self.epochs_all.setRange(1, 1000)
-        self.epochs_all.setValue(10)
-        self.epochs_all.setToolTip("Epochs of each all-layers job")
-        erow = QHBoxLayout()
-        erow.addWidget(QLabel("head"))
-        erow.addWidget(self.epochs_head)
-        erow.addWidget(QLabel("all layers"))
-        erow.addWidget(self.epochs_all)
-        erow.addStretch(1)
+
+        # label budget
+        self.budget_kind = QComboBox()
+        self.budget_kind.addItem("all labels", "all")
+        self.budget_kind.addItem("images per class", "per_class")
+        self.budget_kind.addItem("share of each class", "fraction")
+        self.budget_kind.addItem("label-efficiency curve", "curve")
+        self.budget_kind.setToolTip("How many labelled training images each class contributes; a curve repeats "
+                                    "the comparison at several budgets")
+        self.per_class = QSpinBox()
+        self.per_class.setRange(1, 100_000)
+        self.per_class.setValue(20)
+        self.per_class.setSuffix(" / class")
+        self.per_class.setToolTip("A seeded subset of N training images per class (a new draw per repeat)")
+        self.fraction = QDoubleSpinBox()
+        self.fraction.setRange(0.01, 1.0)
+        self.fraction.setSingleStep(0.05)
+        self.fraction.setDecimals(2)
+        self.fraction.setValue(0.25)
+        self.fraction.setToolTip("A seeded share of each class's training images (at least one)")
+        self.curve = QLineEdit(DEFAULT_CURVE)
+        self.curve.setToolTip("Budgets of the label-efficiency curve: images per class, comma-separated; "
+                              "'all' is every labelled image")
+        self.budget_kind.currentIndexChanged.connect(self._update_budget)
+        brow = QHBoxLayout()
+        brow.addWidget(self.budget_kind)
+        brow.addWidget(self.per_class, 1)
+        brow.addWidget(self.fraction, 1)
+        brow.addWidget(self.curve, 1)
+
+        self.repeats = QSpinBox()
+        self.repeats.setRange(1, 100)
+        self.repeats.setValue(3)
+        self.repeats.setToolTip("Label draws (seeds) per head / kNN row: the table shows mean ± std over them")
+        self.repeats_all = QSpinBox()
+        self.repeats_all.setRange(1, 100)
+        self.repeats_all.setValue(1)
+        self.repeats_all.setToolTip("Repeats of each all-layer fine-tuning row (one: the table shows a bootstrap "
+                                    "interval over the test images instead of a std)")
+        rrow = QHBoxLayout()
+        rrow.addWidget(QLabel("head, kNN"))
+        rrow.addWidget(self.repeats)
+        rrow.addWidget(QLabel("all layers"))
+        rrow.addWidget(self.repeats_all)
+        rrow.addStretch(1)
+
         form = QFormLayout()
-        form.addRow("Labelled folder", lrow)
-        form.addRow("Test folder", trow)
-        form.addRow("Label budget", brow)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        form.addRow("Labelled", lrow)
+        form.addRow("Test", trow)
         form.addRow("Initialisations", self.inits)
-        form.addRow("Modes", mrow)
-        form.addRow("Probe stages", srow)
-        form.addRow("Epochs", erow)
+        form.addRow("Modes", modes)
+        form.addRow("Stages", srow)
+        form.addRow("Labels", brow)
+        form.addRow("Repeats", rrow)
+
         self.run_button = QPushButton("Run comparison")
         self.run_button.setObjectName("primary")
-        self.run_button.clicked.connect(self.start)
+        self.run_button.clicked.connect(lambda: self.start())
         self.stop_button = QPushButton("Stop")
         self.stop_button.clicked.connect(self.stop)
         self.stop_button.setEnabled(False)
@@ -264,72 +575,156 @@ class ComparePage(QWidget):
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.stop_button)
         buttons.addStretch(1)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("%v of %m")
+        self.progress.setToolTip("Rows (initialisation x mode x stage x budget) done")
         self.status = QLabel("Idle.")
         self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
         box = QGroupBox("Comparison")
         bl = QVBoxLayout(box)
         bl.addLayout(form)
         bl.addLayout(buttons)
+        bl.addWidget(self.progress)
         bl.addWidget(self.status)
-
-        self.table = QTableWidget(0, 0)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.setAlternatingRowColors(True)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setWordWrap(False)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
-        self.table.verticalHeader().setMaximumWidth(170)
-        self.table.verticalHeader().setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        copy_shortcut = QShortcut(QKeySequence.StandardKey.Copy, self.table)
-        copy_shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        copy_shortcut.activated.connect(self.copy_table)
-        self.copy_button = QPushButton("Copy")
-        self.copy_button.setToolTip("Copy the table, tab-separated (Ctrl+C in the table)")
-        self.copy_button.clicked.connect(self.copy_table)
-        self.save_button = QPushButton("Save…")
-        self.save_button.setToolTip("Save the table as CSV or Markdown")
-        self.save_button.clicked.connect(self.save_table)
-        trow2 = QHBoxLayout()
-        trow2.addWidget(QLabel("Results (test accuracy)"))
-        trow2.addStretch(1)
-        trow2.addWidget(self.copy_button)
-        trow2.addWidget(self.save_button)
-        self.copy_button.setEnabled(False)
-        self.save_button.setEnabled(False)
-
-        self.plot = make_plot("Test accuracy per epoch", "epoch", "test accuracy", integer_x=True,
-                              legend="top-right")
-        self.stage_plot = make_plot("Head-only accuracy per stage", "stage", "test accuracy", integer_x=True,
-                                    legend="top-left")
-        self._stage_axis = self.stage_plot.getPlotItem().getAxis("bottom")
-        self._stage_curves: dict[str, pg.PlotDataItem] = {}
-
         left = QWidget()
         ll = QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 0, 0)
+        ll.setContentsMargins(0, 0, 4, 0)
         title = QLabel("4 · Fine-tune & compare")
         title.setObjectName("pageTitle")
         ll.addWidget(title)
         ll.addWidget(box)
-        ll.addLayout(trow2)
-        ll.addWidget(self.table, 1)
-        plots = QSplitter(Qt.Orientation.Vertical)
-        plots.addWidget(self.plot)
-        plots.addWidget(self.stage_plot)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
-        split.addWidget(plots)
-        split.setSizes([660, 500])
-        layout = QVBoxLayout(self)
-        layout.addWidget(split)
+        ll.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(290)
+        self._settings_scroll = scroll
 
-        self._update_budget()
-        self.set_stage_choices(stage_names("resnet18"))
-        self._timer = QTimer(self)
-        self._timer.setInterval(100)
-        self._timer.timeout.connect(self.flush)
-        self._timer.start()
+    def _build_results(self) -> None:
+        self.notes = QLabel()
+        self.notes.setWordWrap(True)
+        self.notes.setTextFormat(Qt.TextFormat.RichText)
+        self.notes.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.notes.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.notes.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        self.notes.setToolTip("What a reader needs before believing a row (the engine's notes, also in results.md)")
+        self.notes_scroll = QScrollArea()
+        self.notes_scroll.setWidget(self.notes)
+        self.notes_scroll.setWidgetResizable(True)
+        self.notes_scroll.setFrameShape(QFrame.Shape.StyledPanel)
+        self.notes_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.notes_scroll.setVisible(False)
+
+        self.table = QTableWidget(0, 0)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectItems)
+        self.table.horizontalHeader().setStretchLastSection(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.verticalHeader().setMaximumWidth(190)
+        self.table.verticalHeader().setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.currentCellChanged.connect(lambda r, c, *_: self.show_cell(r, c))
+        self.table.cellDoubleClicked.connect(lambda r, c: self.show_cell(r, c, open_tab=True))
+        copy_shortcut = QShortcut(QKeySequence.StandardKey.Copy, self.table)
+        copy_shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        copy_shortcut.activated.connect(self.copy_table)
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("Copy the table as shown, tab-separated (Ctrl+C in the table)")
+        self.copy_button.clicked.connect(self.copy_table)
+        self.save_button = QPushButton("Save…")
+        self.save_button.setToolTip("Save the engine's results.md, results.csv or results.json of this comparison")
+        self.save_button.clicked.connect(lambda: self.save_table())
+        self.copy_button.setEnabled(False)
+        self.save_button.setEnabled(False)
+        self.table_caption = QLabel("Test accuracy (%): mean ± std over repeats; one repeat: [interval]")
+        self.table_caption.setWordWrap(True)
+        head = QHBoxLayout()
+        head.addWidget(self.table_caption, 1)
+        head.addWidget(self.copy_button)
+        head.addWidget(self.save_button)
+
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.setSpacing(4)
+        tl.addWidget(self.notes_scroll)
+        tl.addLayout(head)
+        tl.addWidget(self.table, 1)
+
+        # label-efficiency curve
+        self.curve_plot = make_plot("Label efficiency", "labelled images per class (log scale)",
+                                    "test accuracy (%)", legend="top-left")
+        self.curve_plot.getPlotItem().setLogMode(x=True, y=False)
+        self.curve_tab = _Selector("Shows:", self.curve_plot, "Which mode and stage the curve shows")
+        self.curve_tab.combo.currentIndexChanged.connect(self._update_curve_plot)
+        self._curve_chosen = False  # the user picked a curve: keep it; else show the preferred one
+        self.curve_tab.combo.activated.connect(lambda _i: setattr(self, "_curve_chosen", True))
+        self._curve_items: list = []
+        # per-stage chart
+        self.stage_plot = make_plot("Accuracy per stage", "stage", "test accuracy (%)", integer_x=True,
+                                    legend="top-left")
+        self._stage_axis: IntegerAxis = self.stage_plot.getPlotItem().getAxis("bottom")
+        self.stage_tab = _Selector("Labels per class:", self.stage_plot, "Which label budget the chart shows")
+        self.stage_tab.combo.currentIndexChanged.connect(self._update_stage_plot)
+        self._stage_curves: dict[str, pg.PlotDataItem] = {}
+        self._stage_extra: list = []
+        # per-epoch curves of all-layer fine-tuning
+        self.plot = make_plot("All-layer fine-tuning: test accuracy per epoch", "epoch", "test accuracy (%)",
+                              integer_x=True, legend="bottom-right")
+        self.epoch_tab = _Selector("Initialisation:", self.plot, "Whose fine-tuning curves the plot shows")
+        self.epoch_tab.combo.currentIndexChanged.connect(self._redraw_epochs)
+        # per-class view
+        self.class_caption = QLabel("Select a cell of the table to see its per-class accuracy and confusion matrix.")
+        self.class_caption.setWordWrap(True)
+        self.class_plot = make_plot("Per-class test accuracy", "test accuracy (%)", "", legend="none")
+        self._class_axis = self.class_plot.getPlotItem().getAxis("left")
+        self._class_bars: pg.BarGraphItem | None = None
+        self.confusion = QTableWidget(0, 0)
+        self.confusion.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.confusion.setToolTip("Rows: true class; columns: predicted class (summed over repeats)")
+        self.confusion.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.confusion.horizontalHeader().setMinimumSectionSize(22)
+        self.confusion.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        conf = QWidget()
+        cl = QVBoxLayout(conf)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.addWidget(QLabel("Confusion matrix (rows: true class, columns: predicted)"))
+        cl.addWidget(self.confusion, 1)
+        cs = QSplitter(Qt.Orientation.Horizontal)
+        cs.addWidget(self.class_plot)
+        cs.addWidget(conf)
+        cs.setSizes([300, 320])
+        self.class_tab = QWidget()
+        ct = QVBoxLayout(self.class_tab)
+        ct.setContentsMargins(4, 2, 4, 0)
+        ct.addWidget(self.class_caption)
+        ct.addWidget(cs, 1)
+
+        self.tabs = QTabWidget()
+        self.tabs.currentChanged.connect(lambda _i: self.flush())
+        self.tabs.addTab(self.curve_tab, "Label curve")
+        self.tabs.addTab(self.stage_tab, "Per stage")
+        self.tabs.addTab(self.epoch_tab, "Per epoch")
+        self.tabs.addTab(self.class_tab, "Per class")
+        self.tabs.setTabToolTip(0, "Accuracy against labelled images per class, one line and band per initialisation")
+        self.tabs.setTabToolTip(1, "Accuracy at each backbone stage")
+        self.tabs.setTabToolTip(2, "Test accuracy per epoch of the all-layer fine-tuning jobs")
+        self.tabs.setTabToolTip(3, "Per-class accuracy and confusion matrix of the selected cell")
+
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(top)
+        right.addWidget(self.tabs)
+        right.setSizes([330, 420])
+        right.setChildrenCollapsible(False)
+        self._results = right
 
     # -- inputs --------------------------------------------------------------------------------
     def choose_labelled(self) -> None:
@@ -347,18 +742,43 @@ class ComparePage(QWidget):
         kind = self.budget_kind.currentData()
         self.per_class.setVisible(kind == "per_class")
         self.fraction.setVisible(kind == "fraction")
+        self.curve.setVisible(kind == "curve")
+
+    def _update_modes(self) -> None:
+        self.head_type.setEnabled(self.mode_head.isChecked())
+        self.knn_k.setEnabled(self.mode_knn.isChecked())
+        self.knn_t.setEnabled(self.mode_knn.isChecked())
+        self.epochs_all.setEnabled(self.mode_all.isChecked())
+        self.repeats_all.setEnabled(self.mode_all.isChecked())
+        self.repeats.setEnabled(self.mode_head.isChecked() or self.mode_knn.isChecked())
+
+    def modes(self) -> list[str]:
+        return [m for m, box in (("head", self.mode_head), ("knn", self.mode_knn), ("all", self.mode_all))
+                if box.isChecked()]
+
+    def set_modes(self, modes: list[str]) -> None:
+        for m, box in (("head", self.mode_head), ("knn", self.mode_knn), ("all", self.mode_all)):
+            box.setChecked(m in modes)
 
     def budget(self) -> dict:
-        """``{"per_class": N}``, ``{"fraction": f}`` or ``{}`` (every label)."""
+        """``{"per_class": N}``, ``{"fraction": f}``, ``{"label_curve": [...]}`` or ``{}`` (every label).
+
+        Raises ValueError for a curve that does not parse."""
         kind = self.budget_kind.currentData()
         if kind == "per_class":
             return {"per_class": self.per_class.value()}
         if kind == "fraction":
             return {"fraction": float(self.fraction.value())}
+        if kind == "curve":
+            return {"label_curve": parse_curve(self.curve.text())}
         return {}
 
-    def set_budget(self, per_class: int | None = None, fraction: float | None = None) -> None:
-        if per_class is not None:
+    def set_budget(self, per_class: int | None = None, fraction: float | None = None,
+                   curve: list | str | None = None) -> None:
+        if curve is not None:
+            self.budget_kind.setCurrentIndex(self.budget_kind.findData("curve"))
+            self.curve.setText(curve if isinstance(curve, str) else ", ".join(str(b) for b in curve))
+        elif per_class is not None:
             self.budget_kind.setCurrentIndex(self.budget_kind.findData("per_class"))
             self.per_class.setValue(int(per_class))
         elif fraction is not None:
@@ -385,19 +805,31 @@ class ComparePage(QWidget):
         """The page's settings, for QSettings (initialisations and stages depend on the runs: not kept)."""
         return {"labelled": self.labelled.text(), "test": self.test_folder.text(),
                 "budget_kind": self.budget_kind.currentIndex(), "per_class": self.per_class.value(),
-                "fraction": self.fraction.value(), "mode_head": self.mode_head.isChecked(),
-                "mode_all": self.mode_all.isChecked(), "epochs_head": self.epochs_head.value(),
-                "epochs_all": self.epochs_all.value()}
+                "fraction": self.fraction.value(), "curve": self.curve.text(),
+                "mode_head": self.mode_head.isChecked(), "mode_knn": self.mode_knn.isChecked(),
+                "mode_all": self.mode_all.isChecked(), "head": self.head_type.currentData(),
+                "knn_k": self.knn_k.value(), "knn_t": self.knn_t.value(), "epochs_all": self.epochs_all.value(),
+                "repeats": self.repeats.value(), "repeats_all": self.repeats_all.value()}
 
     def set_values(self, values: dict) -> None:
+        def head(v):
+            i = self.head_type.findData(v)
+            if i >= 0:
+                self.head_type.setCurrentIndex(i)
+
         setters = {"labelled": self.labelled.setText, "test": self.test_folder.setText,
                    "budget_kind": self.budget_kind.setCurrentIndex, "per_class": self.per_class.setValue,
-                   "fraction": self.fraction.setValue, "mode_head": self.mode_head.setChecked,
-                   "mode_all": self.mode_all.setChecked, "epochs_head": self.epochs_head.setValue,
-                   "epochs_all": self.epochs_all.setValue}
+                   "fraction": self.fraction.setValue, "curve": self.curve.setText,
+                   "mode_head": self.mode_head.setChecked, "mode_knn": self.mode_knn.setChecked,
+                   "mode_all": self.mode_all.setChecked, "head": head, "knn_k": self.knn_k.setValue,
+                   "knn_t": self.knn_t.setValue, "epochs_all": self.epochs_all.setValue,
+                   "repeats": self.repeats.setValue, "repeats_all": self.repeats_all.setValue}
         for key, value in values.items():
-            if key in setters:
-                setters[key](value)
+            if key in setters and value is not None:
+                try:
+                    setters[key](value)
+                except (TypeError, ValueError):
+                    pass  # a setting from another version: keep the default
 
     def set_runs(self, runs: list[dict]) -> None:
         """Offer every finished run of the workspace (the newest checked by default) plus the baselines."""
@@ -483,6 +915,21 @@ class ComparePage(QWidget):
         return self.job is not None and self.job.is_running()
 
     # -- running -------------------------------------------------------------------------------
+    def compare_kwargs(self) -> dict:
+        """The keyword arguments of ``compare`` the settings give (raises ValueError on a bad curve)."""
+        keys = self.checked_inits()
+        inits = [k for k in keys if k not in ("imagenet", "random")]
+        pre = self.window_.pretrain_page
+        modes = self.modes()
+        kwargs = dict(test=self.test_folder.text().strip() or None,
+                      baselines=[k for k in ("imagenet", "random") if k in keys], modes=modes,
+                      layers=self.layers(), arch=self.arch(), image_size=None if inits else pre.image_size(),
+                      head=self.head_type.currentData(), knn_k=self.knn_k.value(), knn_t=float(self.knn_t.value()),
+                      repeats=self.repeats.value(), repeats_all=self.repeats_all.value(),
+                      epochs_all=self.epochs_all.value(), device=pre.device.currentData(), seed=pre.seed.value())
+        kwargs.update(self.budget())
+        return {"inits": inits, **kwargs}
+
     def start(self, out: str | None = None) -> None:
         if self.is_running():
             return
@@ -491,34 +938,33 @@ class ComparePage(QWidget):
             self.status.setText("Choose a labelled folder first.")
             self.comparison_failed.emit("no labelled folder")
             return
-        keys = self.checked_inits()
-        inits = [k for k in keys if k not in ("imagenet", "random")]
-        baselines = [k for k in ("imagenet", "random") if k in keys]
-        modes = [m for m, box in (("head", self.mode_head), ("all", self.mode_all)) if box.isChecked()]
-        layers = self.layers()
-        if not keys or not modes or ("head" in modes and not layers):
-            self.status.setText("Check at least one initialisation, one mode and (for head only) one stage.")
+        try:
+            kwargs = self.compare_kwargs()
+        except ValueError as exc:
+            self.status.setText(f"Label curve: {exc}.")
+            self.comparison_failed.emit(str(exc))
+            return
+        modes = kwargs["modes"]
+        needs_stage = any(m in modes for m in ("head", "knn"))
+        if not self.checked_inits() or not modes or (needs_stage and not kwargs["layers"]):
+            self.status.setText("Check at least one initialisation, one mode and (for head or kNN) one stage.")
             self.comparison_failed.emit("nothing to compare")
             return
-        pre = self.window_.pretrain_page
         self.out_dir = Path(out) if out else (self.window_.workspace / "compare" /
                                               datetime.now().strftime("%Y%m%d-%H%M%S"))
         self.clear_results()
-        arch = self.arch()
-        image_size = None if inits else pre.image_size()
-        test = self.test_folder.text().strip() or None
-        job = Job(compare, labelled, str(self.out_dir), inits, test=test, baselines=baselines, modes=modes,
-                  layers=layers, arch=arch, image_size=image_size, **self.budget(),
-                  epochs_head=self.epochs_head.value(), epochs_all=self.epochs_all.value(),
-                  device=pre.device.currentData(), seed=pre.seed.value(), parent=self, name="sslstudio-compare")
+        inits = kwargs.pop("inits")
+        job = Job(compare, labelled, str(self.out_dir), inits, **kwargs, parent=self, name="sslstudio-compare")
         job.worker.event.connect(self.on_event)
         job.worker.finished.connect(self._on_finished)
         job.worker.failed.connect(self._on_failed)
+        job.worker.cancelled.connect(self._on_cancelled)
         job.ended.connect(self._on_ended)
         self.job = job
         self.window_.track(job)
         self.run_button.setEnabled(False)
         self.stop_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy until the first progress event tells the total
         self.status.setText("Running…")
         job.start()
 
@@ -529,15 +975,27 @@ class ComparePage(QWidget):
             self.status.setText("Stopping…")
 
     def clear_results(self) -> None:
+        self.result = normalise_result({})
         self.rows = []
+        self.selected_row = None
         self.table.clear()
         self.table.setRowCount(0)
         self.table.setColumnCount(0)
-        for c in self._curves.values():
-            self.plot.getPlotItem().removeItem(c.item)
-        self._curves.clear()
+        self._row_keys, self._col_keys, self.columns = [], [], []
+        self._cell_rows = {}
+        self._epoch_data.clear()
+        for item in self._epoch_items.values():
+            self.plot.getPlotItem().removeItem(item)
+        self._epoch_items.clear()
+        if self.plot.getPlotItem().legend is not None:
+            self.plot.getPlotItem().legend.clear()
+        self.epoch_tab.set_choices([])
         self._colours.clear()
-        self._update_stage_plot()
+        self._set_notes([])
+        self._refresh_plots()
+        self.show_row(None)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
         self.copy_button.setEnabled(False)
         self.save_button.setEnabled(False)
 
@@ -545,158 +1003,483 @@ class ComparePage(QWidget):
         return self._colours.setdefault(str(init), PALETTE[len(self._colours) % len(PALETTE)])
 
     def on_event(self, ev) -> None:
-        if ev.kind == "epoch" and ev.extra:
-            key = (ev.extra.get("init"), ev.extra.get("mode"), ev.extra.get("layer"))
-            curve = self._curves.get(key)
-            if curve is None:
-                init = str(key[0])
-                first = not any(k[0] == key[0] for k in self._curves)
-                # one legend entry per initialisation (its colour); the stages are in the chart below
-                curve = LiveCurve(self.plot.getPlotItem(), _short_label(init) if first else None,
-                                  self._colour(init), symbol="o" if key[1] == "head" else "t")
-                if key[1] == "all":
-                    pen = curve.item.opts["pen"]
-                    pen.setStyle(Qt.PenStyle.DashLine)
-                    curve.item.setPen(pen)
-                self._curves[key] = curve
-            curve.append(ev.epoch + 1, ev.val_metric)
-            self.status.setText(f"{Path(str(key[0])).name} / {_column(key[1], key[2])}: epoch {ev.epoch + 1}/"
-                                f"{ev.epochs}, test accuracy {ev.val_metric:.3f}" if ev.val_metric is not None
-                                else f"epoch {ev.epoch + 1}/{ev.epochs}")
-        elif ev.kind == "row":
+        kind = getattr(ev, "kind", None)
+        if kind == "epoch" and ev.extra:
+            x = ev.extra
+            key = (str(x.get("init")), str(x.get("init_label") or _short_label(str(x.get("init")))),
+                   str(x.get("layer")), x.get("per_class", "all"), int(x.get("repeat", 0) or 0))
+            xs, ys = self._epoch_data.setdefault(key, ([], []))
+            xs.append(ev.epoch + 1)
+            ys.append(np.nan if ev.val_metric is None else 100 * ev.val_metric)
+            self._epoch_dirty = True
+            self._colour(key[0])
+            acc = f", test accuracy {100 * ev.val_metric:.1f} %" if ev.val_metric is not None else ""
+            self.status.setText(f"{key[1]} / all layers / {budget_text(x.get('per_class', 'all'))}: "
+                                f"epoch {ev.epoch + 1} of {ev.epochs}{acc}")
+        elif kind == "progress":
+            self.show_progress(ev)
+        elif kind == "row":
             self.add_row(ev.row)
-            self.status.setText(f"{ev.index} of {ev.total} job(s) done.")
-        elif ev.kind == "log":
+            if self.progress.maximum() == 0 and ev.total:
+                self.progress.setRange(0, ev.total)
+                self.progress.setValue(ev.index)
+        elif kind == "log":
             self.window_.log(ev.message, ev.level)
 
+    def show_progress(self, ev) -> None:
+        total = max(int(ev.total or 0), 0)
+        self.progress.setRange(0, total)
+        self.progress.setValue(min(int(ev.done), total) if total else 0)
+        eta = _fmt_seconds(ev.eta_s)
+        parts = [ev.message or "Running", f"{ev.done} of {ev.total}" if total else ""]
+        if eta:
+            parts.append(f"about {eta} left")
+        elif ev.elapsed_s:
+            parts.append(f"{_fmt_seconds(ev.elapsed_s)} so far")
+        self.status.setText(" · ".join(p for p in parts if p))
+
     def add_row(self, row: dict) -> None:
-        """Put one finished row into the table and the per-stage chart."""
+        """Put one finished row into the table and the charts (as the engine's row events arrive)."""
         self.rows.append(dict(row))
-        self.set_rows(self.rows)
+        self.result["rows"] = self.rows
+        self._fill_table()
+        self._plots_stale = {"curve", "stage"}  # redrawn by the next flush (a burst of rows: one redraw)
         self.row_added.emit(dict(row))
 
     def flush(self) -> None:
-        dirty = any(c._dirty for c in self._curves.values())
-        for c in self._curves.values():
-            c.flush()
-        if dirty:
-            ys = [v for c in self._curves.values() for v in c.buffer.y]
-            leave_headroom(self.plot.getPlotItem(), ys, len(self._colours))
+        """Redraw what changed since the last call (the ~10 Hz timer calls it): the visible chart only;
+        a hidden one is redrawn when its tab is opened. Plot items are costly with PySide6 6.12 (see
+        the report), so charts are not redrawn per event."""
+        current = self.tabs.currentWidget()
+        if "curve" in self._plots_stale and current is self.curve_tab:
+            self._plots_stale.discard("curve")
+            self._update_curve_choices()
+            self._update_curve_plot()
+        if "stage" in self._plots_stale and current is self.stage_tab:
+            self._plots_stale.discard("stage")
+            self._update_stage_choices()
+            self._update_stage_plot()
+        if self._epoch_dirty and current is self.epoch_tab:
+            self._epoch_dirty = False
+            self._redraw_epochs()
+
+    def set_result(self, result) -> None:
+        """Show a whole result (the engine's dict, or an old list of rows)."""
+        self.result = normalise_result(result)
+        self.rows = list(self.result["rows"])
+        self.result["rows"] = self.rows
+        self._set_notes(self.result["notes"])
+        self._fill_table()
+        self._refresh_plots()
+        if self.selected_row is not None:
+            key = _row_key(self.selected_row)
+            self.show_row(next((r for r in self.rows if _row_key(r) == key), None))
 
     def set_rows(self, rows: list[dict]) -> None:
-        """Fill the table: rows = initialisations, columns = head (stage) probes and all layers."""
-        self.rows = list(rows)
-        inits, cols, cells = table_grid(self.rows)
-        self.columns = cols
+        """Fill the table from rows alone (no notes, no paired differences)."""
+        self.set_result({"rows": list(rows)})
+
+    def _set_notes(self, notes: list[str]) -> None:
+        import html
+
+        if not notes:
+            self.notes.setText("")
+            self.notes_scroll.setVisible(False)
+            return
+        items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+        self.notes.setText(f"<b>Before you believe a row</b><ul style='margin-left:-18px'>{items}</ul>")
+        self.notes_scroll.setVisible(True)
+        # as tall as the text at this width, up to a limit (the rest scrolls)
+        width = max(self.notes_scroll.viewport().width(), 300)
+        height = self.notes.heightForWidth(width - 8)
+        self.notes_scroll.setMaximumHeight(min(max(height, 40) + 8, 150))
+        self.notes_scroll.setMinimumHeight(min(max(height, 40) + 8, 90))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        if self.result.get("notes"):
+            QTimer.singleShot(0, lambda: self._set_notes(self.result["notes"]))
+
+    # -- the table -----------------------------------------------------------------------------
+    def _fill_table(self) -> None:
+        rows = self.rows
+        keys, cols, cells = table_grid(rows, self._stage_list())
+        paired = paired_index(self.result)
+        several = len({k[0] for k in keys}) > 1
+        heads = {r.get("head") for r in rows if r.get("mode") == "head"}
+        head = "mlp" if heads == {"mlp"} else None
+        self._row_keys, self._col_keys = keys, cols
+        self._cell_rows = {}
+        self.columns = [column_title(c, head, 1) for c in cols]
+        self.table.blockSignals(True)
         self.table.clearSpans()
         self.table.clearContents()
-        self.table.setRowCount(len(inits))
+        self.table.setRowCount(len(keys))
         self.table.setColumnCount(len(cols))
-        self.table.setVerticalHeaderLabels(inits)
-        # two-line headers keep the columns narrow: "head" over the stage
-        self.table.setHorizontalHeaderLabels([c[len("head ("):-1].join(("head\n", "")) if c != ALL_LAYERS
-                                              else "all\nlayers" for c in cols])
+        self.table.setVerticalHeaderLabels([row_title(k, several) for k in keys])
+        self.table.setHorizontalHeaderLabels([column_title(c, head) for c in cols])
         for j, c in enumerate(cols):
-            self.table.horizontalHeaderItem(j).setToolTip(c)
+            self.table.horizontalHeaderItem(j).setToolTip(self.columns[j])
+        muted = self.palette().color(self.palette().ColorRole.PlaceholderText)
         spans = []
-        for i, label in enumerate(inits):  # a row unavailable everywhere, for one reason: one wide cell
-            row_cells = [r for r in (cells.get((label, c)) for c in cols) if r is not None]
+        for i, key in enumerate(keys):  # a row unavailable everywhere, for one reason: one wide cell
+            row_cells = [r for r in (cells.get((key, c)) for c in cols) if r is not None]
             errors = {r.get("error") for r in row_cells}
             if (len(cols) > 1 and row_cells and all(r.get("test_accuracy") is None for r in row_cells)
                     and len(errors) == 1 and None not in errors):
                 spans.append((i, row_cells[0]))
                 for c in cols:
-                    cells.pop((label, c), None)
-        for (label, col), r in cells.items():
-            i, j = inits.index(label), cols.index(col)
-            acc, err = r.get("test_accuracy"), r.get("error")
-            item = QTableWidgetItem(_cell_text(r))
-            if acc is not None:
+                    cells.pop((key, c), None)
+        for (key, col), r in cells.items():
+            i, j = keys.index(key), cols.index(col)
+            p = paired.get(_row_key(r))
+            text = cell_text(r)
+            verdict = paired_text(p)
+            item = QTableWidgetItem(f"{text}\n{verdict}" if verdict else text)
+            self._cell_rows[(i, j)] = r
+            item.setToolTip(cell_tooltip(r, p))
+            if r.get("test_accuracy") is not None:
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
-                if err:
-                    item.setToolTip(err)
+                tint = VERDICT_TINT.get((p or {}).get("verdict"))
+                if tint:
+                    item.setBackground(_tint(tint, 60))
             else:
-                item.setToolTip(err or "")
-                item.setForeground(self.palette().color(self.palette().ColorRole.PlaceholderText))
+                item.setForeground(muted)
             self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
         for j in range(self.table.columnCount()):
-            self.table.setColumnWidth(j, min(max(self.table.columnWidth(j), 62), 130))
+            self.table.setColumnWidth(j, min(max(self.table.columnWidth(j), 70), 150))
         for i, r in spans:  # after the widths: a wide cell must not widen its first column
-            item = QTableWidgetItem(_cell_text(r))
+            item = QTableWidgetItem(cell_text(r))
             item.setToolTip(r.get("error") or "")
-            item.setForeground(self.palette().color(self.palette().ColorRole.PlaceholderText))
+            item.setForeground(muted)
             self.table.setItem(i, 0, item)
             self.table.setSpan(i, 0, 1, len(cols))
         self.table.resizeRowsToContents()
-        for i, label in enumerate(inits):
-            self.table.verticalHeaderItem(i).setToolTip(label)
-        self.copy_button.setEnabled(bool(self.rows))
-        self.save_button.setEnabled(bool(self.rows))
-        self._update_stage_plot()
+        for i, key in enumerate(keys):
+            self.table.verticalHeaderItem(i).setToolTip(f"{key[1]}, {budget_text(key[0])}")
+        self.table.blockSignals(False)
+        self.copy_button.setEnabled(bool(rows))
+        self.save_button.setEnabled(bool(rows))
 
-    # -- per-stage chart -----------------------------------------------------------------------
-    def stage_series(self) -> tuple[list[str], dict[str, list[float | None]]]:
-        """Stages (x) and, per initialisation, the head-only test accuracy at each stage."""
-        stages = []
+    def cell_row(self, i: int, j: int) -> dict | None:
+        """The engine's row behind table cell (i, j)."""
+        return self._cell_rows.get((i, j))
+
+    def show_cell(self, i: int, j: int, open_tab: bool = False) -> None:
+        row = self.cell_row(i, j) if i >= 0 and j >= 0 else None
+        if row is None:
+            return
+        self.show_row(row)
+        if open_tab:
+            self.tabs.setCurrentWidget(self.class_tab)
+
+    # -- plots ---------------------------------------------------------------------------------
+    def _refresh_plots(self) -> None:
+        """Mark the charts for redrawing and redraw the visible one now."""
+        self._plots_stale = {"curve", "stage"}
+        self.flush()
+
+    def _combos(self) -> list[tuple[str, str]]:
+        """(mode, layer) of the rows, in table order."""
+        _keys, cols, _cells = table_grid(self.rows, self._stage_list())
+        return cols
+
+    def _update_curve_choices(self) -> None:
+        heads = {r.get("head") for r in self.rows if r.get("mode") == "head"}
+        head = "mlp" if heads == {"mlp"} else None
+        combos = self._combos()
+        # the last stage first: it is what a reader looks for
+        def order(c):
+            return (MODE_ORDER.index(c[0]) if c[0] in MODE_ORDER else 9, c[1] != self._last_layer())
+        choices = [(column_title(c, head, 1).replace("linear", "linear probe").replace("MLP (", "MLP probe ("), c)
+                   for c in sorted(combos, key=order)]
+        self.curve_tab.set_choices(choices)
+        if not self._curve_chosen and choices:
+            self.curve_tab.combo.blockSignals(True)
+            self.curve_tab.combo.setCurrentIndex(0)
+            self.curve_tab.combo.blockSignals(False)
+
+    def _last_layer(self) -> str:
+        layers = [r.get("layer") for r in self.rows if r.get("mode") != "all"]
+        order = self._stage_list()
+        known = [x for x in layers if x in order]
+        return max(known, key=order.index) if known else (layers[-1] if layers else "")
+
+    def curve_series(self, combo: tuple[str, str] | None = None) -> dict[str, list[tuple]]:
+        """Per initialisation label: ``(x, mean %, low %, high %, budget)`` sorted by budget, for the
+        (mode, layer) ``combo`` (default: the selector's)."""
+        combo = combo if combo is not None else self.curve_tab.value()
+        if combo is None:
+            return {}
+        combo = tuple(combo)
+        n_classes = len(self.result["meta"].get("classes") or []) or None
+        numeric = [r.get("per_class") for r in self.rows if isinstance(r.get("per_class"), (int, float))]
+        out: dict[str, list[tuple]] = {}
         for r in self.rows:
-            if r.get("mode") == "head" and r.get("layer") not in stages:
+            if column_key(r) != combo or r.get("test_accuracy") is None:
+                continue
+            b = r.get("per_class", "all")
+            if isinstance(b, (int, float)):
+                x = float(b)
+            else:  # every label: the mean number of images per class
+                per = (r.get("train_images") / n_classes) if (n_classes and r.get("train_images")) else None
+                x = float(per) if per else float(max(numeric or [1]) * 2)
+            m = 100 * r["test_accuracy"]
+            lo = 100 * r["ci_low"] if r.get("ci_low") is not None else m
+            hi = 100 * r["ci_high"] if r.get("ci_high") is not None else m
+            out.setdefault(_label(r), []).append((x, m, lo, hi, b))
+        for label in out:
+            out[label].sort(key=lambda t: t[0])
+        return out
+
+    def _update_curve_plot(self, *_args) -> None:
+        item = self.curve_plot.getPlotItem()
+        for it in self._curve_items:
+            if isinstance(it, pg.FillBetweenItem):
+                remove_band(item, it)
+            else:
+                item.removeItem(it)
+        self._curve_items.clear()
+        if item.legend is not None:
+            item.legend.clear()
+        series = self.curve_series()
+        ticks: dict[float, str] = {}
+        ys = []
+        for label, pts in series.items():
+            init = next((str(r.get("init")) for r in self.rows if _label(r) == label), label)
+            colour = self._colour(init)
+            x = [p[0] for p in pts]
+            band = add_band(item, x, [p[2] for p in pts], [p[3] for p in pts], colour)
+            line = item.plot(x, [p[1] for p in pts], pen=styled_pen(colour), name=label, symbol="o",
+                             symbolSize=7, symbolBrush=colour, symbolPen=None)
+            self._curve_items += [band, line]
+            ys += [p[2] for p in pts] + [p[3] for p in pts]
+            for p in pts:
+                ticks[p[0]] = str(p[4]) if p[4] not in (None, "all") else "all"
+        shown = []  # tick labels closer than ~0.15 decades overlap: "all" wins, else the first one
+        for x, t in sorted(ticks.items()):
+            if shown and math.log10(x) - shown[-1][0] < 0.15:
+                if t == "all":
+                    shown[-1] = (math.log10(x), t)
+                continue
+            shown.append((math.log10(x), t))
+        set_tick_labels(item.getAxis("bottom"), shown)
+        combo = self.curve_tab.combo.currentText()
+        title = f"Label efficiency — {combo}" if combo else "Label efficiency"
+        if len(ticks) == 1:
+            title += " (one budget: choose a label-efficiency curve under Labels)"
+        item.setTitle(title)
+        if ticks:
+            lo, hi = math.log10(min(ticks)), math.log10(max(ticks))
+            pad = max(0.08 * (hi - lo), 0.1)
+            item.setXRange(lo - pad, hi + pad, padding=0)
+        leave_headroom(item, ys, len(series))
+        apply_palette(self.curve_plot)
+
+    def _update_stage_choices(self) -> None:
+        budgets = sorted({r.get("per_class", "all") for r in self.rows}, key=_budget_key, reverse=True)
+        self.stage_tab.set_choices([(budget_text(b), b) for b in budgets])
+
+    def stage_series(self, budget=None) -> tuple[list[str], dict[str, list[float | None]]]:
+        """Stages (x) and, per "initialisation · mode" line, the test accuracy (fraction) at each stage,
+        for one label budget (default: the selector's, else the largest)."""
+        if budget is None:
+            budget = self.stage_tab.value()
+        rows = [r for r in self.rows if budget is None or r.get("per_class", "all") == budget]
+        stages = []
+        for r in rows:
+            if r.get("mode") != "all" and r.get("layer") not in stages:
                 stages.append(r.get("layer"))
         order = self._stage_list()
         stages.sort(key=lambda s: order.index(s) if s in order else len(order))
+        several_modes = len({r.get("mode") for r in rows}) > 1
         series: dict[str, list[float | None]] = {}
-        for r in self.rows:
-            if r.get("mode") != "head":
-                continue
-            label = r.get("init_label") or r.get("init")
-            values = series.setdefault(label, [None] * len(stages))
-            values[stages.index(r.get("layer"))] = r.get("test_accuracy")
+        self._series_rows: dict[str, list[dict | None]] = {}
+        for r in rows:
+            if r.get("mode") == "all":
+                if not stages:
+                    continue
+                x = len(stages) - 1  # fine-tuning every layer ends at the last stage
+            else:
+                x = stages.index(r.get("layer"))
+            name = f"{_label(r)} · {mode_label(r)}" if several_modes else _label(r)
+            values = series.setdefault(name, [None] * len(stages))
+            self._series_rows.setdefault(name, [None] * len(stages))[x] = r
+            values[x] = r.get("test_accuracy")
         return stages, series
 
-    def _update_stage_plot(self) -> None:
+    def _update_stage_plot(self, *_args) -> None:
         item = self.stage_plot.getPlotItem()
-        for curve in self._stage_curves.values():
+        for curve in list(self._stage_curves.values()) + self._stage_extra:
             item.removeItem(curve)
         self._stage_curves.clear()
+        self._stage_extra = []
         if item.legend is not None:
             item.legend.clear()
         stages, series = self.stage_series()
         self._stage_axis.set_labels({k + 1: s for k, s in enumerate(stages)})
-        by_label = {(r.get("init_label") or r.get("init")): str(r.get("init")) for r in self.rows}
-        for label, values in series.items():
-            ys = [float("nan") if v is None else 100 * v for v in values]
+        styles = {"head": ("solid", "o"), "knn": ("dash", "s"), "all": ("dot", "t")}
+        ys_all = []
+        for name, values in series.items():
             if all(v is None for v in values):
                 continue  # unavailable everywhere: the table says why
-            colour = self._colour(by_label.get(label, label))
-            curve = item.plot(list(range(1, len(stages) + 1)), ys, pen=pg.mkPen(colour, width=2), name=label,
-                              symbol="o", symbolSize=8, symbolBrush=colour, symbolPen=None, connect="finite")
-            self._stage_curves[label] = curve
+            rows = self._series_rows[name]
+            first = next(r for r in rows if r is not None)
+            style, symbol = styles.get(first.get("mode"), ("solid", "o"))
+            colour = self._colour(str(first.get("init")))
+            xs = np.arange(1, len(stages) + 1, dtype=float)
+            ys = np.array([np.nan if v is None else 100 * v for v in values], dtype=float)
+            curve = item.plot(xs, ys, pen=styled_pen(colour, style), name=name, symbol=symbol, symbolSize=8,
+                              symbolBrush=colour, symbolPen=None, connect="finite")
+            self._stage_curves[name] = curve
+            ok = [k for k, r in enumerate(rows) if r is not None and r.get("ci_low") is not None
+                  and r.get("test_accuracy") is not None]
+            if ok:
+                lo = np.array([100 * (rows[k]["test_accuracy"] - rows[k]["ci_low"]) for k in ok])
+                hi = np.array([100 * (rows[k]["ci_high"] - rows[k]["test_accuracy"]) for k in ok])
+                bars = pg.ErrorBarItem(x=xs[ok], y=ys[ok], top=hi, bottom=lo, beam=0.08, pen=styled_pen(colour,
+                                                                                                          width=1.2))
+                item.addItem(bars)
+                self._stage_extra.append(bars)
+                ys_all += list(ys[ok] - lo) + list(ys[ok] + hi)
+            ys_all += [v for v in ys if np.isfinite(v)]
         if stages:
             item.setXRange(0.7, len(stages) + 0.3, padding=0)
-        leave_headroom(item, [100 * v for vals in series.values() for v in vals if v is not None],
-                       len(self._stage_curves))
-        item.setLabel("left", "test accuracy (%)")
+        leave_headroom(item, ys_all, len(self._stage_curves))
         apply_palette(self.stage_plot)
+
+    def _redraw_epochs(self, *_args) -> None:
+        """The per-epoch curves of the selected initialisation (one line per budget and repeat)."""
+        inits = []
+        for key in self._epoch_data:
+            if (key[1], key[0]) not in inits:
+                inits.append((key[1], key[0]))
+        self.epoch_tab.set_choices(inits)
+        chosen = self.epoch_tab.value()
+        item = self.plot.getPlotItem()
+        wanted = [k for k in self._epoch_data if k[0] == chosen]
+        for k in list(self._epoch_items):
+            if k not in wanted:
+                item.removeItem(self._epoch_items.pop(k))
+        budgets = sorted({k[3] for k in wanted}, key=_budget_key)
+        styles = ("solid", "dash", "dot", "dashdot")
+        rebuilt = False
+        for k in sorted(wanted, key=lambda k: (budgets.index(k[3]), k[4])):
+            xs, ys = self._epoch_data[k]
+            curve = self._epoch_items.get(k)
+            if curve is None:
+                colour = PALETTE[budgets.index(k[3]) % len(PALETTE)]
+                name = budget_text(k[3]) + f" · repeat {k[4] + 1}"
+                curve = item.plot([], [], pen=styled_pen(colour, styles[k[4] % len(styles)]), name=name,
+                                  symbol="o", symbolSize=5, symbolBrush=colour, symbolPen=None)
+                self._epoch_items[k] = curve
+                rebuilt = True
+            curve.setData(np.asarray(xs, float), np.asarray(ys, float), connect="finite")
+        item.setTitle(f"All-layer fine-tuning: {self.epoch_tab.combo.currentText()}"
+                      if wanted else "All-layer fine-tuning: test accuracy per epoch")
+        leave_headroom(item, [v for k in wanted for v in self._epoch_data[k][1]], len(wanted))
+        if rebuilt:
+            apply_palette(self.plot)
+
+    # -- per-class view ------------------------------------------------------------------------
+    def show_row(self, row: dict | None) -> None:
+        """Per-class accuracy bars and the confusion matrix of ``row`` (None clears the view)."""
+        self.selected_row = row
+        item = self.class_plot.getPlotItem()
+        if self._class_bars is not None:
+            item.removeItem(self._class_bars)
+            self._class_bars = None
+        self.confusion.clear()
+        self.confusion.setRowCount(0)
+        self.confusion.setColumnCount(0)
+        if row is None:
+            self.class_caption.setText("Select a cell of the table to see its per-class accuracy and "
+                                       "confusion matrix.")
+            set_tick_labels(self._class_axis, [])
+            return
+        classes = list(self.result["meta"].get("classes") or [])
+        per = row.get("per_class_accuracy") or {}
+        if not classes:
+            classes = list(per)
+        where = f"{_label(row)} — {mode_label(row)}" + (f" at {row.get('layer')}" if row.get("mode") != "all"
+                                                        else "") + f", {budget_text(row.get('per_class', 'all'))}"
+        if not per and not row.get("confusion"):
+            self.class_caption.setText(f"{where}: no per-class results in this row.")
+            set_tick_labels(self._class_axis, [])
+            return
+        self.class_caption.setText(f"{where}: {cell_text(row)} % overall")
+        names = [c for c in classes if c in per] or list(per)
+        n = len(names)
+        # horizontal bars, the first class on top
+        ys = np.arange(n, 0, -1, dtype=float)
+        widths = np.array([0.0 if per[c] is None else 100 * float(per[c]) for c in names])  # None: no test image
+        colour = self._colour(str(row.get("init")))
+        self._class_bars = pg.BarGraphItem(x0=np.zeros(n), y=ys, height=0.7, width=widths,
+                                           brush=_tint(colour, 200), pen=pg.mkPen(None))
+        item.addItem(self._class_bars)
+        set_tick_labels(self._class_axis, [(float(y), name) for y, name in zip(ys, names)])
+        item.setXRange(0, 100, padding=0.02)
+        item.setYRange(0.4, n + 0.6, padding=0)
+        confusion = row.get("confusion") or []
+        if confusion:
+            k = len(confusion)
+            labels = classes if len(classes) == k else [str(i) for i in range(k)]
+            self.confusion.setRowCount(k)
+            self.confusion.setColumnCount(k)
+            self.confusion.setHorizontalHeaderLabels([name[:3] for name in labels])
+            self.confusion.setVerticalHeaderLabels(labels)
+            for j, name in enumerate(labels):
+                self.confusion.horizontalHeaderItem(j).setToolTip(f"predicted {name}")
+            hl = self.palette().color(self.palette().ColorRole.Highlight)
+            for i, counts in enumerate(confusion):
+                total = sum(counts) or 1
+                for j, v in enumerate(counts):
+                    cell = QTableWidgetItem(str(int(v)))
+                    cell.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                    share = v / total
+                    if share >= 0.05:  # the diagonal in the highlight colour, confusions in red
+                        c = QColor(hl) if i == j else QColor("#d62728")
+                        c.setAlpha(int(40 + 160 * share))
+                        cell.setBackground(c)
+                    cell.setToolTip(f"true {labels[i]}, predicted {labels[j]}: {int(v)} "
+                                    f"({100 * share:.0f} % of {labels[i]})")
+                    self.confusion.setItem(i, j, cell)
+        apply_palette(self.class_plot)
 
     # -- copy / save ---------------------------------------------------------------------------
     def copy_table(self) -> str:
         """Copy the results table to the clipboard, tab-separated; returns the text."""
-        text = table_text(self.rows)
+        text = table_text(self.result, stage_order=self._stage_list())
         QGuiApplication.clipboard().setText(text)
         self.window_.statusBar().showMessage("Results table copied (tab-separated).", 5000)
         return text
 
     def save_table(self, path: str | None = None) -> Path | None:
-        """Save the table as CSV or Markdown (asks for the file when ``path`` is None)."""
+        """Save the engine's results file (``results.md``, ``.csv`` or ``.json`` by the suffix of ``path``;
+        asks for the file when ``path`` is None)."""
         if path is None:
-            start = str((self.out_dir or self.window_.workspace) / "results.csv")
-            path, _ = QFileDialog.getSaveFileName(self, "Save the results table", start,
-                                                  "CSV (*.csv);;Markdown (*.md)")
+            start = str((self.out_dir or self.window_.workspace) / "results.md")
+            path, _ = QFileDialog.getSaveFileName(self, "Save the results", start,
+                                                  "Markdown (*.md);;CSV (*.csv);;JSON (*.json)")
             if not path:
                 return None
-        written = write_table(self.rows, path)
-        self.window_.statusBar().showMessage(f"Saved {written}", 5000)
-        return written
+        path = Path(path)
+        suffix = {".markdown": ".md"}.get(path.suffix.lower(), path.suffix.lower())
+        source = (self.out_dir / f"results{suffix}") if self.out_dir else None
+        if source is None or not source.is_file():
+            message = (f"No results{suffix} from the engine for this comparison"
+                       + (f" in {self.out_dir}" if self.out_dir else "") + "; save as .md, .csv or .json.")
+            self.window_.statusBar().showMessage(message, 8000)
+            self.status.setText(message)
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if source.resolve() != path.resolve():
+            tmp = path.with_name(path.name + ".part")
+            shutil.copyfile(source, tmp)
+            tmp.replace(path)  # atomic: a failed copy never leaves half a file behind
+        self.window_.statusBar().showMessage(f"Saved {path}", 5000)
+        return path
 
     def show_results_for_run(self, run: str) -> str | None:
         """Show the newest comparison of the workspace that used ``run``; returns its folder."""
@@ -705,25 +1488,36 @@ class ComparePage(QWidget):
         found = latest_results_for(self.window_.workspace, run)
         if found is None:
             return None
-        folder, rows = found
+        folder, result = found
         self.clear_results()
         self.out_dir = folder
-        self.set_rows(rows)
+        self.set_result(result)
         self.status.setText(f"Results of {folder.name} (a comparison that used {Path(run).name}).")
         return str(folder)
 
-    def _on_finished(self, rows: list) -> None:
+    def _on_finished(self, result) -> None:
         self.flush()
-        self.set_rows(rows)
+        result = normalise_result(result)
+        self.set_result(result)
+        rows = result["rows"]
         done = sum(1 for r in rows if r.get("test_accuracy") is not None)
-        self.status.setText(f"Done: {done} of {len(rows)} job(s) ran; results in {self.out_dir}.")
-        self.comparison_finished.emit(rows)
+        self.progress.setRange(0, max(len(rows), 1))
+        self.progress.setValue(len(rows))
+        secs = _fmt_seconds(result["meta"].get("time_s"))
+        self.status.setText(f"Done: {done} of {len(rows)} row(s) ran" + (f" in {secs}" if secs else "")
+                            + (f"; results in {self.out_dir}." if self.out_dir else "."))
+        self.comparison_finished.emit(result)
 
     def _on_failed(self, message: str, details: str) -> None:
         self.status.setText(f"<span style='color:#d62728'>Failed: {message}</span>")
+        self.progress.setRange(0, 1)
         self.window_.log(details or message, "error")
         self.window_.show_error("Comparison failed", message)
         self.comparison_failed.emit(message)
+
+    def _on_cancelled(self) -> None:
+        self.progress.setRange(0, max(self.progress.maximum(), 1))
+        self.status.setText(f"Stopped: {len(self.rows)} row(s) finished before the stop (kept in the table).")
 
     def _on_ended(self) -> None:
         self.run_button.setEnabled(True)

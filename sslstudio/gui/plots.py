@@ -239,3 +239,130 @@ def make_plot(title: str, x_label: str, y_label: str, *, integer_x: bool = False
     widget.setMinimumHeight(160)
     apply_palette(widget)
     return widget
+
+
+# -- comparison plots: bands, line styles, tick labels -------------------------------------------
+
+#: Line styles that tell series apart besides their colour (stages, modes), in order of use.
+LINE_STYLES = ("solid", "dash", "dot", "dashdot")
+
+
+def styled_pen(colour: str, style: str = "solid", width: float = 2.0):
+    """A pen of ``colour`` in one of :data:`LINE_STYLES`."""
+    from PySide6.QtCore import Qt
+
+    styles = {"solid": Qt.PenStyle.SolidLine, "dash": Qt.PenStyle.DashLine, "dot": Qt.PenStyle.DotLine,
+              "dashdot": Qt.PenStyle.DashDotLine}
+    pen = pg.mkPen(colour, width=width)
+    pen.setStyle(styles.get(style, Qt.PenStyle.SolidLine))
+    return pen
+
+
+def add_band(item: pg.PlotItem, x, low, high, colour: str, alpha: int = 55) -> pg.FillBetweenItem:
+    """Shade the interval ``low``..``high`` over ``x`` in ``colour`` (no legend entry).
+
+    The two edges are invisible curves added to ``item`` (so they follow its log mode); returns the
+    fill, whose ``edges`` attribute holds them (remove all three to clear the band).
+    """
+    clear = pg.mkPen(_with_alpha(colour, 0))  # drawn (so the fill has a path), but invisible
+    lo = pg.PlotDataItem(np.asarray(x, float), np.asarray(low, float), pen=clear)
+    hi = pg.PlotDataItem(np.asarray(x, float), np.asarray(high, float), pen=clear)
+    item.addItem(lo)
+    item.addItem(hi)
+    fill = pg.FillBetweenItem(lo, hi, brush=pg.mkBrush(_with_alpha(colour, alpha)))
+    fill.setZValue(-10)
+    item.addItem(fill)
+    fill.edges = (lo, hi)
+    return fill
+
+
+def remove_band(item: pg.PlotItem, fill: pg.FillBetweenItem) -> None:
+    for edge in getattr(fill, "edges", ()):
+        item.removeItem(edge)
+    item.removeItem(fill)
+
+
+def set_tick_labels(axis: pg.AxisItem, ticks: list[tuple[float, str]]) -> None:
+    """Fixed ticks ``[(position, text), ...]`` on ``axis`` (positions in the axis' own units: log10 in
+    log mode); an empty list restores automatic ticks."""
+    axis.setTicks([list(ticks)] if ticks else None)
+
+
+
+# -- the kNN monitor plot: stages told apart by colour, line style and marker ---------------------
+
+#: Pen styles of successive stages; plain dashes are kept for reference lines.
+STAGE_STYLES = ("solid", "dot", "dashdot", "dashdotdot", "longdash")
+#: Markers of successive stages.
+STAGE_SYMBOLS = ("o", "s", "t", "d", "x")
+
+
+def stage_pen(index: int, width: float = 2.0, dashed: bool = False, alpha: int = 255):
+    """The pen of the ``index``-th stage: its palette colour and line style (``dashed``: the same colour,
+    plain dashes, for the stage's reference line)."""
+    from PySide6.QtCore import Qt
+
+    colour = PALETTE[index % len(PALETTE)]
+    pen = pg.mkPen(_with_alpha(colour, alpha) if alpha != 255 else pg.mkColor(colour), width=width)
+    if dashed:
+        pen.setStyle(Qt.PenStyle.CustomDashLine)
+        pen.setDashPattern([5.0, 4.0])
+        return pen
+    style = STAGE_STYLES[index % len(STAGE_STYLES)]
+    qt_styles = {"solid": Qt.PenStyle.SolidLine, "dot": Qt.PenStyle.DotLine, "dashdot": Qt.PenStyle.DashDotLine,
+                 "dashdotdot": Qt.PenStyle.DashDotDotLine}
+    if style in qt_styles:
+        pen.setStyle(qt_styles[style])
+    else:  # long dashes with short gaps: unlike the reference lines' even dashes
+        pen.setStyle(Qt.PenStyle.CustomDashLine)
+        pen.setDashPattern([10.0, 2.0])
+    return pen
+
+
+def stage_curve(item: pg.PlotItem, name: str, index: int) -> LiveCurve:
+    """A :class:`LiveCurve` for the ``index``-th stage: colour, line style and marker of its own."""
+    colour = PALETTE[index % len(PALETTE)]
+    curve = LiveCurve(item, name, colour, symbol=STAGE_SYMBOLS[index % len(STAGE_SYMBOLS)])
+    curve.item.setPen(stage_pen(index))
+    curve.item.setSymbolSize(7)
+    return curve
+
+
+def reference_line(item: pg.PlotItem, name: str, index: int) -> pg.PlotDataItem:
+    """A dashed horizontal line in the ``index``-th stage's colour, named in the legend; place it
+    with :func:`set_reference_line`."""
+    line = item.plot([], [], pen=stage_pen(index, width=1.5, dashed=True, alpha=200), name=name)
+    line.setZValue(-5)
+    return line
+
+
+def set_reference_line(line: pg.PlotDataItem, y: float | None, x0: float, x1: float) -> None:
+    """Draw ``line`` at height ``y`` from ``x0`` to ``x1`` (``None``: hide it)."""
+    if y is None or not np.isfinite(y):
+        line.setData([], [])
+    else:
+        line.setData([float(x0), float(x1)], [float(y), float(y)])
+
+
+class _RowLegend(pg.LegendItem):
+    """A legend laid out by its plot's grid (a row of its own), sized by its entries."""
+
+    def updateSize(self):  # noqa: N802 - pyqtgraph API
+        self.layout.invalidate()
+        self.updateGeometry()  # the plot's layout asks for the new size hint and places it
+
+
+def legend_below(widget: pg.PlotWidget, columns: int = 2) -> pg.LegendItem:
+    """Put the plot's legend in a row of its own under the x axis, in ``columns`` columns, so that it
+    never covers a curve (for plots with many named curves). Curves plotted with a ``name`` after
+    this call are added to it."""
+    item = widget.getPlotItem()
+    if item.legend is not None:
+        old, item.legend = item.legend, None
+        if old.scene() is not None:
+            old.scene().removeItem(old)
+    legend = _RowLegend(verSpacing=-4, labelTextSize="8pt", colCount=columns, frame=False)
+    item.layout.addItem(legend, 4, 1)
+    item.legend = legend
+    apply_palette(widget)
+    return legend

@@ -8,12 +8,13 @@ from datetime import datetime
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
-                               QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPlainTextEdit, QProgressBar,
+                               QPushButton, QSpinBox, QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from sslstudio.engine.pretrain import PretrainConfig, pretrain
-from sslstudio.gui.plots import PALETTE, LiveCurve, make_plot
+from sslstudio.gui.plots import (PALETTE, LiveCurve, legend_below, make_plot, reference_line, set_reference_line,
+                                 stage_curve)
 from sslstudio.gui.workers import Job
 from sslstudio.models import list_archs
 from sslstudio.runs import RunDir
@@ -140,11 +141,36 @@ class PretrainPage(QWidget):
         self.compile = QCheckBox("torch.compile")
         self.compile.setToolTip("Compile the training step with torch.compile: the first steps wait for the "
                                 "compiler; it pays off on GPUs, not on a small CPU (see docs/benchmarks.md)")
+        self.monitor_folder = QLineEdit()
+        self.monitor_folder.setClearButtonEnabled(True)
+        self.monitor_folder.setPlaceholderText("off (optional labelled folder)")
+        self.monitor_folder.setToolTip(
+            "Optional live kNN monitor: a labelled folder (DIR/<class>/... or DIR/train + DIR/test). After every "
+            "N epochs the current backbone's frozen features of every stage are scored by a kNN classifier on it "
+            "and plotted beside the loss, with a randomly initialised backbone as a dashed reference. It does "
+            "not change the training. Empty: no monitor. Default: the labelled folder of step 4.")
+        self.monitor_folder.textEdited.connect(self._monitor_edited)
+        self.monitor_folder.textChanged.connect(lambda _t: self._update_knn_visibility())
+        self.monitor_browse = QPushButton("Browse…")
+        self.monitor_browse.setToolTip("Choose the labelled folder of the kNN monitor")
+        self.monitor_browse.clicked.connect(self.choose_monitor_folder)
+        monitor_row = QHBoxLayout()
+        monitor_row.setContentsMargins(0, 0, 0, 0)
+        monitor_row.addWidget(self.monitor_folder, 1)
+        monitor_row.addWidget(self.monitor_browse)
+        self.monitor_every = QSpinBox()
+        self.monitor_every.setRange(1, 1000)
+        self.monitor_every.setPrefix("every ")
+        self.monitor_every.setSuffix(" epoch(s)")
+        self.monitor_every.setToolTip("Run the kNN monitor every N epochs (and after the last); a larger N "
+                                      "costs less time on long runs")
+        self._monitor_follow = True  # the field follows step 4's labelled folder until the user edits it
         form = QFormLayout()
         for label, w in (("Backbone", self.arch), ("Image size", self.image_size_box), ("Epochs", self.epochs),
                          ("Batch size", self.batch_size), ("Learning rate", self.lr), ("Device", self.device),
                          ("Precision", self.precision), ("Seed", self.seed), ("Loader workers", self.workers),
-                         ("Compile", self.compile)):
+                         ("Compile", self.compile), ("Monitor (labelled folder)", monitor_row),
+                         ("Monitor every", self.monitor_every)):
             form.addRow(label, w)
 
         self.start_button = QPushButton("Start")
@@ -222,6 +248,15 @@ class PretrainPage(QWidget):
         self.metric_train = LiveCurve(metric_item, "train", PALETTE[1], symbol="o")
         self.metric_val = LiveCurve(metric_item, "held-out", PALETTE[2], symbol="s")
         self.curves = [self.loss_raw, self.loss_smooth, self.metric_train, self.metric_val]
+        self.knn_plot = make_plot("kNN accuracy per epoch", "epoch", "kNN accuracy (%)", integer_x=True,
+                                  legend="none")
+        legend_below(self.knn_plot, columns=2)  # eight names would cover the curves inside the plot
+        self.knn_plot.setToolTip("kNN accuracy of each stage's frozen features on the monitor's labelled "
+                                 "folder; dashed: the same for a randomly initialised backbone")
+        self.knn_curves: dict[str, LiveCurve] = {}  # stage -> accuracy per epoch
+        self.knn_random: dict[str, object] = {}  # stage -> dashed random-init line
+        self._knn_random_values: dict[str, float] = {}
+        self._knn_epochs = 1
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
@@ -232,8 +267,12 @@ class PretrainPage(QWidget):
         tl.setContentsMargins(0, 0, 0, 0)
         tl.addWidget(self.progress)
         tl.addWidget(self.status)
-        tl.addWidget(self.loss_plot, 1)
-        tl.addWidget(self.metric_plot, 1)
+        plots_row = QHBoxLayout()
+        plots_row.setContentsMargins(0, 0, 0, 0)
+        plots_row.addWidget(self.loss_plot, 1)
+        plots_row.addWidget(self.knn_plot, 1)
+        tl.addLayout(plots_row, 3)  # the kNN plot's legend takes a row of its own
+        tl.addWidget(self.metric_plot, 2)
         right.addWidget(top)
         right.addWidget(self.log_view)
         right.setSizes([560, 140])
@@ -252,6 +291,8 @@ class PretrainPage(QWidget):
         self._timer.start()
         self.set_idle()
         self._running_path: str | None = None
+        self._update_knn_visibility()
+        QTimer.singleShot(0, self._follow_labelled_folder)  # step 4's page exists once the window is built
 
     # -- settings ------------------------------------------------------------------------------
     def image_size(self) -> int:
@@ -271,7 +312,9 @@ class PretrainPage(QWidget):
         return {"arch": self.arch.currentText(), "image_size": self.image_size_box.value(),
                 "epochs": self.epochs.value(), "batch_size": self.batch_size.value(), "lr": self.lr.value(),
                 "device": self.device.currentData(), "precision": self.precision.currentText(),
-                "seed": self.seed.value(), "workers": self.workers.value(), "compile": self.compile.isChecked()}
+                "seed": self.seed.value(), "workers": self.workers.value(), "compile": self.compile.isChecked(),
+                "monitor_labelled": self.monitor_folder.text().strip(), "monitor_every": self.monitor_every.value(),
+                "monitor_follow": self._monitor_follow}
 
     def set_values(self, v: dict) -> None:
         def get(key, kind):
@@ -295,6 +338,69 @@ class PretrainPage(QWidget):
             self.precision.setCurrentText(v["precision"])
         if isinstance(v.get("compile"), bool):
             self.compile.setChecked(v["compile"])
+        if isinstance(v.get("monitor_follow"), bool):
+            self._monitor_follow = v["monitor_follow"]
+        if isinstance(v.get("monitor_labelled"), str) and not self._monitor_follow:
+            self.monitor_folder.setText(v["monitor_labelled"])
+        if get("monitor_every", int) is not None:
+            self.monitor_every.setValue(get("monitor_every", int))
+
+    # -- kNN monitor -----------------------------------------------------------------------------
+    def _follow_labelled_folder(self) -> None:
+        """Default the monitor folder to step 4's labelled folder (until the user edits this field)."""
+        compare = getattr(self.window_, "compare_page", None)
+        field = getattr(compare, "labelled", None)
+        if field is None:
+            return
+        field.textChanged.connect(self._labelled_folder_changed)
+        self._labelled_folder_changed(field.text())
+
+    def _labelled_folder_changed(self, text: str) -> None:
+        if self._monitor_follow and not self.is_running():
+            self.monitor_folder.setText(text.strip())
+
+    def _monitor_edited(self, _text: str) -> None:
+        self._monitor_follow = False
+
+    def choose_monitor_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose the labelled folder of the kNN monitor",
+                                                  self.monitor_folder.text())
+        if folder:
+            self.monitor_folder.setText(folder)
+            self._monitor_follow = False
+
+    def _update_knn_visibility(self) -> None:
+        """The kNN plot shows when a monitor folder is set or the shown run has monitor figures."""
+        has_data = any(c.points() for c in self.knn_curves.values())
+        self.knn_plot.setVisible(bool(self.monitor_folder.text().strip()) or has_data)
+
+    def _knn_curves_for(self, stages) -> None:
+        """One curve and one dashed random-init line per stage (made again only when the stages change)."""
+        stages = list(stages)
+        if stages == list(self.knn_curves):
+            return
+        item = self.knn_plot.getPlotItem()
+        for curve in self.knn_curves.values():
+            item.removeItem(curve.item)
+        for line in self.knn_random.values():
+            item.removeItem(line)
+        self.knn_curves, self.knn_random, self._knn_random_values = {}, {}, {}
+        for i, stage in enumerate(stages):  # legend in two columns: each stage beside its reference
+            self.knn_curves[stage] = stage_curve(item, stage, i)
+            self.knn_random[stage] = reference_line(item, f"{stage} random init", i)
+
+    def add_monitor_point(self, epoch: int, knn: dict, random: dict | None, epochs: int | None = None) -> None:
+        """Append one epoch's monitor figures (0-1 accuracies, plotted in %)."""
+        self._knn_curves_for(knn)
+        self._knn_epochs = max(self._knn_epochs, int(epochs or 0), int(epoch))
+        for stage, acc in knn.items():
+            self.knn_curves[stage].append(epoch, None if acc is None else 100.0 * acc)
+        for stage, acc in (random or {}).items():
+            if stage in self.knn_random and acc is not None:
+                self._knn_random_values[stage] = 100.0 * acc
+        for stage, y in self._knn_random_values.items():
+            set_reference_line(self.knn_random[stage], y, 1, max(self._knn_epochs, 2))
+        self._update_knn_visibility()
 
     # -- state ---------------------------------------------------------------------------------
     def is_running(self) -> bool:
@@ -307,7 +413,8 @@ class PretrainPage(QWidget):
         self.resume_button.setEnabled(False)
         self.stop_button.setEnabled(False)
         for w in (self.arch, self.image_size_box, self.epochs, self.batch_size, self.lr, self.device,
-                  self.precision, self.seed, self.workers):
+                  self.precision, self.seed, self.workers, self.monitor_folder, self.monitor_browse,
+                  self.monitor_every):
             w.setEnabled(True)
 
     def _set_running(self) -> None:
@@ -317,12 +424,20 @@ class PretrainPage(QWidget):
         self.resume_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         for w in (self.arch, self.image_size_box, self.epochs, self.batch_size, self.lr, self.device,
-                  self.precision, self.seed, self.workers):
+                  self.precision, self.seed, self.workers, self.monitor_folder, self.monitor_browse,
+                  self.monitor_every):
             w.setEnabled(False)
 
     def clear_plots(self) -> None:
         for c in self.curves:
             c.clear()
+        for c in self.knn_curves.values():
+            c.clear()
+        for line in self.knn_random.values():
+            set_reference_line(line, None, 0, 0)
+        self._knn_random_values = {}
+        self._knn_epochs = 1
+        self._update_knn_visibility()
 
     def new_run_dir(self, task: str) -> Path:
         root = self.window_.workspace / "runs"
@@ -352,7 +467,8 @@ class PretrainPage(QWidget):
                                 batch_size=v["batch_size"], lr=v["lr"], image_size=v["image_size"],
                                 device=v["device"], precision=v["precision"], seed=v["seed"],
                                 workers=v["workers"], compile=v["compile"], task_options=self.window_.task_page.options(),
-                                cache_dir=str(Path(self.window_.workspace) / "cache"))
+                                cache_dir=str(Path(self.window_.workspace) / "cache"),
+                                monitor_labelled=v["monitor_labelled"] or None, monitor_every=v["monitor_every"])
         self.clear_plots()
         self.log(f"run {out}")
         self._launch(config)
@@ -433,6 +549,14 @@ class PretrainPage(QWidget):
             val = f", held-out {ev.metric_name} {ev.val_metric:.4g}" if ev.val_metric is not None else ""
             train = f"{ev.train_metric:.4g}" if ev.train_metric is not None else "n/a"
             self.log(f"epoch {ev.epoch + 1}/{ev.epochs}: loss {ev.train_loss:.4f}, {ev.metric_name} {train}{val}")
+            knn = ev.extra.get("monitor_knn")
+            if knn:
+                random = ev.extra.get("monitor_knn_random")
+                self.add_monitor_point(ev.epoch + 1, knn, random, ev.epochs)
+                from sslstudio.evaluation.monitor import format_monitor
+
+                self.log(f"epoch {ev.epoch + 1}: {format_monitor(knn, random)} "
+                         f"in {ev.extra.get('monitor_s', 0):.1f} s")
         elif kind == "checkpoint":
             self.log(f"checkpoint saved: {ev.path}{' (best)' if ev.best else ''}")
             self.checkpoint_saved.emit(ev.path)
@@ -443,7 +567,7 @@ class PretrainPage(QWidget):
 
     def flush(self) -> None:
         """Redraw what arrived since the last tick (called by the ~10 Hz timer)."""
-        for c in self.curves:
+        for c in (*self.curves, *self.knn_curves.values()):
             c.flush()
         ev = self._last_step
         if ev is not None:
@@ -551,6 +675,9 @@ class PretrainPage(QWidget):
                 self.metric_train.append(r["epoch"] + 1, r.get(f"train_{metric}"))
                 if r.get(f"val_{metric}") is not None:
                     self.metric_val.append(r["epoch"] + 1, r.get(f"val_{metric}"))
+                if r.get("monitor_knn"):
+                    self.add_monitor_point(r["epoch"] + 1, r["monitor_knn"], r.get("monitor_knn_random"),
+                                           config.get("epochs"))
             n += 1
         self.metric_plot.getPlotItem().setLabel("left", metric)
         self.flush()

@@ -2,7 +2,8 @@
 
 Writes small demo data to a temporary folder, opens the window, walks through the steps (a scan,
 a preview, a two-epoch pretraining on the CPU, a short comparison of the run against the ImageNet
-and random baselines with a head-only probe on every stage, an export) and saves
+and random baselines: linear and kNN probes on every stage and all-layer fine-tuning at two label
+budgets, an export) and saves
 ``step1-data.png`` ... ``step5-export.png`` (PNG, palette-optimised to stay small).
 
 It uses whatever Qt platform is available: a real window under X11 or Wayland (for instance
@@ -129,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     cmp.test_folder.setText(str(tmp / "demo" / "labelled" / "test"))
     cmp.set_checked_inits([pre.run_dir, "imagenet", "random"])
     cmp.set_layers("all")
-    cmp.set_budget(fraction=1.0)
-    cmp.epochs_head.setValue(3)
+    cmp.set_modes(["head", "knn", "all"])
+    cmp.set_budget(curve=[2, "all"])  # a two-point label-efficiency curve
+    cmp.repeats.setValue(2)
+    cmp.repeats_all.setValue(1)
     cmp.epochs_all.setValue(1)
     window.go_to(3)
     cmp.start()

@@ -186,24 +186,25 @@ def test_compare_against_random_fills_the_table(qtbot, window, demo_root):
     assert page.stages.count() == 4  # resnet18_small: layer1 ... layer4
     page.set_layers(["layer2", "layer4"])
     page.set_budget(fraction=0.5)
-    page.mode_all.setChecked(False)
-    page.epochs_head.setValue(1)
+    page.set_modes(["head"])
+    page.repeats.setValue(1)
     seen = []
     page.row_added.connect(lambda row: seen.append((row, page.table.rowCount())))
     with qtbot.waitSignal(page.comparison_finished, timeout=60_000) as blocker:
         page.run_button.click()
-    rows = blocker.args[0]
+    rows = blocker.args[0]["rows"]
     assert [r["layer"] for r in rows] == ["layer2", "layer4"] and rows[0]["init"] == "random"
     assert len(seen) == 2 and seen[0][1] == 1  # the table filled from the first row event on
     assert page.table.rowCount() == 1 and page.table.columnCount() == 2
-    assert page.columns == ["head (layer2)", "head (layer4)"]
-    assert page.table.horizontalHeaderItem(0).text() == "head\nlayer2"
-    assert page.table.horizontalHeaderItem(0).toolTip() == "head (layer2)"
-    assert page.table.item(0, 0).text().endswith("%")
+    assert page.columns == ["linear (layer2)", "linear (layer4)"]
+    assert page.table.horizontalHeaderItem(0).text() == "linear\nlayer2"
+    assert page.table.horizontalHeaderItem(0).toolTip() == "linear (layer2)"
+    assert "[" in page.table.item(0, 0).text()  # one repeat: an interval, not a std
     assert page.table.verticalHeaderItem(0).text() == "random"
-    assert len(page._curves) == 2
     stages, series = page.stage_series()
     assert stages == ["layer2", "layer4"] and len(series["random"]) == 2
+    page.tabs.setCurrentWidget(page.stage_tab)
+    page.flush()
     x, y = page._stage_curves["random"].getData()
     assert list(x) == [1, 2] and all(0 <= v <= 100 for v in y)
     qtbot.waitUntil(lambda: page.run_button.isEnabled(), timeout=5000)
@@ -217,7 +218,7 @@ def test_table_shows_unavailable_rows(window):
     ])
     table = window.compare_page.table
     assert table.rowCount() == 2
-    assert table.item(0, 0).text() == "50.0%"
+    assert table.item(0, 0).text() == "50.0"
     assert "no ImageNet weights" in table.item(1, 0).text()
     assert table.item(1, 0).toolTip() == "no ImageNet weights here"
 
@@ -236,7 +237,7 @@ def test_settings_persist(qtbot, tmp_path, settings, tiny_images):
     w.compare_page.budget_kind.setCurrentIndex(2)
     w.compare_page.fraction.setValue(0.3)
     w.compare_page.mode_all.setChecked(False)
-    w.compare_page.epochs_head.setValue(9)
+    w.compare_page.epochs_all.setValue(9)
     w.compare_page.test_folder.setText(str(tmp_path / "test"))
     with qtbot.waitSignal(w.data_page.scan_finished, timeout=10_000):
         w.data_page.set_folder(str(tiny_images))
@@ -250,7 +251,7 @@ def test_settings_persist(qtbot, tmp_path, settings, tiny_images):
     assert w2.data_page.recent_folders() == [str(tiny_images)]
     assert json.loads(settings.value("pretrain/values"))["epochs"] == 7
     c = w2.compare_page
-    assert (c.budget_kind.currentIndex(), c.fraction.value(), c.mode_all.isChecked(), c.epochs_head.value(),
+    assert (c.budget_kind.currentIndex(), c.fraction.value(), c.mode_all.isChecked(), c.epochs_all.value(),
             c.test_folder.text()) == (2, 0.3, False, 9, str(tmp_path / "test"))
     w2.close()
 
@@ -336,7 +337,7 @@ def test_reopening_a_run_shows_its_latest_comparison(qtbot, window, tmp_path):
     page.refresh_runs()
     assert page.open_run(str(run)) == 2
     table = window.compare_page.table
-    assert table.rowCount() == 2 and table.item(0, 0).text() == "60.0%"
+    assert table.rowCount() == 2 and table.item(0, 0).text() == "60.0"
     assert "step 4" in page.status.text()
     assert window.compare_page.inits.count() == 3  # the finished run, ImageNet, random
 
@@ -359,16 +360,21 @@ def test_results_table_copy_and_save(qtbot, window, tmp_path):
     text = page.copy_table()
     assert QGuiApplication.clipboard().text() == text
     lines = text.splitlines()
-    assert lines[0] == "initialisation\thead (layer2)\thead (layer4)\tall layers"
-    assert lines[1] == "random\t25.0\t50.0\t75.0"
-    assert lines[2].startswith("imagenet\tunavailable: missing file")
-    csv_path = page.save_table(str(tmp_path / "t.csv"))
-    assert csv_path.read_text().splitlines()[1] == "random,25.0,50.0,75.0"
-    md = page.save_table(str(tmp_path / "t.md")).read_text()
-    assert "| random | 25.0 | 50.0 | 75.0 |" in md
+    assert lines[0] == "initialisation\tlabels per class\tlinear (layer2)\tlinear (layer4)\tall layers"
+    assert lines[1] == "random\tall\t25.0\t50.0\t75.0"
+    assert lines[2].startswith("imagenet\tall\tunavailable: missing file")
+    # "Save…" writes the engine's own files, never a second formatter's
+    page.out_dir = tmp_path / "cmp"
+    page.out_dir.mkdir()
+    (page.out_dir / "results.md").write_text("| engine | table |\n")
+    (page.out_dir / "results.csv").write_text("engine,csv\n")
+    assert page.save_table(str(tmp_path / "t.md")).read_text() == "| engine | table |\n"
+    assert page.save_table(str(tmp_path / "t.csv")).read_text() == "engine,csv\n"
     stages, series = page.stage_series()
-    assert stages == ["layer2", "layer4"] and series["random"] == [0.25, 0.5]
-    assert series["imagenet"] == [None, None]
+    assert stages == ["layer2", "layer4"]
+    assert series["random · linear probe"] == [0.25, 0.5] and series["random · all layers"] == [None, 0.75]
+    assert series["imagenet · linear probe"] == [None, None]
+    page.tabs.setCurrentWidget(page.stage_tab)  # a chart is redrawn when it is shown
     assert page._stage_axis.tickStrings([1, 2], 1, 1) == ["layer2", "layer4"]
 
 
