@@ -412,9 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="head probe: logistic regression (L2 chosen on a validation split) or a 2-hidden-layer MLP")
     s.add_argument("--knn-k", type=int, default=20, help="neighbours that vote (default 20, DINO; 200 for InstDisc)")
     s.add_argument("--knn-t", type=float, default=0.07, help="vote temperature (default 0.07, DINO; 0.1 for InstDisc)")
-    s.add_argument("--epochs", type=int, help="upper bound on all-layer fine-tuning epochs (alias of --epochs-all)")
+    s.add_argument("--epochs", type=int, help="alias of --epochs-all")
     s.add_argument("--epochs-head", type=int, help=argparse.SUPPRESS)  # the probes fit to convergence
-    s.add_argument("--epochs-all", type=int, help="upper bound on all-layer fine-tuning epochs")
+    s.add_argument("--epochs-all", type=int, help="passes over each label draw in all-layer fine-tuning "
+                   "(default: 15 passes and at least 100 steps)")
     s.add_argument("--image-size", type=int)
     s.add_argument("--device", default="auto")
     s.add_argument("--seed", type=int, default=0)

@@ -23,20 +23,21 @@ from pathlib import Path
 import numpy as np
 
 from sslstudio.engine.device import resolve_device, resolve_precision
-from sslstudio.engine.events import EpochEvent, EventSink, LogEvent, ProgressEvent, RowEvent, RunControl
+from sslstudio.engine.events import Cancelled, EpochEvent, EventSink, LogEvent, ProgressEvent, RowEvent, RunControl
 from sslstudio.errors import ConfigError, SSLStudioError
 from sslstudio.evaluation import stats
 from sslstudio.evaluation.features import FeatureCache, cached_features, global_pool, images_digest, weights_digest
 from sslstudio.evaluation.finetuning import load_labelled_data, resolve_init, run_defaults
 from sslstudio.evaluation.knn import KNN_K, KNN_T
 from sslstudio.evaluation.probes import HEADS, knn_probe, linear_probe, mlp_probe, single_threaded_blas
-from sslstudio.evaluation.report import interpretation_notes, run_facts, write_results
+from sslstudio.evaluation.report import budget_text, interpretation_notes, run_facts, write_results
 
 MODES = ("head", "knn", "all")
 DEFAULT_MODES = ("head", "knn", "all")
 DEFAULT_REPEATS = 3
 DEFAULT_REPEATS_ALL = 1
 RESULTS_FORMAT = 2
+SAVE_EVERY_S = 5.0
 
 
 def parse_layers(layers: str | list[str] | None, stages: list[str]) -> list[str]:
@@ -56,8 +57,10 @@ def parse_layers(layers: str | list[str] | None, stages: list[str]) -> list[str]
 
 
 def parse_budgets(text) -> list:
-    """``"1,5,10,all"`` (or a list) -> ``[1, 5, 10, "all"]``, ascending, ``all`` last."""
-    items = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
+    """``"1,5,10,all"`` (commas, spaces or semicolons; or a list) -> ``[1, 5, 10, "all"]``, ascending,
+    ``all`` last, no repeats."""
+    items = ([s.strip() for s in text.replace(";", ",").replace(" ", ",").split(",")] if isinstance(text, str)
+             else list(text))
     out: list = []
     for item in items:
         if item in ("", None):
@@ -124,7 +127,8 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
         repeats_all: The same for ``all`` (default 1).
         head: ``linear`` (logistic regression, L2 chosen on a validation split) or ``mlp``.
         knn_k / knn_t: Neighbours and temperature of the kNN vote.
-        epochs_all: Upper bound on all-layer fine-tuning epochs (default: its own step budget).
+        epochs_all: Passes over each draw for all-layer fine-tuning (default: its own budget of 15
+            passes and at least 100 steps; a number given here is taken as it is).
         epochs_head: Ignored (the probes fit to convergence); kept for old callers.
         feature_cache / cache_dir: Reuse features across comparisons (never changes a result).
     """
@@ -194,6 +198,7 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
     progress = _Progress(len(all_inits) * jobs_per_init, emit)
     rows: list[dict] = []
     correct: dict[tuple, list[np.ndarray]] = {}  # (init, mode, layer, budget) -> per-repeat 0/1 vectors
+    saved = [time.perf_counter()]
     total_rows = len(all_inits) * len(budgets) * (len(probe_modes) * len(probe_layers) + ("all" in modes))
 
     def finish_row(row: dict, preds: list[np.ndarray] | None, accs: list[float], key: tuple) -> None:
@@ -210,9 +215,11 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
             row["confusion"] = m.tolist()
         rows.append(row)
         emit(RowEvent(row=dict(row), index=len(rows), total=total_rows))
-        meta["time_s"] = time.perf_counter() - t_start
-        meta["feature_cache"] = {"enabled": cache.enabled, "hits": cache.hits, "misses": cache.misses}
-        write_results(out_dir, {"format": RESULTS_FORMAT, "meta": meta, "notes": [], "rows": rows, "paired": []})
+        if time.perf_counter() - saved[0] > SAVE_EVERY_S:  # partial results on disk, a few times a minute
+            meta["time_s"] = time.perf_counter() - t_start
+            meta["feature_cache"] = {"enabled": cache.enabled, "hits": cache.hits, "misses": cache.misses}
+            write_results(out_dir, {"format": RESULTS_FORMAT, "meta": meta, "notes": [], "rows": rows, "paired": []})
+            saved[0] = time.perf_counter()
 
     def base_row(init: str, mode: str, layer: str, budget) -> dict:
         row = {"init": init, "init_label": init_label(init), "mode": mode, "layer": layer, "per_class": budget,
@@ -224,92 +231,100 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
         return row
 
     init_facts: dict[str, dict] = {}
-    for init in all_inits:
-        control.checkpoint()
-        label = init_label(init)
-        try:
-            backbone, info = resolve_init(init, arch, seed, weights)
-        except SSLStudioError as exc:
-            emit(LogEvent(f"{label} could not be used: {exc}", "warning"))
-            init_facts[init] = {"error": str(exc)}
+    try:
+        for init in all_inits:
+            control.checkpoint()
+            label = init_label(init)
+            try:
+                backbone, info = resolve_init(init, arch, seed, weights)
+            except SSLStudioError as exc:
+                emit(LogEvent(f"{label} could not be used: {exc}", "warning"))
+                init_facts[init] = {"error": str(exc)}
+                for budget in budgets:
+                    for mode in probe_modes:
+                        for layer in probe_layers:
+                            finish_row({**base_row(init, mode, layer, budget), "error": str(exc)}, None, [], ())
+                    if "all" in modes:
+                        finish_row({**base_row(init, "all", stages[-1], budget), "error": str(exc)}, None, [], ())
+                progress.step(f"{label}: unavailable", jobs_per_init)
+                continue
+            init_facts[init] = run_facts(init) if init not in ("random", "imagenet") else {}
+            train_f = test_f = {}
+            if probe_modes:
+                emit(LogEvent(f"{label}: features of {', '.join(probe_layers)}"))
+                digest = weights_digest(backbone)
+                hits0 = cache.hits
+                train_f = cached_features(cache, backbone, digest, data.train_x, train_key, probe_layers, image_size,
+                                          dev, precision, control)
+                test_f = cached_features(cache, backbone, digest, data.test_x, test_key, probe_layers, image_size,
+                                         dev, precision, control)
+                source = "from the feature cache" if cache.hits - hits0 == 2 * len(probe_layers) else "computed"
+                progress.step(f"{label}: features {source}")
+            else:
+                progress.step(f"{label}: ready")
+            channels = {s: backbone.stage_channels(s) for s in probe_layers}
             for budget in budgets:
                 for mode in probe_modes:
                     for layer in probe_layers:
-                        finish_row({**base_row(init, mode, layer, budget), "error": str(exc)}, None, [], ())
-                if "all" in modes:
-                    finish_row({**base_row(init, "all", stages[-1], budget), "error": str(exc)}, None, [], ())
-            progress.step(f"{label}: unavailable", jobs_per_init)
-            continue
-        init_facts[init] = run_facts(init) if init not in ("random", "imagenet") else {}
-        train_f = test_f = {}
-        if probe_modes:
-            emit(LogEvent(f"{label}: features of {', '.join(probe_layers)}"))
-            digest = weights_digest(backbone)
-            hits0 = cache.hits
-            train_f = cached_features(cache, backbone, digest, data.train_x, train_key, probe_layers, image_size,
-                                      dev, precision, control)
-            test_f = cached_features(cache, backbone, digest, data.test_x, test_key, probe_layers, image_size,
-                                     dev, precision, control)
-            source = "from the feature cache" if cache.hits - hits0 == 2 * len(probe_layers) else "computed"
-            progress.step(f"{label}: features {source}")
-        else:
-            progress.step(f"{label}: ready")
-        channels = {s: backbone.stage_channels(s) for s in probe_layers}
-        for budget in budgets:
-            for mode in probe_modes:
-                for layer in probe_layers:
-                    control.checkpoint()
-                    row = base_row(init, mode, layer, budget)
-                    # a deterministic probe on the same draw gives the same answer: one repeat is all there is
-                    n = reps[mode] if (stats.draw_leaves_choice(data.train_y, budget) or
-                                       (mode == "head" and head == "mlp")) else 1
-                    preds, accs, chosen = [], [], []
-                    for r in range(n):
-                        idx = stats.label_draw(data.train_y, budget, r, seed)
-                        pred, info_r = _probe(mode, head, train_f[layer], test_f[layer], data.train_y, idx,
-                                              n_classes, channels[layer], knn_k, knn_t, seed + r)
-                        preds.append(pred)
-                        accs.append(float((pred == data.test_y).mean()))
-                        chosen.append(info_r)
-                    row["repeats"] = n
-                    row["train_images"] = int(len(stats.label_draw(data.train_y, budget, 0, seed)))
-                    if mode == "head" and head == "linear":
-                        row["l2"] = [c.get("C") for c in chosen]
-                        row["l2_source"] = chosen[0].get("C_source")
-                    finish_row(row, preds, accs, (init, mode, layer, budget))
-                    progress.step(f"{label} / {mode} / {layer} / {budget} per class: "
-                                  f"{100 * row['test_accuracy']:.1f}%")
-            if "all" in modes:
-                row = base_row(init, "all", stages[-1], budget)
-                preds, accs, histories = [], [], []
-                try:
-                    for r in range(n_rep_all):
                         control.checkpoint()
-                        idx = stats.label_draw(data.train_y, budget, r, seed)
-                        result = _train_all(backbone, data, idx, n_classes, seed + r, dev, precision, control,
-                                            epochs_all, emit, {"init": init, "init_label": label, "mode": "all",
-                                                               "layer": stages[-1], "per_class": budget, "repeat": r})
-                        preds.append(np.asarray(result["test_pred"]))
-                        accs.append(float(result["test_accuracy"]))
-                        histories.append(result)
-                        progress.step(f"{label} / all layers / {budget} per class / draw {r + 1}: "
-                                      f"{100 * accs[-1]:.1f}%")
-                    first = histories[0]
-                    row.update(train_images=int(len(stats.label_draw(data.train_y, budget, 0, seed))),
-                               epochs=first.get("epochs"), steps=first.get("steps"),
-                               history=[list(map(float, h)) for h in first.get("history", [])],
-                               settings=first.get("settings", {}), reported="last epoch")
-                except SSLStudioError as exc:
-                    row["error"] = str(exc)
-                    preds = None
-                except Exception as exc:  # noqa: BLE001 - one broken job must not lose the others
-                    if type(exc).__name__ == "Cancelled":
+                        row = base_row(init, mode, layer, budget)
+                        # a deterministic probe on the same draw gives the same answer: one repeat is all there is
+                        n = reps[mode] if (stats.draw_leaves_choice(data.train_y, budget) or
+                                           (mode == "head" and head == "mlp")) else 1
+                        preds, accs, chosen = [], [], []
+                        for r in range(n):
+                            idx = stats.label_draw(data.train_y, budget, r, seed)
+                            pred, info_r = _probe(mode, head, train_f[layer], test_f[layer], data.train_y, idx,
+                                                  n_classes, channels[layer], knn_k, knn_t, seed + r)
+                            preds.append(pred)
+                            accs.append(float((pred == data.test_y).mean()))
+                            chosen.append(info_r)
+                        row["repeats"] = n
+                        row["train_images"] = int(len(stats.label_draw(data.train_y, budget, 0, seed)))
+                        if mode == "head" and head == "linear":
+                            row["l2"] = [c.get("C") for c in chosen]
+                            row["l2_source"] = chosen[0].get("C_source")
+                        finish_row(row, preds, accs, (init, mode, layer, budget))
+                        progress.step(f"{label} / {mode} / {layer} / {budget_text(budget)}: "
+                                      f"{100 * row['test_accuracy']:.1f}%")
+                if "all" in modes:
+                    row = base_row(init, "all", stages[-1], budget)
+                    preds, accs, histories = [], [], []
+                    try:
+                        for r in range(n_rep_all):
+                            control.checkpoint()
+                            idx = stats.label_draw(data.train_y, budget, r, seed)
+                            result = _train_all(backbone, data, idx, n_classes, seed + r, dev, precision, control,
+                                                epochs_all, emit, {"init": init, "init_label": label, "mode": "all",
+                                                                   "layer": stages[-1], "per_class": budget, "repeat": r})
+                            preds.append(np.asarray(result["test_pred"]))
+                            accs.append(float(result["test_accuracy"]))
+                            histories.append(result)
+                            progress.step(f"{label} / all layers / {budget_text(budget)} / draw {r + 1}: "
+                                          f"{100 * accs[-1]:.1f}%")
+                        first = histories[0]
+                        row.update(train_images=int(len(stats.label_draw(data.train_y, budget, 0, seed))),
+                                   epochs=first.get("epochs"), steps=first.get("steps"),
+                                   history=[list(map(float, h)) for h in first.get("history", [])],
+                                   settings=first.get("settings", {}), reported="last epoch")
+                    except SSLStudioError as exc:
+                        row["error"] = str(exc)
+                        preds = None
+                    except Cancelled:
                         raise
-                    row["error"] = f"{type(exc).__name__}: {exc}"
-                    emit(LogEvent(f"{label} / all layers failed: {exc}\n{traceback.format_exc()}", "warning"))
-                    preds = None
-                finish_row(row, preds, accs, (init, "all", stages[-1], budget))
-        del backbone
+                    except Exception as exc:  # noqa: BLE001 - one broken job must not lose the others
+                        row["error"] = f"{type(exc).__name__}: {exc}"
+                        emit(LogEvent(f"{label} / all layers failed: {exc}\n{traceback.format_exc()}", "warning"))
+                        preds = None
+                    finish_row(row, preds, accs, (init, "all", stages[-1], budget))
+            del backbone
+    except Cancelled:  # keep what finished: the rows so far are written before stopping
+        meta["time_s"] = time.perf_counter() - t_start
+        meta["cancelled"] = True
+        write_results(out_dir, {"format": RESULTS_FORMAT, "meta": meta,
+                                "notes": ["Stopped before the end: these are the rows that finished."],
+                                "rows": rows, "paired": _paired(rows, correct, seed)})
+        raise
 
     paired = _paired(rows, correct, seed)
     meta["time_s"] = time.perf_counter() - t_start
@@ -334,7 +349,7 @@ def _probe(mode, head, train_all_f, test_all_f, train_y, idx, n_classes, channel
 
 
 def _train_all(backbone, data, idx, n_classes, seed, device, precision, control, epochs, emit, label) -> dict:
-    from sslstudio.evaluation.finetune_all import train_all_layers
+    from sslstudio.evaluation.finetune_all import MIN_STEPS, train_all_layers
 
     def on_epoch(epoch, train_loss, train_acc, test_acc, total=None):
         emit(EpochEvent(epoch=epoch, epochs=int(total or 0), train_loss=float(train_loss),
@@ -345,7 +360,7 @@ def _train_all(backbone, data, idx, n_classes, seed, device, precision, control,
     model = copy.deepcopy(backbone)
     return train_all_layers(model, data.train_x[idx], data.train_y[idx], data.test_x, data.test_y, n_classes,
                             seed=seed, device=device, precision=precision, control=control, on_epoch=on_epoch,
-                            epochs=epochs)
+                            epochs=epochs, min_steps=1 if epochs else MIN_STEPS)
 
 
 def _paired(rows: list[dict], correct: dict, seed: int) -> list[dict]:

@@ -91,7 +91,7 @@ def extract_stages(backbone: nn.Module, images: np.ndarray, stages: Sequence[str
             control.checkpoint()
         x = normalise_batch(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))).to(device)
         with autocast(device, precision):
-            maps = _forward_stages(backbone, x, order)
+            maps = forward_stages(backbone, x, order)
         for stage, fmap in maps.items():
             if stage not in grids:
                 grids[stage] = probe_grid(fmap.shape[1], min(fmap.shape[2], fmap.shape[3]))
@@ -102,8 +102,8 @@ def extract_stages(backbone: nn.Module, images: np.ndarray, stages: Sequence[str
             for s, v in out.items()}
 
 
-def _forward_stages(backbone: nn.Module, x: torch.Tensor, stages: list[str]) -> dict[str, torch.Tensor]:
-    """Feature maps of ``stages`` (shallow to deep) from one forward pass."""
+def forward_stages(backbone: nn.Module, x: torch.Tensor, stages: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Feature maps of ``stages`` from one forward pass (gradients flow when enabled), shallow to deep."""
     names = backbone.stage_names()
     maps: dict[str, torch.Tensor] = {}
     if backbone.torchvision_arch.startswith("resnet"):
@@ -206,5 +206,5 @@ def cached_features(cache: FeatureCache, backbone: nn.Module, digest: str, image
     return {s: found[s] for s in stages}
 
 
-__all__ = ["MAX_PROBE_DIM", "FeatureCache", "cached_features", "default_cache_dir", "extract_stages",
+__all__ = ["MAX_PROBE_DIM", "FeatureCache", "cached_features", "default_cache_dir", "extract_stages", "forward_stages",
            "global_pool", "images_digest", "probe_grid", "weights_digest"]

@@ -45,7 +45,7 @@ from torch import nn
 
 from sslstudio.engine.device import autocast
 from sslstudio.engine.events import RunControl
-from sslstudio.evaluation.features import probe_grid
+from sslstudio.evaluation.features import forward_stages, probe_grid
 from sslstudio.tasks.base import normalise_batch
 
 __all__ = ["train_all_layers", "GridHead", "resolve_settings", "lr_at", "MIN_STEPS", "BN_FREEZE_BELOW"]
@@ -80,22 +80,7 @@ STD_FLOOR = 0.1
 # ----------------------------------------------------------------------------------------------
 def _stage_maps(backbone: nn.Module, x: torch.Tensor, stages: list[str]) -> list[torch.Tensor]:
     """Feature maps of ``stages`` (in the backbone's order) from one forward pass."""
-    maps = []
-    if backbone.torchvision_arch.startswith("resnet"):
-        x = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x))))
-        for name in backbone.stage_names():
-            x = getattr(backbone, name)(x)
-            if name in stages:
-                maps.append(x)
-                if len(maps) == len(stages):
-                    break
-        return maps
-    ends = {backbone._stage_end[s]: s for s in stages}  # noqa: SLF001 - the backbone's own table
-    for i in range(max(ends) + 1):
-        x = backbone.features[i](x)
-        if i in ends:
-            maps.append(x)
-    return maps
+    return list(forward_stages(backbone, x, stages).values())
 
 
 class GridHead(nn.Module):

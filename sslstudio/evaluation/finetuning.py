@@ -34,7 +34,6 @@ MODES = ("head", "all")
 MAX_PROBE_DIM = 4096
 DEFAULT_EPOCHS = {"head": 50, "all": 30}
 DEFAULT_LR = {"head": 1e-3, "all": 0.1}
-BACKBONE_LR_SCALE = 0.1
 
 
 @dataclass
@@ -177,6 +176,12 @@ def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: L
         data = load_labelled_data(cfg.labelled, cfg.test, image_size, cfg.per_class, cfg.test_fraction, cfg.seed,
                                   cfg.fraction)
     emit(LogEvent(data.summary()))
+    if cfg.mode == "all":  # progress counts evaluation points of the step budget, not nominal epochs
+        from sslstudio.evaluation.finetune_all import MIN_STEPS, resolve_settings
+
+        epochs = resolve_settings(len(data.train_y), epochs=cfg.epochs or None,
+                                  batch_size=_all_batch_size(len(data.train_y), cfg.batch_size),
+                                  min_steps=1 if cfg.epochs else MIN_STEPS)["eval_points"]
 
     run = RunDir(cfg.out) if cfg.out else None
     settings = {**dataclasses.asdict(cfg), "arch": info["arch"], "image_size": image_size, "epochs": epochs,
@@ -288,36 +293,21 @@ def _train_probe(backbone, layer, data: LabelledData, epochs, lr, cfg, device, p
     return history
 
 
-def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random crop (pad 1/8 of the side, reflect) and horizontal flip, on a batch."""
-    n, _, h, w = x.shape
-    pad = max(1, h // 8)
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    flip = torch.rand(n, generator=g) < 0.5
-    out = torch.empty_like(x)
-    for i in range(n):
-        crop = padded[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
-        out[i] = crop.flip(-1) if flip[i] else crop
-    return out
-
-
 def _train_all(backbone, data: LabelledData, epochs, lr, cfg, device, precision, control, on_epoch):
     """All layers, via :func:`sslstudio.evaluation.finetune_all.train_all_layers` (LP-FT on a grid head,
     a step budget of at least ``MIN_STEPS`` updates, warm-up then cosine, BatchNorm statistics frozen
-    for small sets). ``epochs`` sets the budget (``epochs`` passes, but never fewer than
-    ``MIN_STEPS`` steps); when the user gave none (``cfg.epochs`` is None) the function's own default
+    for small sets). ``epochs`` sets the budget (``epochs`` passes over the set, as given); when the user gave none (``cfg.epochs`` is None) the function's own default
     budget is used. ``cfg.lr`` (when given) is the peak learning rate; ``cfg.batch_size`` is an upper
     bound (small sets use smaller batches). ``on_epoch`` is called at each evaluation point, which is
     an epoch for larger sets and an equal share of the steps for tiny ones."""
-    from sslstudio.evaluation.finetune_all import train_all_layers
+    from sslstudio.evaluation.finetune_all import MIN_STEPS, train_all_layers
 
     result = train_all_layers(backbone, data.train_x, data.train_y, data.test_x, data.test_y, len(data.classes),
                               seed=cfg.seed, device=device, precision=precision, control=control,
                               on_epoch=on_epoch, epochs=cfg.epochs if cfg.epochs else None,
                               batch_size=_all_batch_size(len(data.train_y), cfg.batch_size),
-                              lr=cfg.lr if cfg.lr else None, weight_decay=cfg.weight_decay)
+                              lr=cfg.lr if cfg.lr else None, weight_decay=cfg.weight_decay,
+                              min_steps=1 if cfg.epochs else MIN_STEPS)
     return result["history"]
 
 

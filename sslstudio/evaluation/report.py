@@ -221,16 +221,25 @@ def results_markdown(result: dict) -> str:
     lines = ["# Comparison", ""]
     if result.get("notes"):
         lines += ["What to know before reading the table:", ""] + [f"- {n}" for n in result["notes"]] + [""]
-    rep_text = ", ".join(f"{reps[m]} for {'all layers' if m == 'all' else m}" for m in meta.get("modes", []) if m in reps)
+    names = {"head": "head", "knn": "kNN", "all": "all layers"}
+    groups: dict[int, list[str]] = {}
+    for m in meta.get("modes", []):
+        if m in reps:
+            groups.setdefault(reps[m], []).append(names[m])
+    rep_text = "; ".join(f"{n} for {' and '.join(ms)}" for n, ms in groups.items())
     lines.append(f"Test top-1 accuracy (%), {meta.get('arch')} at {meta.get('image_size')} px, "
                  f"{meta.get('train_images')} labelled training / {meta.get('test_images')} test images, "
                  f"{len(meta.get('classes', []))} classes, seed {meta.get('seed')}. "
                  f"Cells are the mean ± standard deviation over label draws ({rep_text}); a cell with one draw "
                  "shows its 95% bootstrap interval over the test images as [low, high]. "
-                 f"kNN: k = {meta.get('knn_k')}, T = {meta.get('knn_t')}, cosine on globally pooled features. "
-                 f"Head: {'an MLP (two hidden layers)' if meta.get('head') == 'mlp' else 'logistic regression'} "
-                 "on standardised pooled features, L2 strength chosen on a validation split of the training "
-                 "labels. All layers: the last epoch is reported, not the best.")
+                 + (f"kNN: k = {meta.get('knn_k')}, T = {meta.get('knn_t')}, cosine on globally pooled features. "
+                    if "knn" in meta.get("modes", []) else "")
+                 + (f"Head: {'an MLP (two hidden layers)' if meta.get('head') == 'mlp' else 'logistic regression'} "
+                    "on standardised pooled features, L2 strength chosen on a validation split of the training "
+                    "labels. " if "head" in meta.get("modes", []) else "")
+                 + ("All layers: every layer fine-tuned after a linear probe on the pooled grids of every stage "
+                    "(LP-FT; the head reads all stages), a budget of at least 100 steps with warm-up; the last "
+                    "evaluation is reported, not the best." if "all" in meta.get("modes", []) else ""))
     errors: list[str] = []
     for budget, header, body in results_tables(result):
         lines += ["", f"## {budget_text(budget).capitalize()}", "", "| " + " | ".join(header) + " |",

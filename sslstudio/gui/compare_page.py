@@ -98,23 +98,14 @@ def normalise_result(data) -> dict:
 
 
 def parse_curve(text: str) -> list[int | str]:
-    """``"1, 5, 10, all"`` -> ``[1, 5, 10, "all"]`` (sorted, no repeats); raises ValueError."""
-    budgets: list[int | str] = []
-    for part in text.replace(";", ",").replace(" ", ",").split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        if part == "all":
-            value: int | str = "all"
-        else:
-            value = int(part)
-            if value < 1:
-                raise ValueError(f"a budget must be at least 1 image per class, not {value}")
-        if value not in budgets:
-            budgets.append(value)
-    if not budgets:
-        raise ValueError("give at least one budget, e.g. 1, 5, 10, all")
-    return sorted(budgets, key=_budget_key)
+    """``"1, 5, 10, all"`` -> ``[1, 5, 10, "all"]`` (the engine's rule); raises ValueError."""
+    from sslstudio.errors import ConfigError
+    from sslstudio.evaluation.compare import parse_budgets
+
+    try:
+        return parse_budgets(text)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _budget_key(b) -> float:
@@ -472,10 +463,12 @@ class ComparePage(QWidget):
         self.mode_all.setChecked(False)
         self.mode_all.setToolTip("Fine-tune every layer (slow: a training run per row)")
         self.epochs_all = QSpinBox()
-        self.epochs_all.setRange(1, 1000)
-        self.epochs_all.setValue(10)
-        self.epochs_all.setSuffix(" epochs")
-        self.epochs_all.setToolTip("Epochs of each all-layer fine-tuning job")
+        self.epochs_all.setRange(0, 1000)
+        self.epochs_all.setSpecialValueText("auto passes")
+        self.epochs_all.setValue(0)
+        self.epochs_all.setSuffix(" passes")
+        self.epochs_all.setToolTip("Passes over each label draw in all-layer fine-tuning. Auto: 15 passes and at "
+                                   "least 100 steps, so that a few labels per class still train.")
         for box in (self.mode_head, self.mode_knn, self.mode_all):
             box.toggled.connect(self._update_modes)
         modes = QFormLayout()
@@ -926,7 +919,8 @@ class ComparePage(QWidget):
                       layers=self.layers(), arch=self.arch(), image_size=None if inits else pre.image_size(),
                       head=self.head_type.currentData(), knn_k=self.knn_k.value(), knn_t=float(self.knn_t.value()),
                       repeats=self.repeats.value(), repeats_all=self.repeats_all.value(),
-                      epochs_all=self.epochs_all.value(), device=pre.device.currentData(), seed=pre.seed.value())
+                      epochs_all=self.epochs_all.value() or None, device=pre.device.currentData(),
+                      seed=pre.seed.value())
         kwargs.update(self.budget())
         return {"inits": inits, **kwargs}
 

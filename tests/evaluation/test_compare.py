@@ -242,3 +242,33 @@ def test_bad_settings_are_sentences(demo_root, tmp_path):
         _compare(demo_root, tmp_path / "x", head="svm")
     with pytest.raises(ConfigError, match="k >= 1"):
         _compare(demo_root, tmp_path / "x", knn_k=0)
+
+
+def test_all_layers_rows_have_draws_history_and_live_epochs(demo_root, tmp_path):
+    events = []
+    result = _compare(demo_root, tmp_path / "cmp", modes=["all"], epochs_all=1, repeats_all=2, on_event=events.append,
+                      feature_cache=False)
+    (row,) = result["rows"]
+    assert row["mode"] == "all" and row["layer"] == "layer4" and row["repeats"] == 2
+    assert len(row["accuracies"]) == 2 and row["std"] is not None and row["reported"] == "last epoch"
+    assert row["history"] and row["test_accuracy"] == pytest.approx(np.mean(row["accuracies"]))
+    assert row["settings"]["linear_probe_first"] is True
+    epochs = [e for e in events if e.kind == "epoch"]
+    assert {e.extra["repeat"] for e in epochs} == {0, 1} and all(e.extra["mode"] == "all" for e in epochs)
+    assert any("last epoch, not its best" in n for n in result["notes"])
+
+
+def test_a_stopped_comparison_keeps_its_finished_rows(demo_root, tmp_path):
+    from sslstudio.engine.events import Cancelled, RunControl
+
+    control = RunControl()
+
+    def on_event(ev):
+        if ev.kind == "row" and ev.index == 2:
+            control.cancel()
+
+    with pytest.raises(Cancelled):
+        _compare(demo_root, tmp_path / "cmp", on_event=on_event, control=control, feature_cache=False)
+    saved = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert len(saved["rows"]) == 2 and saved["meta"]["cancelled"] is True
+    assert "Stopped before the end" in (tmp_path / "cmp" / "results.md").read_text()

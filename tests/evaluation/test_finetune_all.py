@@ -45,15 +45,18 @@ def test_same_seed_same_predictions_and_history():
 
 
 def test_tiny_set_gets_the_minimum_number_of_steps_and_several_points():
-    x, y = toy(5)  # 10 images: one batch per epoch
-    tx, ty = toy(3, seed=1)
+    # 10 images in a batch of 10: 2 epochs would be 2 steps; the floor makes it MIN_STEPS.
+    assert resolve_settings(10, epochs=2)["steps"] == MIN_STEPS
+    assert resolve_settings(10)["batch_size"] == 10
+    x, y = toy(5, size=8)
+    tx, ty = toy(3, size=8, seed=1)
     seen, points = [], []
-    result = train_all_layers(backbone(), x, y, tx, ty, 2, epochs=2, seed=0,
+    result = train_all_layers(backbone(), x, y, tx, ty, 2, epochs=2, min_steps=30, seed=0,
                               on_step=lambda step, lr: seen.append(step),
                               on_epoch=lambda i, *rest: points.append(i))
-    assert result["steps"] == len(seen) == MIN_STEPS
-    assert result["epochs"] == pytest.approx(MIN_STEPS)  # 10 images per 10-image batch
-    assert points == list(range(len(result["history"]))) and 10 <= len(points) <= 30
+    assert result["steps"] == len(seen) == 30
+    assert result["epochs"] == pytest.approx(30)  # 10 images per 10-image batch
+    assert points == list(range(len(result["history"]))) and len(points) == 10
     assert result["settings"]["batch_size"] == 10
 
 
@@ -70,7 +73,7 @@ def test_budget_and_batch_for_larger_sets():
 
 
 def test_learning_rate_warms_up_then_decays():
-    x, y = toy(4)
+    x, y = toy(4, size=8)
     lrs = []
     result = train_all_layers(backbone(), x, y, x, y, 2, steps=20, warmup=5, lr=0.01,
                               on_step=lambda step, lr: lrs.append(lr))
@@ -102,7 +105,7 @@ def test_small_set_recalibrates_batchnorm_once_and_keeps_it_frozen():
 
 
 def test_cancel_raises_cancelled():
-    x, y = toy(4)
+    x, y = toy(4, size=8)
     control = RunControl()
     steps = []
 
