@@ -92,9 +92,10 @@ def bootstrap_interval(correct, confidence: float = CONFIDENCE, n_boot: int = BO
 def summarise(accuracies, correct_first=None, seed: int = 0) -> dict:
     """Row statistics: ``test_accuracy`` (mean), ``std``, ``ci_low``, ``ci_high``, ``interval``."""
     acc = [float(a) for a in accuracies]
-    if len(acc) >= 2:
+    if len(acc) >= 2:  # an accuracy lies in [0, 1], and so does its interval
         mean, std, lo, hi = mean_interval(acc)
-        return {"test_accuracy": mean, "std": std, "ci_low": lo, "ci_high": hi, "interval": "repeats"}
+        return {"test_accuracy": mean, "std": std, "ci_low": max(0.0, lo), "ci_high": min(1.0, hi),
+                "interval": "repeats"}
     lo, hi = bootstrap_interval(correct_first, seed=seed) if correct_first is not None else (None, None)
     return {"test_accuracy": acc[0], "std": None, "ci_low": lo, "ci_high": hi, "interval": "bootstrap"}
 
@@ -115,6 +116,7 @@ def paired_difference(acc_a, acc_b, correct_a=None, correct_b=None, seed: int = 
         raise ValueError("a paired difference needs the same number of repeats on both sides")
     if len(a) >= 2:
         delta, _std, lo, hi = mean_interval(a - b)
+        lo, hi = max(-1.0, lo), min(1.0, hi)  # a difference of accuracies lies in [-1, 1]
         kind = "repeats"
     else:
         diff = np.asarray(correct_a, dtype=np.float64) - np.asarray(correct_b, dtype=np.float64)

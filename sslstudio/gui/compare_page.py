@@ -392,7 +392,7 @@ class ComparePage(QWidget):
         split.addWidget(self._results)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
-        split.setSizes([300, 670])
+        split.setSizes([self._settings_scroll.minimumWidth(), 670])
         split.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -595,8 +595,8 @@ class ComparePage(QWidget):
         scroll.setWidget(left)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(290)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)  # scrolls, never clips
+        scroll.setMinimumWidth(330)
         self._settings_scroll = scroll
 
     def _build_results(self) -> None:
@@ -1042,8 +1042,8 @@ class ComparePage(QWidget):
 
     def flush(self) -> None:
         """Redraw what changed since the last call (the ~10 Hz timer calls it): the visible chart only;
-        a hidden one is redrawn when its tab is opened. Plot items are costly with PySide6 6.12 (see
-        the report), so charts are not redrawn per event."""
+        a hidden one is redrawn when its tab is opened. Plot items are costly to create (and PySide6
+        6.12.0 lost references to None with each), so charts are not redrawn per event."""
         current = self.tabs.currentWidget()
         if "curve" in self._plots_stale and current is self.curve_tab:
             self._plots_stale.discard("curve")
@@ -1261,13 +1261,18 @@ class ComparePage(QWidget):
         set_tick_labels(item.getAxis("bottom"), shown)
         combo = self.curve_tab.combo.currentText()
         title = f"Label efficiency — {combo}" if combo else "Label efficiency"
-        if len(ticks) == 1:
-            title += " (one budget: choose a label-efficiency curve under Labels)"
+        # a long title widens the plot's layout for good (pyqtgraph keeps the label's width): the hint
+        # for a single budget goes into the tooltip instead
+        self.curve_plot.setToolTip("One label budget: choose a label-efficiency curve under Labels to draw a curve."
+                                   if len(ticks) == 1 else "")
         item.setTitle(title)
         if ticks:
             lo, hi = math.log10(min(ticks)), math.log10(max(ticks))
             pad = max(0.08 * (hi - lo), 0.1)
+            item.getViewBox().enableAutoRange(x=False)
             item.setXRange(lo - pad, hi + pad, padding=0)
+            # again once the widget has its final size (a range set on a tab not yet laid out was lost)
+            QTimer.singleShot(0, lambda: item.setXRange(lo - pad, hi + pad, padding=0))
         leave_headroom(item, ys, len(series))
         apply_palette(self.curve_plot)
 

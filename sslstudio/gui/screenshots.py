@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     pre.lr.setValue(0.05)
     pre.workers.setValue(0)
     pre.device.setCurrentIndex(pre.device.findData("cpu"))
+    pre.monitor_folder.setText(str(tmp / "demo" / "labelled"))  # the live kNN monitor
     window.go_to(2)
     pre.start()
     wait_for_signal(pre.run_finished, 300)
@@ -134,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     cmp.set_budget(curve=[2, "all"])  # a two-point label-efficiency curve
     cmp.repeats.setValue(2)
     cmp.repeats_all.setValue(1)
-    cmp.epochs_all.setValue(1)
+    cmp.epochs_all.setValue(2)
     window.go_to(3)
     cmp.start()
     wait_for_signal(cmp.comparison_finished, 300)
-    _settle(600)
+    _settle(1500)
     shot(4, "step4-compare.png")
 
     exp = window.export_page
