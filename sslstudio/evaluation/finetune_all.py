@@ -161,16 +161,22 @@ def _recalibrate_bn(backbone: nn.Module, images: np.ndarray, device, precision, 
 
 
 @torch.no_grad()
-def _features(model: _Model, images: np.ndarray, device, precision, control) -> torch.Tensor:
+def _map_batches(model: "_Model", images: np.ndarray, device, precision, control, fn) -> list[torch.Tensor]:
+    """``fn`` of each evaluation batch of ``images`` (eval mode, no gradients), on the CPU."""
     model.eval()
     out = []
     for _, x in _batches(images, EVAL_BATCH):
         if control:
             control.checkpoint()
         with autocast(device, precision):
-            maps = _stage_maps(model.backbone, x.to(device), model.head.stages)
-        out.append(model.head.features(maps).float().cpu())
-    return torch.cat(out)
+            out.append(fn(x.to(device)).cpu())
+    return out
+
+
+def _features(model: _Model, images: np.ndarray, device, precision, control) -> torch.Tensor:
+    return torch.cat(_map_batches(model, images, device, precision, control,
+                                  lambda x: model.head.features(_stage_maps(model.backbone, x, model.head.stages))
+                                  .float()))
 
 
 def _std_floor(feats: torch.Tensor, dims: list[int]) -> torch.Tensor:
@@ -403,13 +409,6 @@ def train_all_layers(backbone: nn.Module, train_x: np.ndarray, train_y: np.ndarr
             "time_s": time.perf_counter() - t0}
 
 
-@torch.no_grad()
 def _predict(model: _Model, images: np.ndarray, device, precision, control) -> np.ndarray:
-    model.eval()
-    out = []
-    for _, x in _batches(images, EVAL_BATCH):
-        if control:
-            control.checkpoint()
-        with autocast(device, precision):
-            out.append(model(x.to(device)).float().argmax(1).cpu())
+    out = _map_batches(model, images, device, precision, control, lambda x: model(x).float().argmax(1))
     return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
