@@ -132,15 +132,24 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
         epochs_head: Ignored (the probes fit to convergence); kept for old callers.
         feature_cache / cache_dir: Reuse features across comparisons (never changes a result).
     """
-    emit = on_event or (lambda e: None)
-    control = control or RunControl()
-    t_start = time.perf_counter()
+    plan = _plan(inits, baselines, modes, head, knn_k, knn_t, label_curve, per_class, fraction, repeats,
+                 repeats_all)
+    walk = _Comparison(plan, labelled=labelled, test=test, out=out, layers=layers, arch=arch,
+                       image_size=image_size, device=device, seed=seed, weights=weights,
+                       test_fraction=test_fraction, epochs_all=epochs_all,
+                       cache=FeatureCache(cache_dir, enabled=feature_cache), emit=on_event or (lambda e: None),
+                       control=control or RunControl())
+    return walk.run()
+
+
+def _plan(inits, baselines, modes, head, knn_k, knn_t, label_curve, per_class, fraction, repeats,
+          repeats_all) -> dict:
+    """Check the settings (one sentence for a bad one) and resolve modes, initialisations, budgets, repeats."""
     requested = list(dict.fromkeys(modes or []))
     bad = [m for m in requested if m not in MODES]
     if bad or not requested:
         raise ConfigError(f"unknown mode(s) {', '.join(bad)}; use head, knn and/or all." if bad
                           else "choose at least one mode: head, knn or all.")
-    modes = [m for m in MODES if m in requested]
     if head not in HEADS:
         raise ConfigError(f"unknown head {head!r}; use linear or mlp.")
     if int(knn_k) < 1 or float(knn_t) <= 0:
@@ -166,174 +175,205 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
     n_rep_all = int(repeats_all if repeats_all is not None else DEFAULT_REPEATS_ALL)
     if n_rep < 1 or n_rep_all < 1:
         raise ConfigError("repeats must be at least 1.")
+    modes = [m for m in MODES if m in requested]
+    return {"inits": all_inits, "modes": modes, "probe_modes": [m for m in ("knn", "head") if m in modes],
+            "head": head, "knn_k": int(knn_k), "knn_t": float(knn_t), "budgets": budgets,
+            "repeats": {m: (n_rep if m != "all" else n_rep_all) for m in modes}}
 
-    run_info = next((run_defaults(i) for i in all_inits if run_defaults(i)), {})
-    arch = arch or run_info.get("arch") or "resnet18"
-    image_size = int(image_size or run_info.get("image_size") or 64)
-    from sslstudio.models import build_backbone
 
-    stages = build_backbone(arch).stage_names()
-    probe_layers = parse_layers(layers, stages)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
-    precision = resolve_precision("auto", dev)
-    data = load_labelled_data(labelled, test, image_size, None, test_fraction, seed)
-    n_classes = len(data.classes)
-    emit(LogEvent(f"compare: {data.summary()}; {len(all_inits)} initialisation(s) x {', '.join(modes)}; "
-                  f"label budgets {', '.join(map(str, budgets))}"))
-    cache = FeatureCache(cache_dir, enabled=feature_cache)
-    train_key = images_digest(data.train_paths) if data.train_paths else f"n{len(data.train_y)}"
-    test_key = images_digest(data.test_paths) if data.test_paths else f"n{len(data.test_y)}"
+class _Comparison:
+    """One comparison's walk, phase by phase: set-up (data, stages, meta) -> per initialisation:
+    backbone, features, probe rows, all-layer rows -> statistics across rows -> report."""
 
-    probe_modes = [m for m in ("knn", "head") if m in modes]
-    reps = {m: (n_rep if m != "all" else n_rep_all) for m in modes}
-    meta = {"format": RESULTS_FORMAT, "arch": arch, "image_size": image_size, "seed": seed,
-            "classes": data.classes, "train_images": int(len(data.train_y)), "test_images": int(len(data.test_y)),
-            "test_source": data.test_source, "modes": modes, "layers": probe_layers, "head": head,
-            "knn_k": int(knn_k), "knn_t": float(knn_t), "repeats": reps, "budgets": budgets,
-            "device": str(dev), "inits": [{"init": i, "init_label": init_label(i)} for i in all_inits]}
+    def __init__(self, plan: dict, *, labelled, test, out, layers, arch, image_size, device, seed, weights,
+                 test_fraction, epochs_all, cache: FeatureCache, emit: EventSink, control: RunControl):
+        self.plan, self.seed, self.weights, self.epochs_all = plan, seed, weights, epochs_all
+        self.cache, self.emit, self.control = cache, emit, control
+        self.t_start = time.perf_counter()
+        run_info = next((run_defaults(i) for i in plan["inits"] if run_defaults(i)), {})
+        self.arch = arch or run_info.get("arch") or "resnet18"
+        self.image_size = int(image_size or run_info.get("image_size") or 64)
+        from sslstudio.models import build_backbone
 
-    jobs_per_init = 1 + len(budgets) * (len(probe_modes) * len(probe_layers) + (n_rep_all if "all" in modes else 0))
-    progress = _Progress(len(all_inits) * jobs_per_init, emit)
-    rows: list[dict] = []
-    correct: dict[tuple, list[np.ndarray]] = {}  # (init, mode, layer, budget) -> per-repeat 0/1 vectors
-    saved = [time.perf_counter()]
-    total_rows = len(all_inits) * len(budgets) * (len(probe_modes) * len(probe_layers) + ("all" in modes))
+        self.stages = build_backbone(self.arch).stage_names()
+        self.layers = parse_layers(layers, self.stages)
+        self.out_dir = Path(out)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(device)
+        self.precision = resolve_precision("auto", self.device)
+        self.data = load_labelled_data(labelled, test, self.image_size, None, test_fraction, seed)
+        self.keys = {"train": images_digest(self.data.train_paths) if self.data.train_paths else
+                     f"n{len(self.data.train_y)}",
+                     "test": images_digest(self.data.test_paths) if self.data.test_paths else
+                     f"n{len(self.data.test_y)}"}
+        data, n_probe_rows = self.data, len(plan["probe_modes"]) * len(self.layers)
+        self.meta = {"format": RESULTS_FORMAT, "arch": self.arch, "image_size": self.image_size, "seed": seed,
+                     "classes": data.classes, "train_images": int(len(data.train_y)),
+                     "test_images": int(len(data.test_y)), "test_source": data.test_source, "modes": plan["modes"],
+                     "layers": self.layers, "head": plan["head"], "knn_k": plan["knn_k"], "knn_t": plan["knn_t"],
+                     "repeats": plan["repeats"], "budgets": plan["budgets"], "device": str(self.device),
+                     "inits": [{"init": i, "init_label": init_label(i)} for i in plan["inits"]]}
+        n_all = plan["repeats"].get("all", 0)
+        self.jobs_per_init = 1 + len(plan["budgets"]) * (n_probe_rows + n_all)
+        self.total_rows = len(plan["inits"]) * len(plan["budgets"]) * (n_probe_rows + ("all" in plan["modes"]))
+        self.progress = _Progress(len(plan["inits"]) * self.jobs_per_init, emit)
+        self.rows: list[dict] = []
+        self.correct: dict[tuple, list[np.ndarray]] = {}  # (init, mode, layer, budget) -> per-draw 0/1 vectors
+        self.init_facts: dict[str, dict] = {}
+        self.saved_at = time.perf_counter()
+        emit(LogEvent(f"compare: {data.summary()}; {len(plan['inits'])} initialisation(s) x "
+                      f"{', '.join(plan['modes'])}; label budgets {', '.join(map(str, plan['budgets']))}"))
 
-    def finish_row(row: dict, preds: list[np.ndarray] | None, accs: list[float], key: tuple) -> None:
+    # -- phases ----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        try:
+            for init in self.plan["inits"]:
+                self.control.checkpoint()
+                self.run_init(init)
+        except Cancelled:  # keep what finished: the rows so far are written before stopping
+            self.meta.update(time_s=time.perf_counter() - self.t_start, cancelled=True)
+            write_results(self.out_dir, self.result(["Stopped before the end: these are the rows that finished."]))
+            raise
+        return self.finish()
+
+    def run_init(self, init: str) -> None:
+        label = init_label(init)
+        try:
+            backbone, _info = resolve_init(init, self.arch, self.seed, self.weights)
+        except SSLStudioError as exc:
+            self.unavailable(init, label, str(exc))
+            return
+        self.init_facts[init] = run_facts(init) if init not in ("random", "imagenet") else {}
+        train_f, test_f = self.features(backbone, label)
+        channels = {s: backbone.stage_channels(s) for s in self.layers}
+        for budget in self.plan["budgets"]:
+            for mode in self.plan["probe_modes"]:
+                for layer in self.layers:
+                    self.control.checkpoint()
+                    self.probe_row(init, label, mode, layer, budget, train_f[layer], test_f[layer], channels[layer])
+            if "all" in self.plan["modes"]:
+                self.all_layers_row(init, label, backbone, budget)
+
+    def unavailable(self, init: str, label: str, error: str) -> None:
+        self.emit(LogEvent(f"{label} could not be used: {error}", "warning"))
+        self.init_facts[init] = {"error": error}
+        for budget in self.plan["budgets"]:
+            for mode in self.plan["probe_modes"]:
+                for layer in self.layers:
+                    self.finish_row({**self.base_row(init, mode, layer, budget), "error": error}, None, [])
+            if "all" in self.plan["modes"]:
+                self.finish_row({**self.base_row(init, "all", self.stages[-1], budget), "error": error}, None, [])
+        self.progress.step(f"{label}: unavailable", self.jobs_per_init)
+
+    def features(self, backbone, label: str) -> tuple[dict, dict]:
+        """Every probe stage's features of the training and test images (from the cache where present)."""
+        if not self.plan["probe_modes"]:
+            self.progress.step(f"{label}: ready")
+            return {}, {}
+        self.emit(LogEvent(f"{label}: features of {', '.join(self.layers)}"))
+        digest, hits0 = weights_digest(backbone), self.cache.hits
+        out = [cached_features(self.cache, backbone, digest, images, self.keys[part], self.layers, self.image_size,
+                               self.device, self.precision, self.control)
+               for part, images in (("train", self.data.train_x), ("test", self.data.test_x))]
+        source = "from the feature cache" if self.cache.hits - hits0 == 2 * len(self.layers) else "computed"
+        self.progress.step(f"{label}: features {source}")
+        return out[0], out[1]
+
+    def probe_row(self, init, label, mode, layer, budget, train_f, test_f, channels) -> None:
+        data, head, row = self.data, self.plan["head"], self.base_row(init, mode, layer, budget)
+        # a deterministic probe on the same draw gives the same answer: one repeat is all there is
+        varies = stats.draw_leaves_choice(data.train_y, budget) or (mode == "head" and head == "mlp")
+        preds, accs, chosen = [], [], []
+        for r in range(self.plan["repeats"][mode] if varies else 1):
+            idx = stats.label_draw(data.train_y, budget, r, self.seed)
+            pred, info = _probe(mode, head, train_f, test_f, data.train_y, idx, len(data.classes), channels,
+                                self.plan["knn_k"], self.plan["knn_t"], self.seed + r)
+            preds.append(pred)
+            accs.append(float((pred == data.test_y).mean()))
+            chosen.append(info)
+        row["train_images"] = int(len(stats.label_draw(data.train_y, budget, 0, self.seed)))
+        if mode == "head" and head == "linear":
+            row["l2"] = [c.get("C") for c in chosen]
+            row["l2_source"] = chosen[0].get("C_source")
+        self.finish_row(row, preds, accs)
+        self.progress.step(f"{label} / {mode} / {layer} / {budget_text(budget)}: {100 * row['test_accuracy']:.1f}%")
+
+    def all_layers_row(self, init, label, backbone, budget) -> None:
+        data, layer = self.data, self.stages[-1]
+        row = self.base_row(init, "all", layer, budget)
+        preds, accs, results = [], [], []
+        try:
+            for r in range(self.plan["repeats"]["all"]):
+                self.control.checkpoint()
+                idx = stats.label_draw(data.train_y, budget, r, self.seed)
+                result = _train_all(backbone, data, idx, len(data.classes), self.seed + r, self.device,
+                                    self.precision, self.control, self.epochs_all, self.emit,
+                                    {"init": init, "init_label": label, "mode": "all", "layer": layer,
+                                     "per_class": budget, "repeat": r})
+                preds.append(np.asarray(result["test_pred"]))
+                accs.append(float(result["test_accuracy"]))
+                results.append(result)
+                self.progress.step(f"{label} / all layers / {budget_text(budget)} / draw {r + 1}: "
+                                   f"{100 * accs[-1]:.1f}%")
+            first = results[0]
+            row.update(train_images=int(len(stats.label_draw(data.train_y, budget, 0, self.seed))),
+                       epochs=first.get("epochs"), steps=first.get("steps"),
+                       history=[list(map(float, h)) for h in first.get("history", [])],
+                       settings=first.get("settings", {}), reported="last epoch")
+        except SSLStudioError as exc:
+            row["error"], preds = str(exc), None
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one broken job must not lose the others
+            row["error"], preds = f"{type(exc).__name__}: {exc}", None
+            self.emit(LogEvent(f"{label} / all layers failed: {exc}\n{traceback.format_exc()}", "warning"))
+        self.finish_row(row, preds, accs)
+
+    def finish(self) -> dict:
+        self.meta["time_s"] = time.perf_counter() - self.t_start
+        result = self.result([])
+        result["notes"] = interpretation_notes(result, self.init_facts)
+        write_results(self.out_dir, result, curve=len(self.plan["budgets"]) > 1)
+        self.emit(LogEvent(f"compare finished in {self.meta['time_s']:.1f} s; results in {self.out_dir}"))
+        return result
+
+    # -- rows ------------------------------------------------------------------------------------
+    def base_row(self, init: str, mode: str, layer: str, budget) -> dict:
+        row = {"init": init, "init_label": init_label(init), "mode": mode, "layer": layer, "per_class": budget,
+               "repeats": self.plan["repeats"][mode], "test_accuracy": None, "std": None, "ci_low": None,
+               "ci_high": None}
+        if mode == "head":
+            row["head"] = self.plan["head"]
+        if mode == "knn":
+            row.update(k=self.plan["knn_k"], t=self.plan["knn_t"])
+        return row
+
+    def finish_row(self, row: dict, preds: list[np.ndarray] | None, accs: list[float]) -> None:
+        """Statistics, per-class accuracy and confusion of a row; emit it; save partial results now and then."""
+        data = self.data
         if preds:
             hits = [(p == data.test_y).astype(np.int8) for p in preds]
-            correct[key] = hits
-            row.update(stats.summarise(accs, hits[0], seed=seed))
+            self.correct[(row["init"], row["mode"], row["layer"], row["per_class"])] = hits
+            row.update(stats.summarise(accs, hits[0], seed=self.seed))
             row["accuracies"] = [float(a) for a in accs]
             row["repeats"] = len(accs)
-            m = sum(stats.confusion(data.test_y, p, n_classes) for p in preds)
+            m = sum(stats.confusion(data.test_y, p, len(data.classes)) for p in preds)
             totals = m.sum(axis=1)
             row["per_class_accuracy"] = {c: (float(m[i, i] / totals[i]) if totals[i] else None)
                                          for i, c in enumerate(data.classes)}
             row["confusion"] = m.tolist()
-        rows.append(row)
-        emit(RowEvent(row=dict(row), index=len(rows), total=total_rows))
-        if time.perf_counter() - saved[0] > SAVE_EVERY_S:  # partial results on disk, a few times a minute
-            meta["time_s"] = time.perf_counter() - t_start
-            meta["feature_cache"] = {"enabled": cache.enabled, "hits": cache.hits, "misses": cache.misses}
-            write_results(out_dir, {"format": RESULTS_FORMAT, "meta": meta, "notes": [], "rows": rows, "paired": []})
-            saved[0] = time.perf_counter()
+        self.rows.append(row)
+        self.emit(RowEvent(row=dict(row), index=len(self.rows), total=self.total_rows))
+        if time.perf_counter() - self.saved_at > SAVE_EVERY_S:  # partial results on disk, a few times a minute
+            self.meta["time_s"] = time.perf_counter() - self.t_start
+            write_results(self.out_dir, self.result([], paired=False))
+            self.saved_at = time.perf_counter()
 
-    def base_row(init: str, mode: str, layer: str, budget) -> dict:
-        row = {"init": init, "init_label": init_label(init), "mode": mode, "layer": layer, "per_class": budget,
-               "repeats": reps[mode], "test_accuracy": None, "std": None, "ci_low": None, "ci_high": None}
-        if mode == "head":
-            row["head"] = head
-        if mode == "knn":
-            row.update(k=int(knn_k), t=float(knn_t))
-        return row
-
-    init_facts: dict[str, dict] = {}
-    try:
-        for init in all_inits:
-            control.checkpoint()
-            label = init_label(init)
-            try:
-                backbone, info = resolve_init(init, arch, seed, weights)
-            except SSLStudioError as exc:
-                emit(LogEvent(f"{label} could not be used: {exc}", "warning"))
-                init_facts[init] = {"error": str(exc)}
-                for budget in budgets:
-                    for mode in probe_modes:
-                        for layer in probe_layers:
-                            finish_row({**base_row(init, mode, layer, budget), "error": str(exc)}, None, [], ())
-                    if "all" in modes:
-                        finish_row({**base_row(init, "all", stages[-1], budget), "error": str(exc)}, None, [], ())
-                progress.step(f"{label}: unavailable", jobs_per_init)
-                continue
-            init_facts[init] = run_facts(init) if init not in ("random", "imagenet") else {}
-            train_f = test_f = {}
-            if probe_modes:
-                emit(LogEvent(f"{label}: features of {', '.join(probe_layers)}"))
-                digest = weights_digest(backbone)
-                hits0 = cache.hits
-                train_f = cached_features(cache, backbone, digest, data.train_x, train_key, probe_layers, image_size,
-                                          dev, precision, control)
-                test_f = cached_features(cache, backbone, digest, data.test_x, test_key, probe_layers, image_size,
-                                         dev, precision, control)
-                source = "from the feature cache" if cache.hits - hits0 == 2 * len(probe_layers) else "computed"
-                progress.step(f"{label}: features {source}")
-            else:
-                progress.step(f"{label}: ready")
-            channels = {s: backbone.stage_channels(s) for s in probe_layers}
-            for budget in budgets:
-                for mode in probe_modes:
-                    for layer in probe_layers:
-                        control.checkpoint()
-                        row = base_row(init, mode, layer, budget)
-                        # a deterministic probe on the same draw gives the same answer: one repeat is all there is
-                        n = reps[mode] if (stats.draw_leaves_choice(data.train_y, budget) or
-                                           (mode == "head" and head == "mlp")) else 1
-                        preds, accs, chosen = [], [], []
-                        for r in range(n):
-                            idx = stats.label_draw(data.train_y, budget, r, seed)
-                            pred, info_r = _probe(mode, head, train_f[layer], test_f[layer], data.train_y, idx,
-                                                  n_classes, channels[layer], knn_k, knn_t, seed + r)
-                            preds.append(pred)
-                            accs.append(float((pred == data.test_y).mean()))
-                            chosen.append(info_r)
-                        row["repeats"] = n
-                        row["train_images"] = int(len(stats.label_draw(data.train_y, budget, 0, seed)))
-                        if mode == "head" and head == "linear":
-                            row["l2"] = [c.get("C") for c in chosen]
-                            row["l2_source"] = chosen[0].get("C_source")
-                        finish_row(row, preds, accs, (init, mode, layer, budget))
-                        progress.step(f"{label} / {mode} / {layer} / {budget_text(budget)}: "
-                                      f"{100 * row['test_accuracy']:.1f}%")
-                if "all" in modes:
-                    row = base_row(init, "all", stages[-1], budget)
-                    preds, accs, histories = [], [], []
-                    try:
-                        for r in range(n_rep_all):
-                            control.checkpoint()
-                            idx = stats.label_draw(data.train_y, budget, r, seed)
-                            result = _train_all(backbone, data, idx, n_classes, seed + r, dev, precision, control,
-                                                epochs_all, emit, {"init": init, "init_label": label, "mode": "all",
-                                                                   "layer": stages[-1], "per_class": budget, "repeat": r})
-                            preds.append(np.asarray(result["test_pred"]))
-                            accs.append(float(result["test_accuracy"]))
-                            histories.append(result)
-                            progress.step(f"{label} / all layers / {budget_text(budget)} / draw {r + 1}: "
-                                          f"{100 * accs[-1]:.1f}%")
-                        first = histories[0]
-                        row.update(train_images=int(len(stats.label_draw(data.train_y, budget, 0, seed))),
-                                   epochs=first.get("epochs"), steps=first.get("steps"),
-                                   history=[list(map(float, h)) for h in first.get("history", [])],
-                                   settings=first.get("settings", {}), reported="last epoch")
-                    except SSLStudioError as exc:
-                        row["error"] = str(exc)
-                        preds = None
-                    except Cancelled:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - one broken job must not lose the others
-                        row["error"] = f"{type(exc).__name__}: {exc}"
-                        emit(LogEvent(f"{label} / all layers failed: {exc}\n{traceback.format_exc()}", "warning"))
-                        preds = None
-                    finish_row(row, preds, accs, (init, "all", stages[-1], budget))
-            del backbone
-    except Cancelled:  # keep what finished: the rows so far are written before stopping
-        meta["time_s"] = time.perf_counter() - t_start
-        meta["cancelled"] = True
-        write_results(out_dir, {"format": RESULTS_FORMAT, "meta": meta,
-                                "notes": ["Stopped before the end: these are the rows that finished."],
-                                "rows": rows, "paired": _paired(rows, correct, seed)})
-        raise
-
-    paired = _paired(rows, correct, seed)
-    meta["time_s"] = time.perf_counter() - t_start
-    meta["feature_cache"] = {"enabled": cache.enabled, "hits": cache.hits, "misses": cache.misses}
-    result = {"format": RESULTS_FORMAT, "meta": meta, "notes": [], "rows": rows, "paired": paired}
-    result["notes"] = interpretation_notes(result, init_facts)
-    write_results(out_dir, result, curve=len(budgets) > 1)
-    emit(LogEvent(f"compare finished in {meta['time_s']:.1f} s; results in {out_dir}"))
-    return result
+    def result(self, notes: list[str], paired: bool = True) -> dict:
+        self.meta["feature_cache"] = {"enabled": self.cache.enabled, "hits": self.cache.hits,
+                                      "misses": self.cache.misses}
+        return {"format": RESULTS_FORMAT, "meta": self.meta, "notes": notes, "rows": self.rows,
+                "paired": _paired(self.rows, self.correct, self.seed) if paired else []}
 
 
 def _probe(mode, head, train_all_f, test_all_f, train_y, idx, n_classes, channels, k, t, seed):
