@@ -260,6 +260,58 @@ def lr_at(step: int, steps: int, warmup: int, peak: float) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _build_head(backbone, train_x, train_y, num_classes, stages, seed, device, precision, control,
+                linear_probe_first) -> tuple["_Model", list[int], float | None]:
+    """The grid head on ``stages``: standardisation from the training images and, for LP-FT, the
+    weights of a logistic probe fitted on the frozen features. Returns (model, grids, probe C)."""
+    backbone.eval()
+    with torch.no_grad():
+        probe_x = normalise_batch(torch.from_numpy(np.ascontiguousarray(train_x[:1]))).to(device)
+        maps = _stage_maps(backbone, probe_x, stages)
+    grids = [probe_grid(m.shape[1], min(m.shape[2], m.shape[3])) for m in maps]
+    dims = [m.shape[1] * g * g for m, g in zip(maps, grids)]
+    torch.manual_seed(seed)
+    head = GridHead(stages, grids, dims, num_classes)
+    model = _Model(backbone, head).to(device)
+    feats = _features(model, train_x, device, precision, control)
+    mean, std = feats.mean(0), _std_floor(feats, dims)
+    head.mean.copy_(mean.to(device))
+    head.std.copy_(std.to(device))
+    probe_c = None
+    if linear_probe_first:
+        coef, bias, probe_c = _fit_probe(((feats - mean) / std).numpy(), np.asarray(train_y), num_classes, seed)
+        with torch.no_grad():
+            head.linear.weight.copy_(torch.from_numpy(coef))
+            head.linear.bias.copy_(torch.from_numpy(bias))
+    return model, grids, probe_c
+
+
+def _batch_stream(n: int, batch_size: int, g: torch.Generator):
+    """Index batches from a stream of seeded permutations of ``range(n)``: every batch is full."""
+    stream: list[int] = []
+    while True:
+        while len(stream) < batch_size:
+            stream.extend(torch.randperm(n, generator=g).tolist())
+        idx, stream = torch.tensor(stream[:batch_size]), stream[batch_size:]
+        yield idx
+
+
+def _train_step(model: "_Model", opt, x, y, bn_train: bool, device, precision) -> tuple[float, torch.Tensor]:
+    """One update (BatchNorm layers kept in eval mode unless ``bn_train``); returns (loss, logits)."""
+    model.train()
+    if not bn_train:
+        for m in _bn_layers(model.backbone):
+            m.eval()
+    with autocast(device, precision):
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+    opt.step()
+    return float(loss.detach()), logits.detach()
+
+
 def train_all_layers(backbone: nn.Module, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                      test_y: np.ndarray, num_classes: int, *, seed: int = 0,
                      device: torch.device = torch.device("cpu"), precision: str = "fp32",
@@ -326,29 +378,10 @@ def train_all_layers(backbone: nn.Module, train_x: np.ndarray, train_y: np.ndarr
         _recalibrate_bn(backbone, train_x, device, precision, control)
     bn_train = cfg["bn"] == "train"
 
-    # Head on the pooled grids of the chosen stages.
     stages = list(head_stages or backbone.stage_names())
-    backbone.eval()
-    with torch.no_grad():
-        probe_x = normalise_batch(torch.from_numpy(np.ascontiguousarray(train_x[:1]))).to(device)
-        maps = _stage_maps(backbone, probe_x, stages)
-    grids = [probe_grid(m.shape[1], min(m.shape[2], m.shape[3])) for m in maps]
-    dims = [m.shape[1] * g * g for m, g in zip(maps, grids)]
-    torch.manual_seed(seed)
-    head = GridHead(stages, grids, dims, num_classes)
-    model = _Model(backbone, head).to(device)
-    feats = _features(model, train_x, device, precision, control)
-    mean, std = feats.mean(0), _std_floor(feats, dims)
-    head.mean.copy_(mean.to(device))
-    head.std.copy_(std.to(device))
-    probe_c = None
-    if linear_probe_first:
-        z = ((feats - mean) / std).numpy()
-        coef, bias, probe_c = _fit_probe(z, np.asarray(train_y), num_classes, seed)
-        with torch.no_grad():
-            head.linear.weight.copy_(torch.from_numpy(coef))
-            head.linear.bias.copy_(torch.from_numpy(bias))
-    del feats
+    model, grids, probe_c = _build_head(backbone, train_x, train_y, num_classes, stages, seed, device, precision,
+                                        control, linear_probe_first)
+    head = model.head
 
     groups = [{"params": list(backbone.parameters()), "scale": backbone_lr_scale},
               {"params": list(head.linear.parameters()), "scale": 1.0}]
@@ -358,39 +391,24 @@ def train_all_layers(backbone: nn.Module, train_x: np.ndarray, train_y: np.ndarr
     train_y_t = torch.from_numpy(np.asarray(train_y, dtype=np.int64))
     test_y_t = torch.from_numpy(np.asarray(test_y, dtype=np.int64))
     g = torch.Generator().manual_seed(seed)
-    stream: list[int] = []
     points = cfg["eval_points"]
     marks = sorted({max(1, round(total * (k + 1) / points)) for k in range(points)})
     history: list[tuple[float, float, float]] = []
     pred = np.zeros(len(test_y), np.int64)
     loss_sum = correct = seen = 0.0
-    for step in range(total):
+    for step, idx in zip(range(total), _batch_stream(n, bsz, g)):
         if control:
             control.checkpoint()
-        while len(stream) < bsz:
-            stream.extend(torch.randperm(n, generator=g).tolist())
-        idx, stream = torch.tensor(stream[:bsz]), stream[bsz:]
-        x = normalise_batch(torch.from_numpy(np.ascontiguousarray(train_x[idx.numpy()])))
-        x = _augment(x, g).to(device)
+        x = _augment(normalise_batch(torch.from_numpy(np.ascontiguousarray(train_x[idx.numpy()]))), g).to(device)
         y = train_y_t[idx].to(device)
         lr_now = lr_at(step, total, warm, peak)
         for group, spec in zip(opt.param_groups, groups):
             group["lr"] = lr_now * spec["scale"]
         if on_step:
             on_step(step, lr_now)
-        model.train()
-        if not bn_train:
-            for m in _bn_layers(backbone):
-                m.eval()
-        with autocast(device, precision):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        opt.step()
-        loss_sum += float(loss.detach()) * len(idx)
-        correct += float((logits.detach().argmax(1) == y).sum())
+        loss, logits = _train_step(model, opt, x, y, bn_train, device, precision)
+        loss_sum += loss * len(idx)
+        correct += float((logits.argmax(1) == y).sum())
         seen += len(idx)
         if step + 1 in marks:
             pred = _predict(model, test_x, device, precision, control)
