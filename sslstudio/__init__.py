@@ -8,8 +8,9 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load_backbone"]
 
 
-def load_backbone(path, device="cpu"):
-    """Load an exported backbone (``.pt``, ``.safetensors``, TorchScript or ONNX) as an ``nn.Module``."""
+def load_backbone(path, device="cpu", trust_code=False):
+    """Load an exported backbone (``.safetensors``, ``.pt`` or ONNX; TorchScript only with
+    ``trust_code=True``, since opening one runs code from the file) as an ``nn.Module``."""
     from sslstudio.export import load_backbone as _load
 
-    return _load(path, device=device)
+    return _load(path, device=device, trust_code=trust_code)

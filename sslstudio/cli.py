@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from sslstudio.errors import SSLStudioError
+from sslstudio.errors import JobError, RunBusyError, SSLStudioError
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -143,9 +143,10 @@ def cmd_demo_data(args) -> int:
 
 
 def cmd_preview(args) -> int:
-    from sslstudio.engine.preview import save_preview
+    from sslstudio.engine.preview import check_preview, save_preview
     from sslstudio.tasks import create_task
 
+    check_preview(args.n, args.image_size, args.seed, args.out)  # --n, --image-size, --out: before any work
     task = create_task(args.task, _options(args.option), args.image_size)
     path = save_preview(task, args.data, args.out, n=args.n, seed=args.seed)
     print(f"wrote {path} ({args.n} {args.task} samples)")
@@ -163,38 +164,38 @@ def _cache_dir(args) -> str | None:
     return str(default_cache_dir())
 
 
-def _pretrain_config(args):
-    from sslstudio.engine import PretrainConfig
+#: ``sslstudio pretrain`` arguments and the :class:`~sslstudio.engine.PretrainConfig` fields they set.
+_PRETRAIN_ARGS = ("task", "data", "arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule",
+                  "warmup_epochs", "image_size", "device", "precision", "seed", "workers", "holdout",
+                  "compile", "monitor_labelled", "monitor_every")
 
-    return PretrainConfig(task=args.task, data=args.data, out=args.out, arch=args.arch, epochs=args.epochs,
-                          batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                          weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
-                          image_size=args.image_size, device=args.device, precision=args.precision, seed=args.seed,
-                          workers=args.workers, holdout=args.holdout, task_options=_options(args.option),
-                          resume=args.resume, compile=args.compile, cache_dir=_cache_dir(args),
-                          monitor_labelled=args.monitor_labelled, monitor_every=args.monitor_every)
+
+def _typed_pretrain_settings(args) -> dict:
+    """The settings the user typed (argparse leaves every other one at ``None``)."""
+    typed = {k: getattr(args, k) for k in _PRETRAIN_ARGS if getattr(args, k) is not None}
+    if not typed.get("compile"):
+        typed.pop("compile", None)
+    if args.option:
+        typed["task_options"] = _options(args.option)
+    if args.no_cache or args.cache_dir:
+        typed["cache_dir"] = _cache_dir(args)
+    return typed
 
 
 def cmd_pretrain(args) -> int:
-    from sslstudio.engine import pretrain
+    from sslstudio.engine import PretrainConfig, pretrain, resume_config
 
-    if args.task is None and not args.resume:
-        raise SSLStudioError("--task is required (see `sslstudio tasks`).")
-    if args.data is None and not args.resume:
-        raise SSLStudioError("--data is required: the folder of unlabelled images.")
-    config = _pretrain_config(args)
-    if args.resume:
-        from sslstudio.runs import RunDir
-
-        previous = RunDir(args.out).read_config()
-        config.task = config.task or previous["task"]
-        config.data = config.data or previous["data"]
-        if args.arch is None:
-            config.arch = previous["arch"]
-        if args.image_size is None:
-            config.image_size = previous["image_size"]
-    config.arch = config.arch or "resnet18"
-    config.image_size = config.image_size or 64
+    typed = _typed_pretrain_settings(args)
+    if args.resume:  # every setting from the run's config.json; typed flags are checked against it
+        config = resume_config(args.out, **typed)
+    else:
+        if args.task is None:
+            raise SSLStudioError("--task is required (see `sslstudio tasks`).")
+        if args.data is None:
+            raise SSLStudioError("--data is required: the folder of unlabelled images.")
+        typed.setdefault("workers", min(4, os.cpu_count() or 1))
+        typed.setdefault("cache_dir", _cache_dir(args))
+        config = PretrainConfig(out=args.out, **typed)
     summary = pretrain(config, on_event=ProgressPrinter())
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports for the run
         return 0 if summary["status"] == "finished" else 130
@@ -214,7 +215,7 @@ def cmd_finetune(args) -> int:
                                       fraction=args.fraction, epochs=args.epochs,
                                       layer=args.layer, batch_size=args.batch_size, lr=args.lr,
                                       image_size=args.image_size, device=args.device, seed=args.seed,
-                                      weights=args.weights),
+                                      weights=args.weights, trust_code=args.trust_torchscript),
                        on_event=ProgressPrinter())
     print(f"{summary['status']}: test accuracy {summary['test_accuracy']:.4f} ({args.init}, {args.mode}, "
           f"{summary['layer']}); written to {args.out}")
@@ -224,14 +225,19 @@ def cmd_finetune(args) -> int:
 def cmd_compare(args) -> int:
     from sslstudio.evaluation import compare
 
-    result = compare(args.labelled, args.out, _csv(args.init) if args.init else [], test=args.test,
+    inits = _csv(args.init) if args.init is not None else []
+    if args.init is not None and not inits:
+        raise SSLStudioError(f"--init {args.init!r} names no run directory or weights file; give them "
+                             "comma-separated, or leave --init out to compare the baselines only.")
+    result = compare(args.labelled, args.out, inits, test=args.test,
                      baselines=_csv(args.baselines), modes=_csv(args.modes), layers=args.layers, arch=args.arch,
                      per_class=args.per_class, fraction=args.fraction, label_curve=args.label_curve,
                      repeats=args.repeats, repeats_all=args.repeats_all, head=args.head, knn_k=args.knn_k,
-                     knn_t=args.knn_t, epochs_all=args.epochs_all or args.epochs, image_size=args.image_size,
+                     knn_t=args.knn_t, image_size=args.image_size,
+                     epochs_all=args.epochs_all if args.epochs_all is not None else args.epochs,
                      device=args.device, seed=args.seed, weights=args.weights, test_fraction=args.test_fraction,
                      feature_cache=not args.no_feature_cache, cache_dir=args.feature_cache_dir,
-                     on_event=ProgressPrinter())
+                     on_event=ProgressPrinter(), trust_code=args.trust_torchscript)
     print((Path(args.out) / "results.md").read_text())
     if (Path(args.out) / "label_curve.png").is_file():
         print(f"label curve: {Path(args.out) / 'label_curve.png'}")
@@ -349,25 +355,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, help="peak learning rate (default: the paper's)")
     s.add_argument("--momentum", type=float)
     s.add_argument("--weight-decay", type=float)
-    s.add_argument("--schedule", default="auto", choices=["auto", "step", "cosine", "constant"],
-                   help="auto: the paper's step decay for 30+ epochs, else warm-up + cosine")
+    s.add_argument("--schedule", choices=["auto", "step", "cosine", "constant"],
+                   help="auto (default): the paper's step decay for 30+ epochs, else warm-up + cosine")
     s.add_argument("--warmup-epochs", type=float)
-    s.add_argument("--image-size", type=int, default=None, help="working resolution (default 64)")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader worker processes")
-    s.add_argument("--holdout", type=float, default=0.05, help="fraction of images held out for validation")
+    s.add_argument("--image-size", type=int, help="working resolution (default 64)")
+    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    s.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="default auto: bf16 on a GPU that has it")
+    s.add_argument("--seed", type=int, help="default 0")
+    s.add_argument("--workers", type=int, help=f"DataLoader worker processes (default {min(4, os.cpu_count() or 1)})")
+    s.add_argument("--holdout", type=float, help="fraction of images held out for validation (default 0.05)")
     s.add_argument("--option", action="append", metavar="KEY=VALUE", help="task setting (repeatable)")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    s.add_argument("--compile", action="store_true",
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with the run's own settings "
+                        "(device, workers and the monitor may change; flags that would change the run are refused)")
+    s.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the training step (slow first steps; pays off on GPUs, see docs/benchmarks.md)")
     s.add_argument("--cache-dir", help="decode cache folder (default $SSLSTUDIO_CACHE_DIR or ~/.cache/sslstudio/decoded)")
     s.add_argument("--no-cache", action="store_true", help="decode the images without the decode cache")
     s.add_argument("--monitor-labelled", metavar="DIR",
                    help="live kNN monitor: after every N epochs, the kNN accuracy of every backbone stage on this "
                         "labelled folder (DIR/<class>/... or DIR/train + DIR/test), beside a random-init reference")
-    s.add_argument("--monitor-every", type=int, default=1, metavar="N",
+    s.add_argument("--monitor-every", type=int, metavar="N",
                    help="run the kNN monitor every N epochs and after the last (default 1)")
     s.set_defaults(func=cmd_pretrain)
 
@@ -388,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--weights", help="ImageNet weights file for --init imagenet")
+    s.add_argument("--trust-torchscript", action="store_true",
+                   help="accept TorchScript archives as weights; opening one runs code from the file, so only "
+                        "for files whose source you trust")
     s.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser("compare", help="probe, kNN and fine-tune every initialisation; intervals over label draws",
@@ -424,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-feature-cache", action="store_true", help="compute every feature afresh (same results)")
     s.add_argument("--feature-cache-dir", help="feature cache folder (default $SSLSTUDIO_CACHE_DIR/features "
                    "or ~/.cache/sslstudio/features)")
+    s.add_argument("--trust-torchscript", action="store_true",
+                   help="accept TorchScript archives as weights; opening one runs code from the file, so only "
+                        "for files whose source you trust")
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("export", help="export a run's backbone")
@@ -475,13 +489,29 @@ def main(argv: list[str] | None = None) -> int:
         args.func = cmd_gui
     try:
         return int(args.func(args) or 0)
-    except SSLStudioError as exc:
+    except (JobError, RunBusyError) as exc:  # a job that failed, or could not start beside another
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 1
+    except SSLStudioError as exc:  # bad input: a setting, a folder, a file
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the environment said no (a full disk, a read-only folder...)
+        from sslstudio.fileutil import os_reason
+
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"\nerror: the command stopped on a file it could not read or write: {os_reason(exc)}{where}.",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted; a pretraining run keeps its last checkpoint (continue it with --resume).",
               file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a failed job is one sentence; the traceback on request
+        if os.environ.get("SSLSTUDIO_DEBUG"):
+            raise
+        print(f"\nerror: the job failed: {type(exc).__name__}: {exc} (set SSLSTUDIO_DEBUG=1 to see where).",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from sslstudio import fileutil
+
 __all__ = [
     "CACHE_FORMAT_VERSION",
     "CacheKey",
@@ -294,6 +296,7 @@ class MemmapWriter:
     @classmethod
     def temporary(cls, rows: int, size: int, folder: str | None = None) -> "MemmapWriter":
         """A writer of a temporary file in ``folder`` (default :func:`tempfile.gettempdir`)."""
+        # Private scratch (0o600, possibly in a shared /tmp), removed once mapped: not a result others read.
         fd, path = tempfile.mkstemp(prefix="sslstudio-decoded-", suffix=".npy", dir=folder)
         os.close(fd)
         return cls(path, rows, size)
@@ -302,7 +305,7 @@ class MemmapWriter:
     def in_cache(cls, cache_dir: Path, key: CacheKey, rows: int, size: int) -> "MemmapWriter":
         """A writer of a temporary file inside ``cache_dir``, to become the entry of ``key``."""
         cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, path = tempfile.mkstemp(prefix=f"{key.stem}.", suffix=".tmp", dir=cache_dir)
+        fd, path = fileutil.mkstemp(cache_dir, prefix=f"{key.stem}.", suffix=".tmp")  # umask applies, not 0o600
         os.close(fd)
         return cls(path, rows, size)
 
@@ -408,7 +411,7 @@ class DecodeCache:
         info.update({"key": key.digest, "group": key.group, "dtype": "uint8",
                      "shape": [int(rows), writer.size, writer.size, 3],
                      "npy_bytes": os.path.getsize(writer.path), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        fd, tmp_side = tempfile.mkstemp(prefix=f"{key.stem}.", suffix=".tmp", dir=self.folder)
+        fd, tmp_side = fileutil.mkstemp(self.folder, prefix=f"{key.stem}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(info, fh)

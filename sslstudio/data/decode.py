@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from sslstudio.data.cache import DecodeCache, MemmapWriter, cache_key, ram_budget
-from sslstudio.data.images import MAX_PIXELS, BadImageError, load_rgb, to_square_array
+from sslstudio.data.images import MAX_PIXELS, UNREADABLE, BadImageError, is_readable, load_rgb, to_square_array
 from sslstudio.data.scan import ScanReport, scan_folder
 from sslstudio.errors import ConfigError, DataError
 
@@ -27,7 +27,7 @@ CHUNK_BYTES = 32 << 20
 SMALL_POLICIES = ("upscale", "skip")
 """Accepted values of ``small_policy``."""
 
-_REASON_ORDER = ("truncated", "not an image", "corrupt", "empty file", "decompression bomb", "too small")
+_REASON_ORDER = ("truncated", "not an image", "corrupt", UNREADABLE, "empty file", "decompression bomb", "too small")
 
 
 @dataclass
@@ -182,6 +182,9 @@ def _complain(result: DecodedImages, total: int, folder: str) -> None:
     counts = format_counts(result.skipped_counts())
     if not result.paths:
         hint = "Check that the files open in an image viewer, or choose another folder"
+        if UNREADABLE in result.skipped_counts():
+            hint = ("Check the files' permissions (the user running sslstudio must be allowed to read them) "
+                    "and that they open in an image viewer, or choose another folder")
         if "too small" in result.skipped_counts():
             hint += ', lower the minimum source size, or keep small images with small_policy="upscale"'
         raise DataError(f"None of the {total:,} image files in {folder} could be read: {counts}. {hint}.")
@@ -356,7 +359,8 @@ def decode_folder(
     removed or changed file means decoding again (and the outdated entry of the same folder and
     settings is deleted). See :mod:`sslstudio.data.cache`. A damaged entry gives a warning and is
     decoded again; a cache folder that cannot be written gives a warning and the images are decoded
-    without it.
+    without it. Files skipped as unreadable (no read permission) are checked again on a cache hit: a
+    permission change leaves the key alone, so once one of them can be read the entry is decoded again.
 
     Args:
         root: Folder to scan recursively (see :func:`~sslstudio.data.scan.scan_folder`).
@@ -390,6 +394,11 @@ def decode_folder(
     return result
 
 
+def _readable_again(skipped: list[tuple[Path, str]]) -> bool:
+    """Whether a file skipped for lack of permission can now be read."""
+    return any(reason == UNREADABLE and is_readable(path) for path, reason in skipped)
+
+
 def _decode_cached(report: ScanReport, size: int, cache_dir: Path, settings: dict[str, Any], workers: int,
                    progress: Callable[[int, int], None] | None, max_ram_bytes: int | None) -> DecodedImages:
     files = report.files
@@ -417,6 +426,11 @@ def _decode_cached(report: ScanReport, size: int, cache_dir: Path, settings: dic
             cache.discard(key)
             found = None
         else:
+            if _readable_again(skipped):  # a permission change keeps the key: decode again, not "unreadable"
+                del arrays
+                found = None
+                cache.discard(key)
+        if found is not None:
             if progress is not None:
                 progress(total, total)
             return DecodedImages(arrays=arrays, paths=kept, skipped=skipped, size=size, cache_path=npy,

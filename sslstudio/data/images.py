@@ -24,8 +24,10 @@ __all__ = [
     "BAD_IMAGE_REASONS",
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
+    "UNREADABLE",
     "BadImageError",
     "is_image_file",
+    "is_readable",
     "load_rgb",
     "to_square_array",
 ]
@@ -36,7 +38,11 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 MAX_PIXELS = 89_478_485
 """Default largest pixel count accepted (PIL's own decompression-bomb limit)."""
 
+UNREADABLE = "unreadable (permission denied)"
+"""The reason of a file that this user is not allowed to read (nothing is known about its content)."""
+
 BAD_IMAGE_REASONS = (
+    UNREADABLE,
     "empty file",
     "not an image",
     "truncated",
@@ -98,6 +104,15 @@ def is_image_file(name: str | os.PathLike[str]) -> bool:
     return os.path.splitext(os.fspath(name))[1].lower() in IMAGE_EXTENSIONS
 
 
+def is_readable(path: str | os.PathLike[str]) -> bool:
+    """Tell whether ``path`` can be opened for reading now (False for a missing file too)."""
+    try:
+        with open(path, "rb"):
+            return True
+    except OSError:
+        return False
+
+
 def _looks_like_image(path: Path) -> bool:
     """Tell whether the file starts with a known image signature."""
     try:
@@ -153,13 +168,15 @@ def load_rgb(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> 
 
     Raises:
         BadImageError: The file is empty, not an image, truncated, corrupt
-            or too large.
+            or too large, or it may not be read (reason :data:`UNREADABLE`).
     """
     path = Path(path)
     limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
     try:
         if path.stat().st_size == 0:
             raise BadImageError("empty file", path)
+    except PermissionError as exc:  # a folder on the way cannot be searched
+        raise BadImageError(UNREADABLE, path, exc.strerror or str(exc)) from exc
     except OSError as exc:
         raise BadImageError("corrupt", path, exc.strerror or str(exc)) from exc
 
@@ -172,6 +189,8 @@ def load_rgb(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> 
             rgb = _to_rgb(ImageOps.exif_transpose(img))
     except BadImageError:
         raise
+    except PermissionError as exc:  # the file itself may not be read: say so, it is not "corrupt"
+        raise BadImageError(UNREADABLE, path, exc.strerror or str(exc)) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImageError("decompression bomb", path, str(exc)) from exc
     except UnidentifiedImageError as exc:

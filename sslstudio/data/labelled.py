@@ -16,13 +16,16 @@ from __future__ import annotations
 import os
 import random
 import warnings
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sslstudio.data.decode import format_counts
 from sslstudio.data.scan import check_folder, walk_images
 from sslstudio.errors import ConfigError, DataError
 
-__all__ = ["LabelledSplit", "load_labelled"]
+__all__ = ["LabelledSplit", "check_usable_classes", "load_labelled"]
 
 _LAYOUT = "DIR/<class>/image.jpg or DIR/train/<class>/image.jpg (with an optional DIR/test/<class>/image.jpg)"
 
@@ -37,12 +40,20 @@ class LabelledSplit:
         test: ``(path, label)`` pairs for testing, sorted by label then path.
         test_source: ``"folder"`` when the test images come from a test
             folder, ``"split"`` when they were split off the training images.
+        train_dir: The folder holding the training class folders, when known.
+        test_dir: The folder holding the test class folders, if there is one.
     """
 
     classes: list[str]
     train: list[tuple[Path, int]] = field(default_factory=list)
     test: list[tuple[Path, int]] = field(default_factory=list)
     test_source: str = "split"
+    train_dir: Path | None = None
+    test_dir: Path | None = None
+
+    def class_folder(self, name: str) -> Path | None:
+        """The training folder of class ``name``, when known."""
+        return self.train_dir / name if self.train_dir is not None else None
 
     def summary(self) -> str:
         """Return a one-line description of the classes and the split."""
@@ -239,4 +250,53 @@ def load_labelled(
         train=[(p, index[name]) for name in classes for p in train_images[name]],
         test=[(p, index[name]) for name in classes if name in test_images for p in test_images[name]],
         test_source=source,
+        train_dir=train_dir,
+        test_dir=test_dir,
     )
+
+
+def check_usable_classes(split: LabelledSplit, kept: Iterable[str | os.PathLike[str]],
+                         skipped: Iterable[tuple[str | os.PathLike[str], str]]) -> None:
+    """Stop when decoding left a class without a usable training image; warn when it left one untested.
+
+    Without this, a class whose files are all broken would silently vanish from training while the
+    classifier still has an output for it.
+
+    Args:
+        split: The lists the decoded files came from.
+        kept: The files that were decoded (train and test).
+        skipped: ``(path, reason)`` of the files that were not.
+
+    Raises:
+        DataError: A class has no usable training image; the sentence names the class, its folder
+            and why its files were skipped.
+    """
+    usable = {Path(p) for p in kept}
+    reasons = {Path(p): str(r) for p, r in skipped}
+    by_class: list[dict[str, list[Path]]] = [{"train": [], "test": []} for _ in split.classes]
+    for role, items in (("train", split.train), ("test", split.test)):
+        for p, y in items:
+            by_class[y][role].append(Path(p))
+    untested = []
+    for name, files in zip(split.classes, by_class):
+        train, test = files["train"], files["test"]
+        if test and not any(p in usable for p in test):
+            untested.append(name)
+        if not train or any(p in usable for p in train):
+            continue
+        counts = Counter(reasons[p] for p in train + test if p in reasons)
+        n = sum(counts.values())
+        what = "training image" if any(p in usable for p in test) else "image"
+        folder = split.class_folder(name) or os.path.commonpath([os.fspath(p.parent) for p in train])
+        raise DataError(
+            f"The class '{name}' in {folder} has no usable {what} ({n:,} file{'' if n == 1 else 's'} skipped: "
+            f"{format_counts(dict(counts))}); replace or remove the unusable files, or remove the class folder."
+        )
+    if untested:
+        one = len(untested) == 1
+        warnings.warn(
+            f"{len(untested)} class{'' if one else 'es'} ({', '.join(untested)}) {'has' if one else 'have'} "
+            f"no usable test image and {'is' if one else 'are'} not tested.",
+            UserWarning,
+            stacklevel=2,
+        )

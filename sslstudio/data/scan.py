@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ class ScanReport:
             most common first: ``{"jpg": 1200, "png": 4}``.
         stats: ``(size in bytes, mtime_ns)`` of each file, in the order of
             ``files``, when scanned with ``stat=True``; else None.
+        unreadable_folders: Folders that could not be listed for lack of
+            permission (their images, if any, are not in ``files``).
     """
 
     root: Path
@@ -34,6 +37,7 @@ class ScanReport:
     ignored: int = 0
     formats: dict[str, int] = field(default_factory=dict)
     stats: list[tuple[int, int]] | None = None
+    unreadable_folders: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         """Return a one-line description such as ``"1,204 images in /data (3 other files ignored)"``."""
@@ -95,6 +99,7 @@ class _Walk:
     ignored: int
     formats: dict[str, int]
     stats: list[tuple[int, int]] | None
+    denied: list[str] = field(default_factory=list)
 
 
 def _walk(root_str: str, progress: Callable[[int], None] | None, want_stat: bool) -> _Walk:
@@ -111,6 +116,7 @@ def _walk(root_str: str, progress: Callable[[int], None] | None, want_stat: bool
     found: list[str] = []
     stats: list[tuple[int, int]] | None = [] if want_stat else None
     counts = {"ignored": 0}
+    denied: list[str] = []
     by_ext: dict[str, int] = {}
     seen_dirs: set[tuple[int, int]] = set()
     try:
@@ -126,6 +132,9 @@ def _walk(root_str: str, progress: Callable[[int], None] | None, want_stat: bool
         items: list[tuple] = []
         try:
             entries = os.scandir(folder)
+        except PermissionError:
+            denied.append(folder)
+            return items
         except OSError:
             return items
         with entries:
@@ -187,7 +196,7 @@ def _walk(root_str: str, progress: Callable[[int], None] | None, want_stat: bool
     if progress is not None:
         progress(len(found))
     formats = {ext.lstrip("."): n for ext, n in sorted(by_ext.items(), key=lambda kv: (-kv[1], kv[0]))}
-    return _Walk(found, counts["ignored"], formats, stats)
+    return _Walk(found, counts["ignored"], formats, stats, denied)
 
 
 def scan_folder(
@@ -207,18 +216,41 @@ def scan_folder(
     Returns:
         A :class:`ScanReport` with the sorted image files.
 
+    Folders that may not be listed (no permission) are left out with one
+    :class:`UserWarning` naming them (:attr:`ScanReport.unreadable_folders`).
+
     Raises:
-        DataError: The folder is missing, is not a folder, or holds no image
-            files with an accepted extension.
+        DataError: The folder is missing, is not a folder, may not be read,
+            or holds no image files with an accepted extension.
     """
     folder = check_folder(root, "The image folder")
     walk = _walk(os.fspath(folder), progress, stat)
+    if walk.denied and walk.denied[0] == os.fspath(folder):
+        raise DataError(
+            f"The image folder {folder} cannot be read (permission denied); check its permissions "
+            "(the user running sslstudio must be allowed to list it) or choose another folder."
+        )
     if not walk.paths:
         accepted = ", ".join(sorted(IMAGE_EXTENSIONS))
         other = f" (it holds {walk.ignored:,} other files)" if walk.ignored else ""
+        denied = (f", and {len(walk.denied):,} of its folders cannot be read (permission denied): "
+                  f"{_names(walk.denied)}" if walk.denied else "")
         raise DataError(
-            f"No images with the accepted extensions ({accepted}) were found in {folder}{other}; "
+            f"No images with the accepted extensions ({accepted}) were found in {folder}{other}{denied}; "
             "choose a folder that contains image files (sub-folders are searched too)."
         )
+    if walk.denied:
+        warnings.warn(
+            f"{len(walk.denied):,} folder{'' if len(walk.denied) == 1 else 's'} in {folder} cannot be read "
+            f"(permission denied) and {'its' if len(walk.denied) == 1 else 'their'} images are left out: "
+            f"{_names(walk.denied)}.",
+            UserWarning,
+            stacklevel=2,
+        )
     return ScanReport(root=folder, files=[Path(p) for p in walk.paths], ignored=walk.ignored,
-                      formats=walk.formats, stats=walk.stats)
+                      formats=walk.formats, stats=walk.stats, unreadable_folders=[Path(p) for p in walk.denied])
+
+
+def _names(folders: list[str], most: int = 5) -> str:
+    """The first ``most`` folders, comma-separated (``", ..."`` when there are more)."""
+    return ", ".join(folders[:most]) + (", ..." if len(folders) > most else "")

@@ -2,7 +2,7 @@
 
 from sslstudio.engine.events import (Cancelled, CheckpointEvent, EpochEvent, FailedEvent, FinishedEvent, LogEvent,
                                      ProgressEvent, RowEvent, RunControl, StepEvent, event_to_dict)
-from sslstudio.engine.pretrain import PretrainConfig, pretrain
+from sslstudio.engine.pretrain import PretrainConfig, pretrain, resume_config
 
 __all__ = ["Cancelled", "CheckpointEvent", "EpochEvent", "FailedEvent", "FinishedEvent", "LogEvent", "ProgressEvent", "RowEvent", "RunControl",
-           "StepEvent", "event_to_dict", "PretrainConfig", "pretrain"]
+           "StepEvent", "event_to_dict", "PretrainConfig", "pretrain", "resume_config"]

@@ -20,6 +20,11 @@ image are four samples):
   first ``train_images`` images (all of them when ``None``).
 
 The ratios ``pipeline/naive`` and ``train/model`` say whether the data pipeline keeps up.
+
+Files that cannot be used (corrupt, not an image, unreadable...) are found by the pipeline's decode,
+which runs first, and are left out of every figure, as every other command skips them: ``images`` is
+the usable images, ``images_found`` the image files in the folder, and ``skipped`` /
+``skipped_by_reason`` count the others (with the decode's reasons).
 """
 
 from __future__ import annotations
@@ -103,13 +108,23 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     task = create_task(task_name, image_size=image_size)
-    files = scan_folder(data).files
+    found = scan_folder(data).files
+
+    # decoded first: the files it skips (with the data layer's reasons) are left out of every figure
+    log("pipeline: decode once (timed), then samples from memory")
+    t0 = time.perf_counter()
+    decoded = decode_images(found, image_size, min_source_size=task.min_image_size,
+                            small_policy=task.small_image_policy)
+    decode_s = time.perf_counter() - t0
+    files = list(decoded.paths)
+
     def _samples(batch) -> int:  # as the engine counts: images x the task's inputs per image
         return int(batch[0].shape[0] * task.samples_per_image)
 
     result: dict = {"task": task_name, "arch": arch, "image_size": image_size, "batch_size": batch_size,
                     "workers": workers, "device": str(dev), "device_name": device_name(dev), "precision": prec,
-                    "images": len(files), "samples_per_image": task.samples_per_image}
+                    "images": len(files), "images_found": len(found), "skipped": len(decoded.skipped),
+                    "skipped_by_reason": decoded.skipped_counts(), "samples_per_image": task.samples_per_image}
 
     log("naive: PIL decode + resize + task transform per sample")
     naive = DataLoader(NaiveFolderDataset(files, task, seed), batch_size=batch_size, shuffle=True,
@@ -117,11 +132,8 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
                        generator=torch.Generator().manual_seed(seed))
     result["naive"] = _rate(naive, steps, warmup, _samples, LOADER_SECONDS)
 
-    log("pipeline: decode once, samples from memory")
-    t0 = time.perf_counter()
-    decoded = decode_images(files, image_size, min_source_size=task.min_image_size,
-                            small_policy=task.small_image_policy)
-    result["decode_s"] = time.perf_counter() - t0
+    log("pipeline: samples from the decoded images")
+    result["decode_s"] = decode_s
     items = task.prepare(decoded.arrays, seed)
     dataset = TaskDataset(items, task, seed)
     batches = [b for e in range(3) for b in epoch_batches(len(dataset), batch_size, seed, e)]
@@ -195,10 +207,19 @@ def _train_step(task, arch, items, inputs, target, dev, precision, channels_last
     return step
 
 
+def _skipped_text(result: dict) -> str:
+    """``", 2 skipped (1 corrupt, 1 not an image)"``: a note on the unusable files, or nothing."""
+    from sslstudio.data.decode import format_counts
+
+    if not result.get("skipped"):
+        return ""
+    return f", {result['skipped']} skipped ({format_counts(result.get('skipped_by_reason') or {})})"
+
+
 def format_bench(result: dict) -> str:
     lines = [f"{result['task']} / {result['arch']} at {result['image_size']} px, batch {result['batch_size']} "
-             f"images, {result['workers']} workers, {result['images']} images; device {result['device_name']}, "
-             f"precision {result['precision']}",
+             f"images, {result['workers']} workers, {result['images']} images{_skipped_text(result)}; "
+             f"device {result['device_name']}, precision {result['precision']}",
              f"  naive     {result['naive']:10,.0f} samples/s   (PIL decode + resize + transform per sample)",
              f"  pipeline  {result['pipeline']:10,.0f} samples/s   (decoded once in {result['decode_s']:.1f} s)",
              f"  model     {result['model']:10,.0f} samples/s   (training step on device tensors: the ceiling)",

@@ -26,9 +26,10 @@ from sslstudio.engine.events import (Cancelled, CheckpointEvent, EpochEvent, Eve
                                      FinishedEvent, LogEvent, RunControl, StepEvent)
 from sslstudio.engine.loader import VAL_EPOCH, EpochLoaders, TaskDataset, epoch_batches, task_batches
 from sslstudio.engine.schedule import lr_multiplier, resolve_schedule
-from sslstudio.errors import ConfigError, SSLStudioError
+from sslstudio.errors import ConfigError, JobError, SSLStudioError
 from sslstudio.data.arrays import IndexedImages
 from sslstudio.runs import RunDir, library_versions
+from sslstudio.settings import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, check_settings, param
 from sslstudio.tasks.base import EpochPlan, PretextTask
 
 #: Settings that must not change when a run is resumed.
@@ -44,34 +45,44 @@ class PretrainConfig:
     data: str
     out: str
     arch: str = "resnet18"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    momentum: float | None = None
+    epochs: int | None = param(None, "Training epochs (default: the paper's).", min=1, max=MAX_EPOCHS)
+    batch_size: int | None = param(None, "Source images per batch (default: the paper's).", min=1,
+                                   max=MAX_BATCH_SIZE)
+    lr: float | None = param(None, "Peak learning rate (default: the paper's).", min=0.0, min_exclusive=True,
+                             max=10.0)
+    momentum: float | None = param(None, "SGD momentum (default: the paper's).", min=0.0, max=1.0,
+                                   max_exclusive=True)
     nesterov: bool | None = None
-    weight_decay: float | None = None
+    weight_decay: float | None = param(None, "L2 weight decay (default: the paper's).", min=0.0, max=1.0)
     schedule: str = "auto"
-    warmup_epochs: float | None = None
-    image_size: int = 64
+    warmup_epochs: float | None = param(None, "Linear warm-up epochs of the cosine schedule.", min=0.0,
+                                        max=MAX_EPOCHS)
+    image_size: int = param(64, "Side of the square network inputs (pixels).", min=MIN_IMAGE_SIZE,
+                            max=MAX_IMAGE_SIZE)
     device: str = "auto"
     precision: str = "auto"
-    seed: int = 0
-    workers: int = 2
-    holdout: float = 0.05
+    seed: int = param(0, "Seed of the run.", min=0)
+    workers: int = param(2, "Data-loading worker processes (0: load in the training thread).", min=0, max=256)
+    holdout: float = param(0.05, "Fraction of the images held out for validation.", min=0.0, max=0.5,
+                           max_exclusive=True)
     task_options: dict = field(default_factory=dict)
     resume: bool = False
-    log_every: int = 10
+    log_every: int = param(10, "Write a step record to metrics.jsonl every N steps.", min=1, flag="log_every")
     compile: bool = False
     cache_dir: str | None = None
     #: Labelled folder of the live kNN monitor (``None``: no monitor); see :mod:`sslstudio.evaluation.monitor`.
     monitor_labelled: str | None = None
     #: Run the monitor every N epochs (and after the last epoch).
-    monitor_every: int = 1
-    monitor_k: int = 20
-    monitor_t: float = 0.07
+    monitor_every: int = param(1, "Run the kNN monitor every N epochs (and after the last).", min=1,
+                               max=MAX_EPOCHS)
+    monitor_k: int = param(20, "Neighbours of the monitor's kNN vote.", min=1, max=10_000, flag="monitor_k")
+    monitor_t: float = param(0.07, "Temperature of the monitor's kNN vote.", min=0.0, min_exclusive=True,
+                             max=10.0, flag="monitor_t")
     #: Cap of the monitor's images: at most this many reference images per class, this many test images.
-    monitor_max_train_per_class: int | None = None
-    monitor_max_test: int | None = None
+    monitor_max_train_per_class: int | None = param(None, "Monitor: at most this many reference images per class.",
+                                                    min=1, flag="monitor_max_train_per_class")
+    monitor_max_test: int | None = param(None, "Monitor: at most this many test images.", min=1,
+                                         flag="monitor_max_test")
 
     def resolved(self, task) -> dict:
         """The config as a dict with the task's defaults filled in (what ``config.json`` records)."""
@@ -102,10 +113,19 @@ def pretrain(config: PretrainConfig, on_event: EventSink | None = None,
     emit = on_event or (lambda event: None)
     control = control or RunControl()
     try:
+        check_settings(config)  # every declared range, before anything is read or written
         return _Pretrainer(config, emit, control).run()
     except SSLStudioError as exc:
         emit(FailedEvent(str(exc), type(exc).__name__, traceback.format_exc()))
         raise
+    except OSError as exc:  # the disk filled up, the folder became read-only...
+        from sslstudio.fileutil import os_reason
+
+        error = JobError(f"the run in {config.out} stopped on a file it could not write or read: {os_reason(exc)}"
+                         f"{f' ({exc.filename})' if exc.filename else ''}; free space or fix the folder, then "
+                         "continue with --resume (the last complete checkpoint is kept).")
+        emit(FailedEvent(str(error), type(exc).__name__, traceback.format_exc()))
+        raise error from exc
     except torch.cuda.OutOfMemoryError as exc:
         emit(FailedEvent("the GPU ran out of memory: lower --batch-size or --image-size, or use a "
                          "smaller --arch.", type(exc).__name__, traceback.format_exc()))
@@ -129,7 +149,10 @@ class _Pretrainer:
         if not self.dist.is_main:  # rank 0 reports for the whole run
             self.emit = lambda event: None
         try:
-            return self._run(device_setting)
+            if not self.dist.is_main:  # rank 0 holds the folder for the whole run
+                return self._run(device_setting)
+            with RunDir(self.config.out).hold("pretrain"):
+                return self._run(device_setting)
         finally:
             self.dist.close()
 
@@ -142,11 +165,10 @@ class _Pretrainer:
         run = RunDir(cfg.out)
         previous = None
         if cfg.resume:
+            cfg = _merge_for_resume(cfg)
             previous = run.read_config()
-            if not run.last_checkpoint.is_file():
-                raise ConfigError(f"cannot resume {run.path}: it has no checkpoint yet; start it again without --resume.")
-            cfg = _merge_for_resume(cfg, previous)
-        elif run.last_checkpoint.is_file() or run.summary_path.is_file():
+            resume_state = run.load_checkpoint("last")  # a damaged checkpoint stops here, before any work
+        elif run.last_checkpoint.is_file() or run.summary_path.is_file() or run.config_path.is_file():
             raise ConfigError(f"{run.path} already holds a run; resume it with --resume or choose another --out.")
 
         task = create_task(cfg.task, cfg.task_options, cfg.image_size)
@@ -225,7 +247,7 @@ class _Pretrainer:
 
         start_epoch, history, best = 0, [], None
         if previous is not None:
-            state = run.load_checkpoint("last")
+            state = resume_state
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -285,7 +307,7 @@ class _Pretrainer:
                         output = net(inputs)
                         loss = task.loss(output, target)
                     if not torch.isfinite(loss):
-                        raise ConfigError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
+                        raise JobError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
                                           "the learning rate is probably too high; lower --lr.")
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -348,7 +370,12 @@ class _Pretrainer:
                     self.emit(CheckpointEvent(epoch=epoch, path=str(path), best=is_best))
         except Cancelled:
             cancelled = True
-            self.emit(LogEvent("stopped; the last checkpoint is kept (resume with --resume)", "warning"))
+            if run.last_checkpoint.is_file():
+                self.emit(LogEvent(f"stopped; the checkpoint after epoch {len(history)} is kept "
+                                   "(continue with --resume)", "warning"))
+            else:
+                self.emit(LogEvent("stopped before the first epoch ended: there is no checkpoint to resume from",
+                                   "warning"))
         finally:
             loaders.close()
 
@@ -464,21 +491,85 @@ class _Pretrainer:
 
 
 # ----------------------------------------------------------------------------------------------
-def _merge_for_resume(cfg: PretrainConfig, previous: dict) -> PretrainConfig:
-    """Take the run's own settings; only the device, workers and logging may change on resume."""
-    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
-    keep = {k: v for k, v in previous.items() if k in fields}
-    keep.update(device=cfg.device, workers=cfg.workers, resume=True, out=cfg.out, log_every=cfg.log_every,
-                compile=cfg.compile, cache_dir=cfg.cache_dir)
-    if cfg.monitor_labelled:  # the monitor never changes the weights: it may be switched on or changed
-        keep.update(monitor_labelled=cfg.monitor_labelled, monitor_every=cfg.monitor_every)
-    for key, value in dataclasses.asdict(cfg).items():  # explicit overrides are checked against the run
-        if key in RESUME_KEYS and value is not None and key not in ("task_options",):
-            keep[key] = value
-    if cfg.task_options:
-        keep["task_options"] = {**previous.get("task_options", {}), **cfg.task_options}
-    keep["data"] = previous["data"]
-    return PretrainConfig(**keep)
+#: Settings that may differ when a run is resumed (they do not change what the run computes, or only
+#: how fast); every other setting of :class:`PretrainConfig` is the run's own and refused if changed.
+FREE_ON_RESUME = ("device", "precision", "workers", "log_every", "compile", "cache_dir", "monitor_labelled",
+                  "monitor_every", "monitor_k", "monitor_t", "monitor_max_train_per_class", "monitor_max_test")
+
+
+def resume_config(out: str | os.PathLike, **overrides: Any) -> PretrainConfig:
+    """The config that continues the run in ``out``: every setting from its ``config.json``.
+
+    This is the one place that decides a resume (the CLI, the window and :func:`pretrain` call it).
+    ``overrides`` are the settings the user gave: ``None`` means "not given"; those in
+    :data:`FREE_ON_RESUME` (device, workers, the monitor...) replace the run's; any other setting that
+    differs from the run's would change what the run means (task, arch, seed, holdout, image size,
+    the optimisation...) and is refused with one sentence.
+
+    Raises:
+        RunError: The folder is not a run, or its ``config.json`` is damaged.
+        ConfigError: The run has no checkpoint, or an override would change the run.
+    """
+    run = RunDir(out)
+    previous = run.read_config()
+    if not run.last_checkpoint.is_file():
+        raise ConfigError(f"cannot resume {run.path}: it has no checkpoint yet (no epoch finished); "
+                          "start it again without --resume.")
+    names = {f.name for f in dataclasses.fields(PretrainConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} for a pretraining run.")
+    values = {k: previous[k] for k in names if k in previous}
+    changed = []
+    for key, value in overrides.items():
+        if value is None or value == "" or key in ("out", "resume"):
+            continue
+        if key in FREE_ON_RESUME:
+            values[key] = value
+            continue
+        if key == "schedule" and value == "auto":
+            continue
+        theirs = previous.get(key)
+        if key == "data":
+            value, theirs = str(Path(value).resolve()), str(Path(theirs).resolve()) if theirs else theirs
+        if key == "task_options":
+            if not value:
+                continue
+            value = {**(theirs or {}), **value}
+        if _norm(value) != _norm(theirs):
+            changed.append(f"{_flag(key)} {_show(value)} (the run's: {_show(theirs)})")
+    if changed:
+        raise ConfigError(f"cannot resume {run.path} with {'; '.join(changed)}: "
+                          f"{'this setting defines' if len(changed) == 1 else 'these settings define'} the run "
+                          "(resume takes them from its config.json); leave them out to resume, or start a new "
+                          "run in another folder.")
+    values.update(out=str(out), resume=True)
+    return PretrainConfig(**values)
+
+
+def _merge_for_resume(cfg: PretrainConfig) -> PretrainConfig:
+    """A config built in Python with ``resume=True``: settings left at their defaults are not "given"
+    and come from the run; the others go through :func:`resume_config` like typed flags."""
+    given = {}
+    for f in dataclasses.fields(PretrainConfig):
+        value = getattr(cfg, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            given[f.name] = value  # task and data: compared with the run's (None: not given)
+        elif value != default:
+            given[f.name] = value
+    given.pop("out", None)
+    return resume_config(cfg.out, **given)
+
+
+def _flag(key: str) -> str:
+    return "--option" if key == "task_options" else "--" + key.replace("_", "-")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    return str(value)
 
 
 class _DecodeProgress:

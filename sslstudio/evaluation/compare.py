@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ from sslstudio.evaluation.finetuning import load_labelled_data, resolve_init, ru
 from sslstudio.evaluation.knn import KNN_K, KNN_T
 from sslstudio.evaluation.probes import HEADS, knn_probe, linear_probe, mlp_probe, single_threaded_blas
 from sslstudio.evaluation.report import budget_text, interpretation_notes, run_facts, write_results
+from sslstudio.runs import RunDir, is_run_dir
+from sslstudio.settings import MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_PER_CLASS, MIN_IMAGE_SIZE, check_settings, param
 
 MODES = ("head", "knn", "all")
 DEFAULT_MODES = ("head", "knn", "all")
@@ -38,6 +41,29 @@ DEFAULT_REPEATS = 3
 DEFAULT_REPEATS_ALL = 1
 RESULTS_FORMAT = 2
 SAVE_EVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """The numeric settings of :func:`compare` with their ranges, declared once: ``compare`` checks them
+    before any work and the window's spin boxes take their ranges from them. ``None``: the default."""
+
+    per_class: int | None = param(None, "One label budget: images per class.", min=1, max=MAX_PER_CLASS)
+    fraction: float | None = param(None, "One label budget as a share of each class.", min=0.0,
+                                   min_exclusive=True, max=1.0)
+    repeats: int | None = param(None, f"Label draws for head and knn (default {DEFAULT_REPEATS}).", min=1,
+                                max=1000)
+    repeats_all: int | None = param(None, f"Label draws for all-layer fine-tuning (default {DEFAULT_REPEATS_ALL}).",
+                                    min=1, max=1000)
+    knn_k: int = param(KNN_K, "Neighbours that vote in the kNN probe.", min=1, max=10_000)
+    knn_t: float = param(KNN_T, "Temperature of the kNN vote.", min=0.0, min_exclusive=True, max=10.0)
+    epochs_all: int | None = param(None, "Passes over each label draw in all-layer fine-tuning (default: 15 "
+                                   "passes and at least 100 steps).", min=1, max=MAX_EPOCHS)
+    image_size: int | None = param(None, "Side of the square inputs (default: the run's, else 64).",
+                                   min=MIN_IMAGE_SIZE, max=MAX_IMAGE_SIZE)
+    test_fraction: float = param(0.2, "Test share when there is no test folder.", min=0.0, min_exclusive=True,
+                                 max=1.0, max_exclusive=True)
+    seed: int = param(0, "Seed of the label draws and classifiers.", min=0)
 
 
 def parse_layers(layers: str | list[str] | None, stages: list[str]) -> list[str]:
@@ -111,7 +137,7 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
             epochs_head: int | None = None, image_size: int | None = None, device: str = "auto", seed: int = 0,
             weights: str | None = None, test_fraction: float = 0.2, feature_cache: bool = True,
             cache_dir: str | None = None, on_event: EventSink | None = None,
-            control: RunControl | None = None) -> dict:
+            control: RunControl | None = None, trust_code: bool = False) -> dict:
     """Run the comparison and write its files to ``out``; returns what ``results.json`` holds.
 
     Args:
@@ -131,15 +157,30 @@ def compare(labelled: str, out: str, inits: list[str], *, test: str | None = Non
             passes and at least 100 steps; a number given here is taken as it is).
         epochs_head: Ignored (the probes fit to convergence); kept for old callers.
         feature_cache / cache_dir: Reuse features across comparisons (never changes a result).
+        trust_code: Accept TorchScript archives among ``inits`` (opening one runs code from the file).
     """
+    check_settings(dict(per_class=per_class, fraction=fraction, repeats=repeats, repeats_all=repeats_all, knn_k=knn_k,
+                        knn_t=knn_t, epochs_all=epochs_all, image_size=image_size, test_fraction=test_fraction,
+                        seed=seed), CompareSettings)  # before any work or any file is written
     plan = _plan(inits, baselines, modes, head, knn_k, knn_t, label_curve, per_class, fraction, repeats,
                  repeats_all)
-    walk = _Comparison(plan, labelled=labelled, test=test, out=out, layers=layers, arch=arch,
-                       image_size=image_size, device=device, seed=seed, weights=weights,
-                       test_fraction=test_fraction, epochs_all=epochs_all,
-                       cache=FeatureCache(cache_dir, enabled=feature_cache), emit=on_event or (lambda e: None),
-                       control=control or RunControl())
-    return walk.run()
+    refuse_untrusted(plan["inits"], trust_code)  # a program among the inits stops the comparison at once
+    with RunDir(out).hold("compare"):  # one job at a time in the output folder
+        walk = _Comparison(plan, labelled=labelled, test=test, out=out, layers=layers, arch=arch,
+                           image_size=image_size, device=device, seed=seed, weights=weights,
+                           test_fraction=test_fraction, epochs_all=epochs_all, trust_code=trust_code,
+                           cache=FeatureCache(cache_dir, enabled=feature_cache), emit=on_event or (lambda e: None),
+                           control=control or RunControl())
+        return walk.run()
+
+
+def refuse_untrusted(inits: list[str], trust_code: bool) -> None:
+    """Refuse, with one sentence, a TorchScript archive among ``inits`` unless the user trusts it."""
+    from sslstudio.models.weights import is_torchscript_file, untrusted_code_error
+
+    for init in inits:
+        if not trust_code and init not in ("random", "imagenet") and Path(init).is_file() and is_torchscript_file(init):
+            raise untrusted_code_error(init)
 
 
 def _plan(inits, baselines, modes, head, knn_k, knn_t, label_curve, per_class, fraction, repeats,
@@ -152,12 +193,14 @@ def _plan(inits, baselines, modes, head, knn_k, knn_t, label_curve, per_class, f
                           else "choose at least one mode: head, knn or all.")
     if head not in HEADS:
         raise ConfigError(f"unknown head {head!r}; use linear or mlp.")
-    if int(knn_k) < 1 or float(knn_t) <= 0:
-        raise ConfigError(f"kNN needs k >= 1 and T > 0; got k={knn_k}, T={knn_t}.")
     baselines = list(baselines or [])
     for b in baselines:
         if b not in ("imagenet", "random"):
             raise ConfigError(f"unknown baseline {b!r}; use imagenet and/or random.")
+    for init in inits:
+        if init not in ("random", "imagenet") and not (is_run_dir(init) or Path(init).is_file()):
+            raise ConfigError(f"--init {str(init)!r} is neither a run directory (with config.json) nor a weights "
+                              "file; check the path.")
     all_inits = list(dict.fromkeys(list(inits) + [b for b in baselines if b not in inits]))
     if not all_inits:
         raise ConfigError("nothing to compare: give --init and/or --baselines.")
@@ -166,15 +209,11 @@ def _plan(inits, baselines, modes, head, knn_k, knn_t, label_curve, per_class, f
     elif per_class is not None:
         budgets = [int(per_class)]
     elif fraction is not None:
-        if not 0 < float(fraction) <= 1:
-            raise ConfigError(f"the label fraction must be in (0, 1]; got {fraction}.")
         budgets = ["all"] if float(fraction) == 1 else [f"{100 * float(fraction):g}%"]
     else:
         budgets = ["all"]
     n_rep = int(repeats if repeats is not None else DEFAULT_REPEATS)
     n_rep_all = int(repeats_all if repeats_all is not None else DEFAULT_REPEATS_ALL)
-    if n_rep < 1 or n_rep_all < 1:
-        raise ConfigError("repeats must be at least 1.")
     modes = [m for m in MODES if m in requested]
     return {"inits": all_inits, "modes": modes, "probe_modes": [m for m in ("knn", "head") if m in modes],
             "head": head, "knn_k": int(knn_k), "knn_t": float(knn_t), "budgets": budgets,
@@ -186,8 +225,10 @@ class _Comparison:
     backbone, features, probe rows, all-layer rows -> statistics across rows -> report."""
 
     def __init__(self, plan: dict, *, labelled, test, out, layers, arch, image_size, device, seed, weights,
-                 test_fraction, epochs_all, cache: FeatureCache, emit: EventSink, control: RunControl):
+                 test_fraction, epochs_all, cache: FeatureCache, emit: EventSink, control: RunControl,
+                 trust_code: bool = False):
         self.plan, self.seed, self.weights, self.epochs_all = plan, seed, weights, epochs_all
+        self.trust_code = trust_code
         self.cache, self.emit, self.control = cache, emit, control
         self.t_start = time.perf_counter()
         run_info = next((run_defaults(i) for i in plan["inits"] if run_defaults(i)), {})
@@ -239,7 +280,7 @@ class _Comparison:
     def run_init(self, init: str) -> None:
         label = init_label(init)
         try:
-            backbone, _info = resolve_init(init, self.arch, self.seed, self.weights)
+            backbone, _info = resolve_init(init, self.arch, self.seed, self.weights, self.trust_code)
         except SSLStudioError as exc:
             self.unavailable(init, label, str(exc))
             return

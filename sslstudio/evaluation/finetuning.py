@@ -15,6 +15,7 @@ import dataclasses
 import math
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from sslstudio.engine.events import (Cancelled, EpochEvent, EventSink, FailedEve
                                      RunControl)
 from sslstudio.errors import ConfigError, SSLStudioError
 from sslstudio.runs import RunDir, is_run_dir, library_versions, load_run_backbone
+from sslstudio.settings import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_PER_CLASS, MIN_IMAGE_SIZE,
+                                check_settings, param)
 from sslstudio.tasks.base import MEAN, STD
 
 MODES = ("head", "all")
@@ -47,19 +50,25 @@ class FinetuneConfig:
     out: str | None = None
     test: str | None = None
     arch: str | None = None
-    per_class: int | None = None
-    fraction: float | None = None  # label budget as a share of each class, instead of per_class
-    test_fraction: float = 0.2
-    epochs: int | None = None
+    per_class: int | None = param(None, "Labelled images per class (a seeded subset).", min=1, max=MAX_PER_CLASS)
+    fraction: float | None = param(None, "Label budget as a share of each class (instead of --per-class).",
+                                   min=0.0, min_exclusive=True, max=1.0)
+    test_fraction: float = param(0.2, "Test share when there is no test folder.", min=0.0, min_exclusive=True,
+                                 max=1.0, max_exclusive=True, flag="test_fraction")
+    epochs: int | None = param(None, "Training epochs (default: 50 for head, 30 for all).", min=1, max=MAX_EPOCHS)
     layer: str | None = None
-    batch_size: int = 64
-    lr: float | None = None
-    weight_decay: float = 5e-4
-    image_size: int | None = None
+    batch_size: int = param(64, "Images per batch.", min=1, max=MAX_BATCH_SIZE)
+    lr: float | None = param(None, "Learning rate (default: 1e-3 for head, 0.1 for all).", min=0.0,
+                             min_exclusive=True, max=10.0)
+    weight_decay: float = param(5e-4, "L2 weight decay.", min=0.0, max=1.0, flag="weight_decay")
+    image_size: int | None = param(None, "Side of the square inputs (default: the run's, else 64).",
+                                   min=MIN_IMAGE_SIZE, max=MAX_IMAGE_SIZE)
     device: str = "auto"
     precision: str = "auto"
-    seed: int = 0
+    seed: int = param(0, "Seed of the label draw and the classifier.", min=0)
     weights: str | None = None  # an explicit ImageNet weights file for init=imagenet
+    #: Accept a TorchScript archive as ``init`` (opening one runs code from the file).
+    trust_code: bool = False
 
 
 @dataclass
@@ -83,8 +92,13 @@ class LabelledData:
 
 def load_labelled_data(labelled: str, test: str | None, image_size: int, per_class: int | None = None,
                        test_fraction: float = 0.2, seed: int = 0, fraction: float | None = None) -> LabelledData:
-    """Read and decode a labelled folder (and test folder) at ``image_size``."""
+    """Read and decode a labelled folder (and test folder) at ``image_size``.
+
+    Unusable files are skipped (listed in ``skipped`` with their reasons); a class left without a
+    usable training image raises :class:`~sslstudio.errors.DataError` naming it.
+    """
     from sslstudio.data import decode_images, load_labelled
+    from sslstudio.data.labelled import check_usable_classes
 
     split = load_labelled(labelled, test, per_class=per_class, test_fraction=test_fraction, seed=seed,
                           fraction=fraction)
@@ -97,11 +111,13 @@ def load_labelled_data(labelled: str, test: str | None, image_size: int, per_cla
 
     tx, ty, s1, tp = decode(split.train)
     vx, vy, s2, vp = decode(split.test)
+    check_usable_classes(split, tp + vp, list(s1) + list(s2))
     return LabelledData(split.classes, tx, ty, vx, vy, split.test_source, list(s1) + list(s2), tp, vp)
 
 
-def resolve_init(init: str, arch: str | None, seed: int, weights: str | None = None):
-    """Build the backbone an ``init`` names; returns ``(backbone, info)``."""
+def resolve_init(init: str, arch: str | None, seed: int, weights: str | None = None, trust_code: bool = False):
+    """Build the backbone an ``init`` names; returns ``(backbone, info)``. A TorchScript archive (as
+    ``init`` or ``weights``) is opened only with ``trust_code`` (it runs code from the file)."""
     from sslstudio.models import build_backbone
 
     if init == "random":
@@ -110,7 +126,8 @@ def resolve_init(init: str, arch: str | None, seed: int, weights: str | None = N
         return build_backbone(arch), {"init": "random", "arch": arch}
     if init == "imagenet":
         arch = arch or "resnet18"
-        return build_backbone(arch, weights=weights or "imagenet"), {"init": "imagenet", "arch": arch}
+        return (build_backbone(arch, weights=weights or "imagenet", trust_code=trust_code),
+                {"init": "imagenet", "arch": arch})
     path = Path(init)
     if is_run_dir(path):
         backbone, config = load_run_backbone(path)
@@ -120,7 +137,7 @@ def resolve_init(init: str, arch: str | None, seed: int, weights: str | None = N
                           "image_size": config.get("image_size")}
     if path.is_file():
         arch = arch or "resnet18"
-        return build_backbone(arch, weights=str(path)), {"init": str(path), "arch": arch}
+        return build_backbone(arch, weights=str(path), trust_code=trust_code), {"init": str(path), "arch": arch}
     raise ConfigError(f"--init {init!r} is neither random, imagenet, a run directory (with config.json) "
                       "nor a weights file.")
 
@@ -144,7 +161,11 @@ def finetune(config: FinetuneConfig, on_event: EventSink | None = None, control:
     emit = on_event or (lambda e: None)
     control = control or RunControl()
     try:
-        return _finetune(config, emit, control, data, init)
+        check_settings(config)  # every declared range, before anything is read or written
+        if not config.out:
+            return _finetune(config, emit, control, data, init)
+        with RunDir(config.out).hold("finetune"):  # one job at a time in the output folder
+            return _finetune(config, emit, control, data, init)
     except SSLStudioError as exc:
         emit(FailedEvent(str(exc), type(exc).__name__, traceback.format_exc()))
         raise
@@ -160,13 +181,13 @@ def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: L
     defaults = run_defaults(cfg.init)
     image_size = int(cfg.image_size or defaults.get("image_size") or 64)
     arch = cfg.arch or defaults.get("arch") or "resnet18"
-    epochs = int(cfg.epochs or DEFAULT_EPOCHS[cfg.mode])
-    lr = float(cfg.lr or DEFAULT_LR[cfg.mode])
+    epochs = int(cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS[cfg.mode])  # None: default; 0 is refused
+    lr = float(cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.mode])
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     t0 = time.perf_counter()
 
-    backbone, info = init or resolve_init(cfg.init, arch, cfg.seed, cfg.weights)
+    backbone, info = init or resolve_init(cfg.init, arch, cfg.seed, cfg.weights, cfg.trust_code)
     stages = backbone.stage_names()
     layer = stages[-1] if cfg.layer in (None, "last") else cfg.layer
     if layer not in stages:
@@ -179,9 +200,9 @@ def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: L
     if cfg.mode == "all":  # progress counts evaluation points of the step budget, not nominal epochs
         from sslstudio.evaluation.finetune_all import MIN_STEPS, resolve_settings
 
-        epochs = resolve_settings(len(data.train_y), epochs=cfg.epochs or None,
+        epochs = resolve_settings(len(data.train_y), epochs=cfg.epochs,
                                   batch_size=_all_batch_size(len(data.train_y), cfg.batch_size),
-                                  min_steps=1 if cfg.epochs else MIN_STEPS)["eval_points"]
+                                  min_steps=1 if cfg.epochs is not None else MIN_STEPS)["eval_points"]
 
     run = RunDir(cfg.out) if cfg.out else None
     settings = {**dataclasses.asdict(cfg), "arch": info["arch"], "image_size": image_size, "epochs": epochs,
@@ -221,7 +242,9 @@ def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: L
                "train_accuracy": history[-1][1] if history else None,
                "classes": len(data.classes), "train_images": int(len(data.train_y)),
                "test_images": int(len(data.test_y)), "test_source": data.test_source,
-               "skipped": len(data.skipped), "time_s": time.perf_counter() - t0, "device": str(device)}
+               "skipped": len(data.skipped), "skipped_by_reason": dict(Counter(r for _, r in data.skipped)),
+               "skipped_files": [{"path": str(p), "reason": r} for p, r in data.skipped],
+               "time_s": time.perf_counter() - t0, "device": str(device)}
     if run:
         run.write_summary(summary)
     emit(FinishedEvent(summary=summary, cancelled=cancelled))
@@ -304,10 +327,10 @@ def _train_all(backbone, data: LabelledData, epochs, lr, cfg, device, precision,
 
     result = train_all_layers(backbone, data.train_x, data.train_y, data.test_x, data.test_y, len(data.classes),
                               seed=cfg.seed, device=device, precision=precision, control=control,
-                              on_epoch=on_epoch, epochs=cfg.epochs if cfg.epochs else None,
+                              on_epoch=on_epoch, epochs=cfg.epochs,
                               batch_size=_all_batch_size(len(data.train_y), cfg.batch_size),
-                              lr=cfg.lr if cfg.lr else None, weight_decay=cfg.weight_decay,
-                              min_steps=1 if cfg.epochs else MIN_STEPS)
+                              lr=cfg.lr, weight_decay=cfg.weight_decay,
+                              min_steps=1 if cfg.epochs is not None else MIN_STEPS)
     return result["history"]
 
 

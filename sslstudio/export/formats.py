@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import io
 import json
 import os
+import shutil
+import stat
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from sslstudio.errors import ConfigError, RunError
+from sslstudio import fileutil
+from sslstudio.fileutil import os_reason
+from sslstudio.errors import ConfigError, RunError, SSLStudioError
 from sslstudio.models.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, backbone_metadata
 
 __all__ = [
@@ -48,22 +53,103 @@ METADATA_KEY = "sslstudio"
 ONNX_OPSET = 17
 
 
-def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``target``, then move it into place.
+def _export_names() -> set[str]:
+    """The names of the files an export folder holds (any others belong to someone else)."""
+    return {*FILE_NAMES.values(), METADATA_FILE}
 
-    Args:
-        target: The final path.
-        write: Writes the complete file to the path it is given.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix="-" + target.name)
-    os.close(fd)
-    tmp = Path(tmp_name)
+
+def _write_failed(out: Path, exc: OSError) -> RunError:
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        advice = "free some space or choose another output folder"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = (f"the export is written to a temporary folder beside {out.name} and then renamed into place, "
+                  f"so {out.parent} must be writable; choose a folder you can write to")
+    else:
+        advice = "choose another output folder"
+    return RunError(f"Could not write the export to {out}: {os_reason(exc, code=True)}; nothing was changed "
+                    f"there; {advice}.")
+
+
+def _check_target(out: Path) -> None:
+    """Refuse an ``out`` that is a file, or a folder holding anything but an earlier export."""
+    if not os.path.lexists(out):
+        return
+    if not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a folder; choose a new or empty folder for the export.")
     try:
-        write(tmp)
-        os.replace(tmp, target)
+        names = os.listdir(out)
+    except OSError as exc:
+        raise _write_failed(out, exc) from exc
+    allowed = _export_names()
+    foreign = sorted(n for n in names if n not in allowed or (out / n).is_dir())
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ConfigError(
+            f"{out} already holds files that are not part of an sslstudio export ({shown}); an export "
+            "replaces its whole folder, so choose a new or empty folder (or one holding an earlier export)."
+        )
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name == "nt":  # folders cannot be opened for fsync on Windows
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
     finally:
-        if tmp.exists():
-            tmp.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _fsync_files(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    _fsync_dir(folder)
+
+
+def _move_into_place(stage: Path, out: Path) -> None:
+    """Rename the complete folder ``stage`` to ``out``, replacing an earlier export there.
+
+    The earlier export is first renamed into a temporary folder beside ``out`` (so it is back in
+    place if the second rename fails), then deleted.
+    """
+    if not os.path.lexists(out):
+        os.rename(stage, out)
+        _fsync_dir(out.parent)
+        return
+    _check_target(out)  # again: it may have changed while the files were written
+    with contextlib.suppress(OSError):
+        os.chmod(stage, stat.S_IMODE(out.stat().st_mode))  # keep the folder's permissions
+    holder = fileutil.mkdtemp(out.parent, prefix=f".{out.name}.old-")
+    try:
+        old = holder / out.name
+        os.rename(out, old)
+        try:
+            os.rename(stage, out)
+        except BaseException as exc:
+            try:
+                os.rename(old, out)
+            except OSError:
+                raise RunError(
+                    f"Could not write the export to {out} ({exc}), nor put the earlier export back; "
+                    f"it is in {old}."
+                ) from exc
+            raise
+        _fsync_dir(out.parent)
+    finally:
+        if os.path.lexists(holder / out.name) and not os.path.lexists(out):
+            pass  # the earlier export could not be put back: leave it where the error says
+        else:
+            shutil.rmtree(holder, ignore_errors=True)
 
 
 def _plain_state_dict(module: nn.Module) -> dict[str, Tensor]:
@@ -75,9 +161,13 @@ def _write_pt(module: nn.Module, tmp: Path, meta: dict[str, Any]) -> None:
 
 
 def _write_safetensors(module: nn.Module, tmp: Path, meta: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    save_file(_plain_state_dict(module), str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+    # Serialised here and written with open(): safetensors' own save_file may create the file
+    # 0o600 (it writes through a private temporary file), whatever the umask.
+    payload = save(_plain_state_dict(module), metadata={METADATA_KEY: json.dumps(meta)})
+    with open(tmp, "wb") as fh:
+        fh.write(payload)
 
 
 def _write_torchscript(module: nn.Module, tmp: Path, meta: dict[str, Any], example: Tensor) -> None:
@@ -190,8 +280,12 @@ def export_backbone(
     """Write a backbone (no task head) in the requested formats, plus ``metadata.json``.
 
     The backbone is exported from a CPU, fp32, eval-mode copy; the module
-    passed in is not modified. Every file is written to a temporary file in
-    ``out_dir`` first and then moved into place.
+    passed in is not modified. All files are written to a temporary folder
+    beside ``out_dir`` (``.<name>.tmp-XXXXXXXX``), which is renamed to
+    ``out_dir`` once complete: a failed export leaves no folder behind, and a
+    failed re-export leaves the earlier export as it was. An earlier export in
+    ``out_dir`` is replaced as a whole; a folder holding any other file is
+    refused. Files and the folder get the permissions the umask gives.
 
     Files (depending on ``formats``): ``backbone.pt`` (plain state dict with
     torchvision key names), ``backbone.safetensors`` (same tensors, metadata
@@ -202,19 +296,22 @@ def export_backbone(
 
     Args:
         backbone: The backbone to export.
-        out_dir: Folder to write to (created if needed).
+        out_dir: Folder to write to (created, with missing parents, if needed).
         formats: Any of :data:`FORMATS`.
         image_size: Side length of the example input used for tracing, recorded
             as ``input_size`` in the metadata.
         metadata: Extra entries merged into the metadata (e.g. task, source run).
 
     Returns:
-        The written paths, in the order of ``formats``, ``metadata.json`` last.
+        The written paths (absolute, inside ``out_dir``), in the order of
+        ``formats``, ``metadata.json`` last.
 
     Raises:
-        ConfigError: If a format is unknown, ``image_size`` is too small or the
-            metadata is not JSON-serialisable.
-        RunError: If the ONNX export fails.
+        ConfigError: If a format is unknown, ``image_size`` is too small, the
+            metadata is not JSON-serialisable, or ``out_dir`` is a file or a
+            folder holding files that are not an export.
+        RunError: If the ONNX export fails or the files cannot be written
+            (no space left, no permission...); nothing was changed then.
     """
     if isinstance(formats, str):
         formats = (formats,)
@@ -231,31 +328,60 @@ def export_backbone(
     if int(image_size) < 16:
         raise ConfigError(f"The export image size must be at least 16 pixels, not {image_size}.")
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(os.path.abspath(out_dir))
+    if out.is_symlink():
+        out = out.resolve()
+    if not out.name:
+        raise ConfigError(f"{out} cannot hold an export; choose a named folder inside it.")
+    _check_target(out)
     meta = _build_metadata(backbone, fmts, image_size, metadata)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"Could not create the folder {out.parent} for the export: {os_reason(exc, code=True)}; "
+            "choose another output folder."
+        ) from exc
 
     module = copy.deepcopy(backbone).to(device="cpu", dtype=torch.float32).eval()
     for p in module.parameters():
         p.requires_grad_(False)
     example = torch.zeros(1, 3, int(image_size), int(image_size))
 
-    written: list[Path] = []
-    with torch.no_grad():
-        for fmt in fmts:
-            target = out / FILE_NAMES[fmt]
-            if fmt == "pt":
-                _atomic_write(target, lambda tmp: _write_pt(module, tmp, meta))
-            elif fmt == "safetensors":
-                _atomic_write(target, lambda tmp: _write_safetensors(module, tmp, meta))
-            elif fmt == "torchscript":
-                _atomic_write(target, lambda tmp: _write_torchscript(module, tmp, meta, example))
-            else:
-                _atomic_write(target, lambda tmp: _write_onnx(module, tmp, meta, example))
-            written.append(target)
-
-    meta_path = out / METADATA_FILE
-    text = json.dumps(meta, indent=2, sort_keys=False) + "\n"
-    _atomic_write(meta_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    written.append(meta_path)
-    return written
+    names = [FILE_NAMES[fmt] for fmt in fmts] + [METADATA_FILE]
+    stage: Path | None = None
+    doing = "the export folder"
+    try:
+        stage = fileutil.mkdtemp(out.parent, prefix=f".{out.name}.tmp-")
+        with torch.no_grad():
+            for fmt in fmts:
+                target = stage / FILE_NAMES[fmt]
+                doing = target.name
+                if fmt == "pt":
+                    _write_pt(module, target, meta)
+                elif fmt == "safetensors":
+                    _write_safetensors(module, target, meta)
+                elif fmt == "torchscript":
+                    _write_torchscript(module, target, meta, example)
+                else:
+                    _write_onnx(module, target, meta, example)
+        doing = METADATA_FILE
+        text = json.dumps(meta, indent=2, sort_keys=False) + "\n"
+        (stage / METADATA_FILE).write_text(text, encoding="utf-8")
+        doing = "the export folder"
+        _fsync_files(stage)
+        _move_into_place(stage, out)
+        stage = None
+    except SSLStudioError:
+        raise
+    except OSError as exc:
+        raise _write_failed(out, exc) from exc
+    except Exception as exc:  # noqa: BLE001 - a writer failing in its own way (e.g. a full disk)
+        raise RunError(
+            f"Could not write {doing} of the export to {out} ({type(exc).__name__}: {str(exc)[:300]}); "
+            "nothing was changed there; check the free space, or export the other formats."
+        ) from exc
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+    return [out / name for name in names]

@@ -1,8 +1,11 @@
 """Loading an exported backbone back as a ready-to-use ``nn.Module``.
 
-Nothing here unpickles arbitrary Python objects: state dicts are read with
-``torch.load(..., weights_only=True)`` or :mod:`safetensors`, TorchScript
-archives with :func:`torch.jit.load` and ONNX files with onnxruntime.
+Nothing here unpickles arbitrary Python objects or runs code from a file: state
+dicts are read with ``torch.load(..., weights_only=True)`` or :mod:`safetensors`
+and ONNX files with onnxruntime. A TorchScript archive is a program, not weights:
+it is opened with :func:`torch.jit.load` only when the caller passes
+``trust_code=True`` (``--trust-torchscript`` on the command line), and refused
+with a sentence otherwise.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,11 @@ from torch import Tensor, nn
 from sslstudio.errors import ConfigError, RunError
 from sslstudio.export.formats import FILE_NAMES, METADATA_FILE, METADATA_KEY
 from sslstudio.models.backbones import Backbone, resolve_arch
-from sslstudio.models.weights import load_weights_file
+from sslstudio.models.weights import is_torchscript_file, load_weights_file, untrusted_code_error
 
 __all__ = ["OnnxBackbone", "is_torchscript_file", "load_backbone", "read_export_metadata"]
 
-#: Files looked for in an export folder, most preferred first.
+#: Files looked for in an export folder, most preferred first (TorchScript only when trusted).
 _DIR_PREFERENCE = ("safetensors", "pt", "torchscript", "onnx")
 
 
@@ -91,26 +93,6 @@ class OnnxBackbone(nn.Module):
 
     def extra_repr(self) -> str:  # noqa: D102 - nn.Module hook
         return f"path={str(self.path)!r}"
-
-
-def is_torchscript_file(path: str | os.PathLike[str]) -> bool:
-    """Tell whether ``path`` is a TorchScript archive (rather than a ``torch.save`` file).
-
-    Args:
-        path: A ``.pt`` file.
-
-    Returns:
-        ``True`` for a TorchScript archive (it contains compiled ``code/``).
-    """
-    path = Path(path)
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-    return any("/code/" in n or n.startswith("code/") or n.endswith("constants.pkl") for n in names)
 
 
 def _metadata_beside(path: Path) -> dict[str, Any] | None:
@@ -205,7 +187,7 @@ def _backbone_from_state(path: Path, state: dict[str, Tensor], meta: dict[str, A
     return backbone
 
 
-def _load_file(path: Path, device: torch.device) -> nn.Module:
+def _load_file(path: Path, device: torch.device, trust_code: bool) -> nn.Module:
     if path.suffix == ".onnx":
         meta = read_export_metadata(path) or {}
         return OnnxBackbone(path, metadata=meta)
@@ -214,6 +196,8 @@ def _load_file(path: Path, device: torch.device) -> nn.Module:
         _require_arch(path, meta)
         return _backbone_from_state(path, load_weights_file(path), meta).to(device)
     if path.name.endswith(".torchscript.pt") or is_torchscript_file(path):
+        if not trust_code:
+            raise untrusted_code_error(path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
@@ -226,20 +210,23 @@ def _load_file(path: Path, device: torch.device) -> nn.Module:
     return _backbone_from_state(path, load_weights_file(path), meta).to(device)
 
 
-def load_backbone(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+def load_backbone(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+                  trust_code: bool = False) -> nn.Module:
     """Load an exported backbone, ready for inference (eval mode).
 
     Accepts ``backbone.safetensors`` (architecture from its embedded metadata,
     else ``metadata.json`` beside it), ``backbone.pt`` (state dict; needs
-    ``metadata.json`` beside it), a TorchScript archive (``.torchscript.pt`` or
-    any ``.pt`` that is one), ``backbone.onnx`` (run with onnxruntime on the
-    CPU), or an export folder (safetensors preferred, then ``.pt``,
-    TorchScript, ONNX).
+    ``metadata.json`` beside it), ``backbone.onnx`` (run with onnxruntime on the
+    CPU), a TorchScript archive (``.torchscript.pt`` or any ``.pt`` that is one)
+    when ``trust_code`` is set, or an export folder (safetensors preferred,
+    then ``.pt``, ONNX, and TorchScript only when ``trust_code`` is set).
 
     Args:
         path: The file or folder.
         device: Where to put the module (ONNX always computes on the CPU and
             returns outputs on the input's device).
+        trust_code: Open TorchScript archives. Loading one runs code from the
+            file; set it only for files whose source you trust.
 
     Returns:
         The module in eval mode; it maps images ``[N, 3, H, W]`` to features
@@ -247,12 +234,14 @@ def load_backbone(path: str | os.PathLike[str], device: str | torch.device = "cp
 
     Raises:
         RunError: If the path or the metadata needed to rebuild the backbone is missing.
+        UntrustedCodeError: If the file is a TorchScript archive and ``trust_code`` is not set.
         ConfigError: If a file cannot be read or is refused for safety.
     """
     path = Path(path)
     device = torch.device(device)
     if path.is_dir():
-        for fmt in _DIR_PREFERENCE:
+        preference = _DIR_PREFERENCE if trust_code else tuple(f for f in _DIR_PREFERENCE if f != "torchscript")
+        for fmt in preference + ("torchscript",):
             candidate = path / FILE_NAMES[fmt]
             if candidate.is_file():
                 path = candidate
@@ -264,6 +253,6 @@ def load_backbone(path: str | os.PathLike[str], device: str | torch.device = "cp
             )
     elif not path.is_file():
         raise RunError(f"The backbone file {path} does not exist; check the path.")
-    module = _load_file(path, device)
+    module = _load_file(path, device, trust_code)
     module.eval()
     return module

@@ -25,9 +25,11 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleS
                                QListWidgetItem, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
                                QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
+from sslstudio.evaluation.compare import CompareSettings
 from sslstudio.gui.plots import (PALETTE, IntegerAxis, add_band, apply_palette, make_plot, remove_band,
                                  set_tick_labels, styled_pen)
 from sslstudio.gui.workers import Job
+from sslstudio.settings import spin_range
 
 __all__ = ["ComparePage", "cell_text", "latest_results_for", "normalise_result", "parse_curve", "stage_names",
            "table_text"]
@@ -448,13 +450,13 @@ class ComparePage(QWidget):
         self.mode_knn.setChecked(True)
         self.mode_knn.setToolTip("Weighted k-nearest-neighbour vote on frozen, normalised features")
         self.knn_k = QSpinBox()
-        self.knn_k.setRange(1, 1000)
+        self.knn_k.setRange(*spin_range(CompareSettings, "knn_k"))
         self.knn_k.setValue(20)
         self.knn_k.setPrefix("k ")
         self.knn_k.setToolTip("Neighbours that vote (default 20)")
         self.knn_t = QDoubleSpinBox()
-        self.knn_t.setRange(0.001, 10.0)
         self.knn_t.setDecimals(3)
+        self.knn_t.setRange(*spin_range(CompareSettings, "knn_t", self.knn_t.decimals()))  # > 0: from 0.001
         self.knn_t.setSingleStep(0.01)
         self.knn_t.setValue(0.07)
         self.knn_t.setPrefix("T ")
@@ -463,7 +465,8 @@ class ComparePage(QWidget):
         self.mode_all.setChecked(False)
         self.mode_all.setToolTip("Fine-tune every layer (slow: a training run per row)")
         self.epochs_all = QSpinBox()
-        self.epochs_all.setRange(0, 1000)
+        lo, hi = spin_range(CompareSettings, "epochs_all")
+        self.epochs_all.setRange(lo - 1, hi)  # one below the declared minimum: "auto passes" (None)
         self.epochs_all.setSpecialValueText("auto passes")
         self.epochs_all.setValue(0)
         self.epochs_all.setSuffix(" passes")
@@ -512,14 +515,14 @@ class ComparePage(QWidget):
         self.budget_kind.setToolTip("How many labelled training images each class contributes; a curve repeats "
                                     "the comparison at several budgets")
         self.per_class = QSpinBox()
-        self.per_class.setRange(1, 100_000)
+        self.per_class.setRange(*spin_range(CompareSettings, "per_class"))
         self.per_class.setValue(20)
         self.per_class.setSuffix(" / class")
         self.per_class.setToolTip("A seeded subset of N training images per class (a new draw per repeat)")
         self.fraction = QDoubleSpinBox()
-        self.fraction.setRange(0.01, 1.0)
-        self.fraction.setSingleStep(0.05)
         self.fraction.setDecimals(2)
+        self.fraction.setRange(*spin_range(CompareSettings, "fraction", self.fraction.decimals()))  # > 0
+        self.fraction.setSingleStep(0.05)
         self.fraction.setValue(0.25)
         self.fraction.setToolTip("A seeded share of each class's training images (at least one)")
         self.curve = QLineEdit(DEFAULT_CURVE)
@@ -533,11 +536,11 @@ class ComparePage(QWidget):
         brow.addWidget(self.curve, 1)
 
         self.repeats = QSpinBox()
-        self.repeats.setRange(1, 100)
+        self.repeats.setRange(*spin_range(CompareSettings, "repeats"))
         self.repeats.setValue(3)
         self.repeats.setToolTip("Label draws (seeds) per head / kNN row: the table shows mean ± std over them")
         self.repeats_all = QSpinBox()
-        self.repeats_all.setRange(1, 100)
+        self.repeats_all.setRange(*spin_range(CompareSettings, "repeats_all"))
         self.repeats_all.setValue(1)
         self.repeats_all.setToolTip("Repeats of each all-layer fine-tuning row (one: the table shows a bootstrap "
                                     "interval over the test images instead of a std)")

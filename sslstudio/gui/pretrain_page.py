@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from datetime import datetime
 from pathlib import Path
@@ -13,11 +12,13 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QPushButton, QSpinBox, QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from sslstudio.engine.pretrain import PretrainConfig, pretrain
+from sslstudio.engine.pretrain import resume_config as engine_resume_config
 from sslstudio.gui.plots import (PALETTE, LiveCurve, legend_below, make_plot, reference_line, set_reference_line,
                                  stage_curve)
 from sslstudio.gui.workers import Job
 from sslstudio.models import list_archs
 from sslstudio.runs import RunDir
+from sslstudio.settings import spin_range
 from sslstudio.tasks import get_task
 
 __all__ = ["PretrainPage", "list_runs", "format_duration"]
@@ -63,17 +64,9 @@ def list_runs(workspace: Path) -> list[dict]:
 
 def resume_config(path: str | Path, device: str | None = None, workers: int | None = None) -> PretrainConfig:
     """The config that continues the run in ``path`` from its last checkpoint: the run's own settings
-    (from its ``config.json``), optionally on another device or with other loader workers."""
-    previous = RunDir(path).read_config()
-    names = {f.name for f in dataclasses.fields(PretrainConfig)}
-    values = {k: v for k, v in previous.items() if k in names}
-    values.pop("log_every", None)  # the engine default (10) for the metrics file
-    values.update(out=str(path), resume=True)
-    if device is not None:
-        values["device"] = device
-    if workers is not None:
-        values["workers"] = workers
-    return PretrainConfig(**values)
+    (decided by the engine's :func:`sslstudio.engine.resume_config`), optionally on another device or
+    with other loader workers."""
+    return engine_resume_config(path, device=device, workers=workers)
 
 
 class PretrainPage(QWidget):
@@ -101,20 +94,20 @@ class PretrainPage(QWidget):
         self.arch.setToolTip("Backbone architecture (resnet18_small suits 32-64 px images)")
         self.arch.setMinimumContentsLength(14)
         self.image_size_box = QSpinBox()
-        self.image_size_box.setRange(16, 1024)
+        self.image_size_box.setRange(*spin_range(PretrainConfig, "image_size"))
         self.image_size_box.setSingleStep(16)
         self.image_size_box.setValue(64)
         self.image_size_box.setSuffix(" px")
         self.image_size_box.setToolTip("Side of the square network inputs")
         self.epochs = QSpinBox()
-        self.epochs.setRange(1, 10_000)
+        self.epochs.setRange(*spin_range(PretrainConfig, "epochs"))
         self.epochs.setToolTip("Training epochs (the paper's value is set when the task changes)")
         self.batch_size = QSpinBox()
-        self.batch_size.setRange(1, 65_536)
+        self.batch_size.setRange(*spin_range(PretrainConfig, "batch_size"))
         self.batch_size.setToolTip("Source images per batch")
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(5)
-        self.lr.setRange(0.0, 10.0)
+        self.lr.setRange(*spin_range(PretrainConfig, "lr", self.lr.decimals()))  # > 0: from 1e-05
         self.lr.setSingleStep(0.01)
         self.lr.setToolTip("Peak learning rate (SGD)")
         self.device = QComboBox()
@@ -135,7 +128,7 @@ class PretrainPage(QWidget):
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setToolTip("Seed of the run (recorded with it; the same seed repeats the run)")
         self.workers = QSpinBox()
-        self.workers.setRange(0, 64)
+        self.workers.setRange(*spin_range(PretrainConfig, "workers"))
         self.workers.setValue(2)
         self.workers.setToolTip("Data-loading worker processes (0: load in the training thread)")
         self.compile = QCheckBox("torch.compile")
@@ -159,7 +152,7 @@ class PretrainPage(QWidget):
         monitor_row.addWidget(self.monitor_folder, 1)
         monitor_row.addWidget(self.monitor_browse)
         self.monitor_every = QSpinBox()
-        self.monitor_every.setRange(1, 1000)
+        self.monitor_every.setRange(*spin_range(PretrainConfig, "monitor_every"))
         self.monitor_every.setPrefix("every ")
         self.monitor_every.setSuffix(" epoch(s)")
         self.monitor_every.setToolTip("Run the kNN monitor every N epochs (and after the last); a larger N "

@@ -58,10 +58,11 @@ def render_preview(task_name: str, options: dict, image_size: int, files: list |
     """
     check = control.checkpoint if control is not None else (lambda: None)
     from sslstudio.data import decode_images
-    from sslstudio.engine.preview import preview_images, preview_samples
+    from sslstudio.engine.preview import check_preview, preview_images, preview_samples
     from sslstudio.errors import DataError
     from sslstudio.tasks import create_task
 
+    check_preview(n, image_size, seed)  # the declared limits, before any image is read
     task = create_task(task_name, options, image_size)
     check()
     if files:

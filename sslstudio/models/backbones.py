@@ -240,7 +240,7 @@ def backbone_metadata(backbone: Backbone) -> dict[str, Any]:
     }
 
 
-def build_backbone(arch: str, weights: str | os.PathLike[str] | None = None) -> Backbone:
+def build_backbone(arch: str, weights: str | os.PathLike[str] | None = None, trust_code: bool = False) -> Backbone:
     """Build a backbone, optionally with pretrained weights.
 
     Args:
@@ -250,6 +250,8 @@ def build_backbone(arch: str, weights: str | os.PathLike[str] | None = None) -> 
             weights (from the torch hub cache, see
             :func:`sslstudio.models.imagenet_state_dict`), or a path to a
             ``.pt``/``.pth``/``.safetensors`` weights file.
+        trust_code: Accept a TorchScript archive as the weights file (opening one runs code from
+            it; see :func:`sslstudio.models.load_weights_file`).
 
     Returns:
         The backbone, in training mode, on the CPU. ``backbone.load_report``
@@ -275,7 +277,7 @@ def build_backbone(arch: str, weights: str | os.PathLike[str] | None = None) -> 
         state = imagenet_state_dict(arch)
         source = f"the ImageNet weights of {resolve_arch(arch)}"
     else:
-        state = load_weights_file(weights)
+        state = load_weights_file(weights, trust_code=trust_code)
         source = f"the weights file {os.fspath(weights)}"
     backbone = Backbone(arch)
     report = load_into_backbone(backbone, state)

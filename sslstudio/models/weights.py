@@ -11,6 +11,7 @@ import os
 import pickle
 import socket
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor
 
-from sslstudio.errors import ConfigError, WeightsUnavailableError
+from sslstudio.errors import ConfigError, UntrustedCodeError, WeightsUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sslstudio.models.backbones import Backbone
@@ -29,8 +30,10 @@ __all__ = [
     "imagenet_checkpoint_path",
     "imagenet_state_dict",
     "imagenet_url",
+    "is_torchscript_file",
     "load_into_backbone",
     "load_weights_file",
+    "untrusted_code_error",
 ]
 
 #: Key prefixes of torchvision classifier heads; these are never loaded into a backbone.
@@ -177,23 +180,69 @@ def _strip_wrapper_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return state
 
 
-def load_weights_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+def is_torchscript_file(path: str | os.PathLike[str]) -> bool:
+    """Tell whether ``path`` is a TorchScript archive (rather than a ``torch.save`` file).
+
+    Only the archive's table of contents is read; nothing in it is run.
+
+    Args:
+        path: A ``.pt`` file.
+
+    Returns:
+        ``True`` for a TorchScript archive (it contains compiled ``code/`` or ``constants.pkl``).
+    """
+    path = Path(path)
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any("/code/" in n or n.startswith("code/") or n.endswith("constants.pkl") for n in names)
+
+
+def untrusted_code_error(path: str | os.PathLike[str]) -> UntrustedCodeError:
+    """The sentence for a TorchScript archive that the user has not marked as trusted."""
+    return UntrustedCodeError(
+        f"{os.fspath(path)} is a TorchScript archive: a program, not weights, and loading it would "
+        "run code from the file, so it was not opened. Load the export's .safetensors or .pt file "
+        "instead, or, only if you trust where the file came from, load it on purpose with "
+        "trust_code=True in Python or --trust-torchscript on the command line."
+    )
+
+
+def _torchscript_state_dict(path: Path) -> dict[str, Tensor]:
+    """The tensors of a TorchScript archive the user trusts (this runs code from the file)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - a damaged archive
+        raise ConfigError(f"The TorchScript file {path} could not be loaded ({exc}).") from exc
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def load_weights_file(path: str | os.PathLike[str], trust_code: bool = False) -> dict[str, Tensor]:
     """Read a state dict from a ``.safetensors`` or PyTorch weights file, safely.
 
     PyTorch files are read with ``weights_only=True``; files that would need
     arbitrary Python objects to be unpickled are refused. A checkpoint that is
     a dictionary with a ``"state_dict"`` or ``"model"`` entry of tensors is
     accepted too. A leading ``module.`` or ``backbone.`` prefix is stripped
-    when every key carries it.
+    when every key carries it. A TorchScript archive is refused unless
+    ``trust_code`` is set (opening one runs code from it).
 
     Args:
         path: The weights file.
+        trust_code: Open a TorchScript archive with :func:`torch.jit.load` and take its tensors.
 
     Returns:
         A mapping from parameter names to tensors (on the CPU).
 
     Raises:
         WeightsUnavailableError: If the file does not exist.
+        UntrustedCodeError: If the file is a TorchScript archive and ``trust_code`` is not set.
         ConfigError: If the file cannot be read, is refused for safety, or
             holds no tensors.
     """
@@ -202,12 +251,16 @@ def load_weights_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         raise WeightsUnavailableError(
             f"The weights file {path} does not exist; check the path given with --weights."
         )
-    if path.suffix == ".safetensors":
+    if is_torchscript_file(path):
+        if not trust_code:
+            raise untrusted_code_error(path)
+        obj: object = _torchscript_state_dict(path)
+    elif path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
-            obj: object = load_file(str(path), device="cpu")
+            obj = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
             raise ConfigError(
                 f"The weights file {path} is not a readable safetensors file ({exc})."

@@ -24,6 +24,8 @@ from PIL import Image
 from torch import nn
 
 from sslstudio.errors import ConfigError
+from sslstudio.settings import check_settings
+from sslstudio.settings import param as settings_param
 
 #: Inputs are normalised with the ImageNet statistics so that ImageNet-initialised backbones see
 #: what they were trained on; every backbone uses the same normalisation.
@@ -32,12 +34,12 @@ STD = (0.229, 0.224, 0.225)
 
 
 def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-          choices: tuple | None = None) -> Any:
-    """A config field with its help text and allowed range (what a settings form shows)."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices}
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("use tuples for sequence defaults in frozen configs")
-    return dataclasses.field(default=default, metadata=meta)
+          choices: tuple | None = None, **more: Any) -> Any:
+    """A config field with its help text and allowed range (what a settings form shows).
+
+    The same metadata keys as every declared setting (:func:`sslstudio.settings.param`, which also
+    takes ``min_exclusive`` / ``max_exclusive`` / ``flag``)."""
+    return settings_param(default, help, min=min, max=max, choices=choices, **more)
 
 
 @dataclass(frozen=True)
@@ -67,16 +69,7 @@ def config_fields(config_cls: type) -> list[dict]:
 
 def validate_config(config: Any) -> None:
     """Check every field against its declared range; raise :class:`ConfigError` with a sentence."""
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
-        if choices is not None and value not in choices:
-            raise ConfigError(f"{type(config).__name__}.{f.name} must be one of "
-                              f"{', '.join(map(str, choices))}; got {value!r}.")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if lo is not None and value < lo or hi is not None and value > hi:
-                raise ConfigError(f"{type(config).__name__}.{f.name} must be between {lo} and {hi}; "
-                                  f"got {value!r}.")
+    check_settings(config, name=lambda f: f"{type(config).__name__}.{f.name}")
 
 
 def make_config(config_cls: type, options: dict | None) -> Any:

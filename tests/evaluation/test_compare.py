@@ -240,7 +240,7 @@ def test_bad_settings_are_sentences(demo_root, tmp_path):
         _compare(demo_root, tmp_path / "x", modes=["probe"])
     with pytest.raises(ConfigError, match="linear or mlp"):
         _compare(demo_root, tmp_path / "x", head="svm")
-    with pytest.raises(ConfigError, match="k >= 1"):
+    with pytest.raises(ConfigError, match="--knn-k must be between 1 and"):
         _compare(demo_root, tmp_path / "x", knn_k=0)
 
 

@@ -191,7 +191,7 @@ def test_load_backbone_from_every_file_and_the_folder(
     kind: type,
 ) -> None:
     out, _ = exported
-    module = load_backbone(out / name if name else out)
+    module = load_backbone(out / name if name else out, trust_code=name.endswith(".torchscript.pt"))
     assert isinstance(module, kind)
     assert not module.training
     with torch.no_grad():
@@ -244,7 +244,7 @@ def test_torchscript_is_detected_by_content(
     assert is_torchscript_file(out / "backbone.torchscript.pt")
     assert not is_torchscript_file(out / "backbone.pt")
     shutil.copy(out / "backbone.torchscript.pt", tmp_path / "model.pt")
-    module = load_backbone(tmp_path / "model.pt")
+    module = load_backbone(tmp_path / "model.pt", trust_code=True)
     assert isinstance(module, torch.jit.ScriptModule)
     with torch.no_grad():
         torch.testing.assert_close(module(images), reference, atol=1e-4, rtol=1e-4)
@@ -283,7 +283,7 @@ def test_resnet18_small_round_trips_through_every_format(tmp_path: Path) -> None
     with torch.no_grad():
         expected = backbone(x)
         for path in [*paths[:-1], tmp_path]:
-            module = load_backbone(path)
+            module = load_backbone(path, trust_code=True)
             torch.testing.assert_close(module(x), expected, atol=1e-4, rtol=1e-4)
     assert json.loads((tmp_path / "metadata.json").read_text())["arch"] == "resnet18_small"
     state = torch.load(tmp_path / "backbone.pt", weights_only=True)
