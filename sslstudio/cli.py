@@ -21,6 +21,11 @@ def _fmt_time(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def _fmt_figure(value: float | None) -> str:
+    """A result figure to four decimals (``n/a`` when there is none, e.g. no held-out images)."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 class ProgressPrinter:
     """Turns engine events into a progress bar with ETA (a TTY) or periodic log lines (a pipe)."""
 
@@ -201,8 +206,8 @@ def cmd_pretrain(args) -> int:
         return 0 if summary["status"] == "finished" else 130
     metric = summary["metric"]
     print(f"{summary['status']}: {summary['epochs_completed']}/{summary['epochs']} epochs in "
-          f"{_fmt_time(summary['time_s'])}; train {metric} {summary.get(f'final_train_{metric}')}, "
-          f"held-out {metric} {summary.get(f'final_val_{metric}')}, "
+          f"{_fmt_time(summary['time_s'])}; train {metric} {_fmt_figure(summary.get(f'final_train_{metric}'))}, "
+          f"held-out {metric} {_fmt_figure(summary.get(f'final_val_{metric}'))}, "
           f"{summary['samples_per_s'] or 0:,.0f} samples/s; skipped {summary['skipped']} file(s). Run: {args.out}")
     return 0 if summary["status"] == "finished" else 130
 
@@ -482,6 +487,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupted(args) -> str:
+    """What Ctrl-C leaves: for a pretraining run, whether there is a checkpoint to continue from."""
+    if getattr(args, "command", None) != "pretrain":
+        return "interrupted."
+    from sslstudio.runs import RunDir
+
+    if RunDir(args.out).last_checkpoint.is_file():
+        return f"interrupted; the last checkpoint is kept: continue with sslstudio pretrain --out {args.out} --resume"
+    return "interrupted before the first epoch ended: there is no checkpoint; run the same command again to start over."
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -503,8 +519,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted; a pretraining run keeps its last checkpoint (continue it with --resume).",
-              file=sys.stderr)
+        print(f"\n{_interrupted(args)}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - a failed job is one sentence; the traceback on request
         if os.environ.get("SSLSTUDIO_DEBUG"):

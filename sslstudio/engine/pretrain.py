@@ -168,7 +168,8 @@ class _Pretrainer:
             cfg = _merge_for_resume(cfg)
             previous = run.read_config()
             resume_state = run.load_checkpoint("last")  # a damaged checkpoint stops here, before any work
-        elif run.last_checkpoint.is_file() or run.summary_path.is_file() or run.config_path.is_file():
+        elif run.last_checkpoint.is_file() or run.summary_path.is_file():  # a run stopped before its first
+            # checkpoint left only config.json: there is nothing to resume, so it may start again
             raise ConfigError(f"{run.path} already holds a run; resume it with --resume or choose another --out.")
 
         task = create_task(cfg.task, cfg.task_options, cfg.image_size)
@@ -541,8 +542,9 @@ def resume_config(out: str | os.PathLike, **overrides: Any) -> PretrainConfig:
     if changed:
         raise ConfigError(f"cannot resume {run.path} with {'; '.join(changed)}: "
                           f"{'this setting defines' if len(changed) == 1 else 'these settings define'} the run "
-                          "(resume takes them from its config.json); leave them out to resume, or start a new "
-                          "run in another folder.")
+                          "(resume takes every setting from the run's config.json); leave "
+                          f"{'it' if len(changed) == 1 else 'them'} out to resume, or start a new run in another "
+                          "folder.")
     values.update(out=str(out), resume=True)
     return PretrainConfig(**values)
 

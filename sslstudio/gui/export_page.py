@@ -151,8 +151,7 @@ class ExportPage(QWidget):
 
     def _on_failed(self, message: str, details: str) -> None:
         self.status.setText(f"<span style='color:#d62728'>{message}</span>")
-        if details:
-            self.window_.log(details, "error")
+        self.window_.log(details or message, "error")
         self.export_failed.emit(message)
 
     def shutdown(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from sslstudio.engine.events import Cancelled, RunControl
+from sslstudio import errors
 from sslstudio.errors import SSLStudioError
 
 __all__ = ["Job", "Worker"]
@@ -29,7 +30,8 @@ class Worker(QObject):
             progress callback also checks the control, so a cancelled call stops at its next report.
         finished: the call's return value.
         cancelled: the call stopped because its control was cancelled (raised ``Cancelled``).
-        failed: ``(message, details)``: a sentence for the user and the traceback.
+        failed: ``(message, details)``: a sentence for the user and the traceback (empty for the
+            program's own errors, whose sentence says everything).
         done: emitted last, whether the call finished, failed or was cancelled.
     """
 
@@ -52,7 +54,9 @@ class Worker(QObject):
     def _on_event(self, ev: Any) -> None:
         if getattr(ev, "kind", None) == "failed":
             self._failed_sent = True
-            self.failed.emit(ev.message, ev.details)
+            # a sentence the program wrote for the user needs no traceback in the log; anything else keeps it
+            expected = isinstance(getattr(errors, ev.error_type, None), type)
+            self.failed.emit(ev.message, "" if expected else ev.details)
             return
         self.event.emit(ev)
 
@@ -75,9 +79,9 @@ class Worker(QObject):
             result = self.fn(*self.args, **kwargs)
         except Cancelled:
             self.cancelled.emit()
-        except SSLStudioError as exc:
+        except SSLStudioError as exc:  # a sentence for the user: no traceback needed
             if not self._failed_sent:
-                self.failed.emit(str(exc), traceback.format_exc())
+                self.failed.emit(str(exc), "")
         except Exception as exc:  # noqa: BLE001 - any error must reach the user, not kill the thread
             if not self._failed_sent:
                 self.failed.emit(f"{type(exc).__name__}: {exc}", traceback.format_exc())

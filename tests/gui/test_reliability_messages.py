@@ -33,6 +33,8 @@ def test_resuming_a_run_another_job_holds_is_a_message_and_the_page_stays_usable
     assert f"process {os.getpid()}" in message and "Traceback" not in message
     qtbot.waitUntil(lambda: page.start_button.isEnabled(), timeout=5000)
     assert message in window.statusBar().currentMessage()
+    log = page.log_view.toPlainText()
+    assert message in log and "Traceback" not in log  # the program's own sentence needs no traceback
     assert RunDir(stopped_run).read_summary()["status"] == "cancelled"  # the refused job wrote nothing
 
 
