@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         import torch
 
         from sslstudio.evaluation.monitor import KnnMonitor
-        from sslstudio.runs import load_run_backbone
+        from sslstudio.models.pretrained import load_run_backbone
 
         backbone, _config = load_run_backbone(out)
         device = torch.device(summary["device"])

@@ -250,7 +250,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from sslstudio.runs import export_run
+    from sslstudio.export import export_run
 
     paths = export_run(args.run_dir, args.out, _csv(args.format) or None, which=args.checkpoint)
     for p in paths:
@@ -299,7 +299,7 @@ def _demo_headless(args, root: Path, data: Path) -> int:
     from sslstudio.engine import PretrainConfig, pretrain
     from sslstudio.engine.preview import save_preview
     from sslstudio.evaluation import compare
-    from sslstudio.runs import export_run
+    from sslstudio.export import export_run
     from sslstudio.tasks import create_task
 
     task = create_task("rotation", image_size=args.image_size)

@@ -393,38 +393,3 @@ def _remove_if_empty(path: Path) -> None:
 
 def is_run_dir(path: os.PathLike | str) -> bool:
     return (Path(path) / CONFIG).is_file()
-
-
-def load_run_backbone(run_dir: os.PathLike | str, which: str = "last"):
-    """The pretrained backbone of a run, as a :class:`~sslstudio.models.Backbone` on the CPU."""
-    from sslstudio.models import build_backbone
-
-    run = RunDir(run_dir)
-    config = run.read_config()
-    checkpoint = run.best_checkpoint if which == "best" else run.last_checkpoint
-    state = run.load_checkpoint(which)["model"]
-    prefix = "backbone."
-    backbone_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    backbone = build_backbone(config["arch"])
-    own = backbone.state_dict()
-    missing = [k for k in own if k not in backbone_state]
-    wrong = [k for k in own if k in backbone_state and tuple(backbone_state[k].shape) != tuple(own[k].shape)]
-    extra = [k for k in backbone_state if k not in own]
-    if missing or wrong or extra:
-        raise RunError(f"the checkpoint {checkpoint} does not hold a {config['arch']} backbone, the architecture "
-                       f"named in {run.config_path} ({len(missing)} tensors missing, {len(wrong)} of another "
-                       f"shape, {len(extra)} unknown): the checkpoint comes from another run or architecture; "
-                       "put back the run's own checkpoint or start the run again.")
-    backbone.load_state_dict(backbone_state, strict=True)
-    return backbone, config
-
-
-def export_run(run_dir: os.PathLike | str, out_dir: os.PathLike | str, formats=None, which: str = "last"):
-    """Export a run's backbone (see :func:`sslstudio.export.export_backbone`)."""
-    from sslstudio.export import FORMATS, export_backbone
-
-    backbone, config = load_run_backbone(run_dir, which)
-    meta = {"task": config.get("task"), "source_run": str(Path(run_dir).resolve()),
-            "checkpoint": which, "seed": config.get("seed")}
-    return export_backbone(backbone, out_dir, formats=tuple(formats or FORMATS),
-                           image_size=int(config.get("image_size", 64)), metadata=meta)

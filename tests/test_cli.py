@@ -1,5 +1,6 @@
 """The CLI chain a user runs: demo-data -> preview -> pretrain -> compare -> export -> torchvision."""
 
+import pytest
 import json
 
 import torch
@@ -26,6 +27,7 @@ def test_bad_input_is_a_sentence_not_a_traceback(tmp_path, capsys):
     assert "known tasks:" in (err := capsys.readouterr().err) and "rotation" in err
 
 
+@pytest.mark.slow
 def test_full_chain(tmp_path, monkeypatch, no_network, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     demo = tmp_path / "demo"
@@ -78,6 +80,7 @@ def test_full_chain(tmp_path, monkeypatch, no_network, capsys):
             assert torch.allclose(load_backbone(exp / name, trust_code=name.endswith(".torchscript.pt"))(x), reference, atol=1e-4), name
 
 
+@pytest.mark.slow
 def test_pretrain_uses_the_decode_cache_unless_told_not_to(demo_root, tmp_path, capsys):
     import json
 

@@ -101,7 +101,6 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
               compile: bool = False, log: Callable[[str], None] | None = None) -> dict:
     """Measure the four figures and return them with the ratios, device, precision and peak memory."""
     from sslstudio.data import decode_images, scan_folder
-    from sslstudio.engine.pretrain import PretrainConfig, pretrain
     from sslstudio.tasks import create_task
 
     log = log or (lambda message: None)
@@ -164,20 +163,27 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
     subset = files if not train_images or train_images >= len(files) else files[:train_images]
     result["train_images"] = len(subset)
     log(f"train: the engine's pretraining loop, one epoch over {len(subset)} images")
-    with tempfile.TemporaryDirectory(prefix="sslstudio-bench-") as tmp:
-        folder = Path(tmp) / "images"
-        folder.mkdir()
-        for k, path in enumerate(subset):  # links, so the loop reads the same files
-            (folder / f"{k:07d}{Path(path).suffix.lower()}").symlink_to(Path(path).resolve())
-        summary = pretrain(PretrainConfig(task=task_name, data=str(folder), out=str(Path(tmp) / "run"), arch=arch,
-                                          epochs=1, batch_size=batch_size, image_size=image_size, device=device,
-                                          precision=precision, workers=workers, seed=seed, holdout=0.0))
-    result["train"] = summary["samples_per_s"]
+    result["train"] = _engine_rate(subset, task=task_name, arch=arch, epochs=1, batch_size=batch_size,
+                                   image_size=image_size, device=device, precision=precision, workers=workers,
+                                   seed=seed, holdout=0.0)
     result["pipeline/naive"] = result["pipeline"] / result["naive"]
     result["train/model"] = result["train"] / result["model"]
     result["peak_host_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["peak_gpu_allocated_mb"] = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None)
     return result
+
+
+def _engine_rate(files: list, **settings) -> float:
+    """Samples per second of the engine's pretraining loop (:func:`pretrain`) over ``files``."""
+    from sslstudio.engine.pretrain import PretrainConfig, pretrain
+
+    with tempfile.TemporaryDirectory(prefix="sslstudio-bench-") as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for k, path in enumerate(files):  # links, so the loop reads the same files
+            (folder / f"{k:07d}{Path(path).suffix.lower()}").symlink_to(Path(path).resolve())
+        summary = pretrain(PretrainConfig(data=str(folder), out=str(Path(tmp) / "run"), **settings))
+    return summary["samples_per_s"]
 
 
 def _train_step(task, arch, items, inputs, target, dev, precision, channels_last, compiled, seed):

@@ -1,12 +1,11 @@
 """Events the engine emits, and the token it checks to pause or cancel.
 
 Nothing here imports Qt: the CLI turns events into a progress bar, the window's worker turns
-them into signals. Events are plain dataclasses; :func:`event_to_dict` gives their JSON form.
+them into signals. Events are plain dataclasses (``dataclasses.asdict`` gives their JSON form).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -106,12 +105,8 @@ class FailedEvent:
     kind: str = "failed"
 
 
-Event = StepEvent | EpochEvent | CheckpointEvent | LogEvent | RowEvent | FinishedEvent | FailedEvent
+#: Where a loop sends its events (one of the dataclasses above).
 EventSink = Callable[[Any], None]
-
-
-def event_to_dict(event: Any) -> dict:
-    return dataclasses.asdict(event)
 
 
 class Cancelled(Exception):

@@ -1,8 +1,10 @@
 """Datasets and loaders that turn decoded images into task samples, reproducibly.
 
-Every sample's randomness comes from ``numpy.random.default_rng((seed, epoch, index))`` and the
-order of an epoch from ``torch.Generator().manual_seed(seed, epoch)``: a run is the same whatever
-the number of worker processes, and a resumed run sees exactly the batches it would have seen.
+A task with a batch transform draws each batch's randomness from a generator seeded with
+:func:`batch_seed` ``(seed, epoch, step[, rank])``; a per-sample task draws each sample's from
+``numpy.random.default_rng((seed, epoch, index))``. The order of an epoch comes from
+``torch.Generator().manual_seed(seed * 1_000_003 + epoch)``. So a run is the same whatever the
+number of worker processes, and a resumed run sees exactly the batches it would have seen.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool 
 
 
 def _worker_init(_: int) -> None:
+    """A loader worker computes samples with one thread (its randomness is seeded per sample, not per worker)."""
     torch.set_num_threads(1)
 
 

@@ -135,6 +135,59 @@ def pretrain(config: PretrainConfig, on_event: EventSink | None = None,
         raise
 
 
+@dataclass
+class _Tally:
+    """The sums of an epoch's steps on this process (summed over the processes after the epoch)."""
+
+    loss_sum: float = 0.0
+    metric_sum: float = 0.0
+    metric_count: int = 0
+    seen: int = 0
+
+    def add(self, loss: float, m_sum: float, m_count: int, images: int) -> None:
+        self.loss_sum += loss * images
+        self.metric_sum += m_sum
+        self.metric_count += m_count
+        self.seen += images
+
+
+@dataclass
+class _RunState:
+    """What the phases of one run share: made by :meth:`_Pretrainer._setup`, advanced by the epochs."""
+
+    cfg: PretrainConfig  # the run's own settings when resuming
+    run: RunDir
+    task: PretextTask
+    settings: dict  # what config.json records
+    device: torch.device
+    precision: str
+    t_start: float
+    monitor: Any = None  # the kNN monitor, or None
+    images: Any = None  # the decoded folder (its files and skipped files go into the summary)
+    counts: dict = field(default_factory=dict)  # skipped files by reason
+    n_images: int = 0
+    n_train: int = 0
+    n_val: int = 0
+    train_set: Any = None
+    val_set: Any = None  # None: nothing held out
+    model: Any = None  # what is saved and evaluated
+    net: Any = None  # what the training step calls: the model, data-parallel and/or compiled
+    feature_dim: int = 0
+    optimizer: Any = None
+    scheduler: Any = None
+    epochs: int = 0
+    batch_size: int = 0
+    steps_per_epoch: int = 0
+    start_epoch: int = 0
+    history: list = field(default_factory=list)  # the epoch records, also those before a resume
+    best: dict | None = None
+    last_lr: float = 0.0  # the learning rate of the last update
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
 class _Pretrainer:
     def __init__(self, config: PretrainConfig, emit: EventSink, control: RunControl):
         self.config = config
@@ -157,24 +210,55 @@ class _Pretrainer:
             self.dist.close()
 
     def _run(self, device_setting: str) -> dict:
-        from sslstudio.data import decode_folder
-        from sslstudio.models import build_backbone
+        """A run as its phases: set-up, the epochs (steps, validation, checkpoint), finish."""
+        s = self._setup(device_setting)
+        cancelled = self._fit(s)
+        return self._finish(s, cancelled)
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _setup(self, device_setting: str) -> _RunState:
+        """Config, task, device, monitor, data, model, optimiser, restored state and ``config.json``,
+        in this order: the seeded steps among them make the order part of the result."""
         from sslstudio.tasks import create_task
 
+        cfg, run, previous, resume_state = self._open()
+        task = create_task(cfg.task, cfg.task_options, cfg.image_size)
+        settings = cfg.resolved(task)
+        self._check(cfg, run, previous, settings)
+        device = resolve_device(device_setting)
+        precision = resolve_precision(cfg.precision, device)
+        s = _RunState(cfg, run, task, settings, device, precision, t_start=time.perf_counter())
+        s.monitor = self._make_monitor(cfg, device, precision)  # a bad folder fails here, before any training
+        self._load_data(s)
+        self._build_model(s)
+        if previous is not None:
+            self._restore(s, resume_state)
+        elif self.dist.is_main:
+            run.create()
+            if run.metrics_path.exists():
+                run.metrics_path.unlink()
+        self._wrap(s)
+        self._write_config(s)
+        return s
+
+    def _open(self) -> tuple[PretrainConfig, RunDir, dict | None, dict | None]:
+        """The config to run (the run's own when resuming), the run folder, and when resuming the run's
+        ``config.json`` and last checkpoint (a damaged one stops here, before any work)."""
         cfg = self.config
         run = RunDir(cfg.out)
-        previous = None
+        previous = resume_state = None
         if cfg.resume:
             cfg = _merge_for_resume(cfg)
             previous = run.read_config()
-            resume_state = run.load_checkpoint("last")  # a damaged checkpoint stops here, before any work
+            resume_state = run.load_checkpoint("last")
         elif run.last_checkpoint.is_file() or run.summary_path.is_file():  # a run stopped before its first
             # checkpoint left only config.json: there is nothing to resume, so it may start again
             raise ConfigError(f"{run.path} already holds a run; resume it with --resume or choose another --out.")
+        return cfg, run, previous, resume_state
 
-        task = create_task(cfg.task, cfg.task_options, cfg.image_size)
-        settings = cfg.resolved(task)
-        dist = self.dist
+    def _check(self, cfg: PretrainConfig, run: RunDir, previous: dict | None, settings: dict) -> None:
+        """Refuse a resume with other settings, and settings the run cannot use (a resumed run's
+        settings come from its config.json, which :func:`check_settings` has not seen)."""
         if previous is not None:
             changed = [k for k in RESUME_KEYS if _norm(previous.get(k)) != _norm(settings.get(k))]
             if changed:
@@ -184,16 +268,17 @@ class _Pretrainer:
             raise ConfigError("epochs and batch size must be at least 1.")
         if not 0.0 <= cfg.holdout < 0.5:
             raise ConfigError(f"the held-out fraction must be in [0, 0.5); got {cfg.holdout}.")
-
+        dist = self.dist
         if dist.enabled and int(settings["batch_size"]) % dist.world_size:
             raise ConfigError(f"the batch size ({settings['batch_size']}) must be a multiple of the number of "
                               f"processes ({dist.world_size}): each process trains on an equal share of every batch.")
-        device = resolve_device(device_setting)
-        precision = resolve_precision(cfg.precision, device)
-        t_start = time.perf_counter()
-        monitor = self._make_monitor(cfg, device, precision)  # a bad folder fails here, before any training
 
-        # -- data ------------------------------------------------------------------------------
+    def _load_data(self, s: _RunState) -> None:
+        """Decode the folder (rank 0 fills the decode cache first), split off the held-out images
+        (seeded) and make the task's training and validation sets."""
+        from sslstudio.data import decode_folder
+
+        cfg, task, dist = s.cfg, s.task, self.dist
         self.emit(LogEvent(f"reading images in {cfg.data}"))
         if dist.enabled and cfg.cache_dir and not dist.is_main:
             dist.barrier()  # rank 0 fills the decode cache first; the others then map it
@@ -202,16 +287,7 @@ class _Pretrainer:
                                progress=_DecodeProgress(self.emit))
         if dist.enabled and cfg.cache_dir and dist.is_main:
             dist.barrier()
-        if images.from_cache:
-            self.emit(LogEvent(f"{len(images)} images at {cfg.image_size} px mapped from the decode cache "
-                               f"{images.cache_path} (nothing decoded)"))
-        elif images.storage != "memory":
-            self.emit(LogEvent(f"{len(images)} images decoded to {images.storage} "
-                               f"{images.cache_path or ''}".rstrip()))
-        counts = images.skipped_counts()
-        if counts:
-            self.emit(LogEvent(f"skipped {sum(counts.values())} file(s): "
-                               + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())), "warning"))
+        s.images, s.counts = images, self._report_decoded(images, cfg.image_size)
         arrays = images.arrays
         n = len(arrays)
         order = np.random.default_rng(cfg.seed).permutation(n)
@@ -223,196 +299,220 @@ class _Pretrainer:
             train_images, val_images = arrays[train_idx], arrays[val_idx]
         train_items = task.prepare(train_images, cfg.seed)
         val_items = task.holdout_items(train_items, val_images)
-        train_set = TaskDataset(train_items, task, cfg.seed)
-        val_set = TaskDataset(val_items, task, cfg.seed) if val_items is not None and len(val_items) else None
+        s.train_set = TaskDataset(train_items, task, cfg.seed)
+        s.val_set = TaskDataset(val_items, task, cfg.seed) if val_items is not None and len(val_items) else None
+        s.n_images, s.n_train, s.n_val = n, len(train_idx), n_val
         self.emit(LogEvent(f"{n} images: {len(train_idx)} for training, {n_val} held out; "
-                           f"device {device_name(device)}, precision {precision}"))
+                           f"device {device_name(s.device)}, precision {s.precision}"))
 
-        # -- model -----------------------------------------------------------------------------
+    def _report_decoded(self, images, image_size: int) -> dict:
+        """Log where the decoded images are and what was skipped; return the skipped files by reason."""
+        if images.from_cache:
+            self.emit(LogEvent(f"{len(images)} images at {image_size} px mapped from the decode cache "
+                               f"{images.cache_path} (nothing decoded)"))
+        elif images.storage != "memory":
+            self.emit(LogEvent(f"{len(images)} images decoded to {images.storage} "
+                               f"{images.cache_path or ''}".rstrip()))
+        counts = images.skipped_counts()
+        if counts:
+            self.emit(LogEvent(f"skipped {sum(counts.values())} file(s): "
+                               + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())), "warning"))
+        return counts
+
+    def _build_model(self, s: _RunState) -> None:
+        """The seeded backbone and task head, the SGD optimiser and the learning-rate schedule."""
+        from sslstudio.models import build_backbone
+
+        cfg, settings = s.cfg, s.settings
         torch.manual_seed(cfg.seed)
         backbone = build_backbone(cfg.arch)
-        model = task.build_head(backbone, backbone.feature_dim).to(device)  # what is saved and evaluated
-        if device.type == "cuda":
+        model = s.task.build_head(backbone, backbone.feature_dim).to(s.device)  # what is saved and evaluated
+        if s.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        epochs, batch_size = int(settings["epochs"]), int(settings["batch_size"])
-        steps_per_epoch = len(epoch_batches(len(train_set), batch_size, cfg.seed, 0))
-        total_steps = epochs * steps_per_epoch
-        optimizer = torch.optim.SGD(model.parameters(), lr=float(settings["lr"]),
-                                    momentum=float(settings["momentum"]),
-                                    nesterov=bool(settings["nesterov"]) and float(settings["momentum"]) > 0,
-                                    weight_decay=float(settings["weight_decay"]))
-        factor = lr_multiplier(settings["schedule"], total_steps,
-                               int(round(settings["warmup_epochs"] * steps_per_epoch)),
+        s.model, s.feature_dim = model, backbone.feature_dim
+        s.epochs, s.batch_size = int(settings["epochs"]), int(settings["batch_size"])
+        s.steps_per_epoch = len(epoch_batches(len(s.train_set), s.batch_size, cfg.seed, 0))
+        s.optimizer = torch.optim.SGD(model.parameters(), lr=float(settings["lr"]),
+                                      momentum=float(settings["momentum"]),
+                                      nesterov=bool(settings["nesterov"]) and float(settings["momentum"]) > 0,
+                                      weight_decay=float(settings["weight_decay"]))
+        factor = lr_multiplier(settings["schedule"], s.total_steps,
+                               int(round(settings["warmup_epochs"] * s.steps_per_epoch)),
                                float(settings["lr_decay"]), tuple(settings["milestones"]))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        s.scheduler = torch.optim.lr_scheduler.LambdaLR(s.optimizer, factor)
 
-        start_epoch, history, best = 0, [], None
-        if previous is not None:
-            state = resume_state
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start_epoch, history, best = int(state["epoch"]), list(state.get("history", [])), state.get("best")
-            _set_rng_state(state["rng"])
-            if dist.is_main:
-                run.truncate_metrics(start_epoch)
-            self.emit(LogEvent(f"resuming {run.path} after epoch {start_epoch} of {epochs}"))
-        elif dist.is_main:
-            run.create()
-            if run.metrics_path.exists():
-                run.metrics_path.unlink()
-        net = model  # what the training step calls
+    def _restore(self, s: _RunState, state: dict) -> None:
+        """Continue from the last checkpoint: weights, optimiser, schedule, history, best and RNG states."""
+        s.model.load_state_dict(state["model"])
+        s.optimizer.load_state_dict(state["optimizer"])
+        s.scheduler.load_state_dict(state["scheduler"])
+        s.start_epoch, s.history, s.best = int(state["epoch"]), list(state.get("history", [])), state.get("best")
+        _set_rng_state(state["rng"])
+        if self.dist.is_main:
+            s.run.truncate_metrics(s.start_epoch)
+        self.emit(LogEvent(f"resuming {s.run.path} after epoch {s.start_epoch} of {s.epochs}"))
+
+    def _wrap(self, s: _RunState) -> None:
+        """What the training step calls: the model, data-parallel over the processes and/or compiled."""
+        dist = self.dist
+        s.net = s.model
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            s.net = DistributedDataParallel(s.model, device_ids=[s.device.index] if s.device.type == "cuda" else None)
             self.emit(LogEvent(f"data-parallel over {dist.world_size} processes ({dist.backend}); "
-                               f"each trains on {batch_size // dist.world_size} of every {batch_size} images"))
-        if cfg.compile:
-            net = _compile(net)
-        settings.update({"device": str(device), "device_name": device_name(device), "precision": precision,
-                         "world_size": dist.world_size, "distributed_backend": dist.backend,
-                         "images": n, "train_images": len(train_idx), "held_out_images": n_val,
-                         "steps_per_epoch": steps_per_epoch, "feature_dim": backbone.feature_dim,
-                         "metric": task.metric_name, "samples_per_image": task.samples_per_image,
-                         "task_info": task.run_info(), "versions": library_versions()})
-        if dist.is_main:
-            run.write_config(settings)
-            task.save_artifacts(run.path)
+                               f"each trains on {s.batch_size // dist.world_size} of every {s.batch_size} images"))
+        if s.cfg.compile:
+            s.net = _compile(s.net)
 
-        # -- loop ------------------------------------------------------------------------------
-        spi = task.samples_per_image
-        cancelled = False
-        last_lr = optimizer.param_groups[0]["lr"]
-        loaders = EpochLoaders(train_set, cfg.workers, device, stream=dist.rank)
+    def _write_config(self, s: _RunState) -> None:
+        """Record the resolved settings (and what the run found) in config.json, with the task's artifacts."""
+        dist, device, task = self.dist, s.device, s.task
+        s.settings.update({"device": str(device), "device_name": device_name(device), "precision": s.precision,
+                           "world_size": dist.world_size, "distributed_backend": dist.backend,
+                           "images": s.n_images, "train_images": s.n_train, "held_out_images": s.n_val,
+                           "steps_per_epoch": s.steps_per_epoch, "feature_dim": s.feature_dim,
+                           "metric": task.metric_name, "samples_per_image": task.samples_per_image,
+                           "task_info": task.run_info(), "versions": library_versions()})
+        if dist.is_main:
+            s.run.write_config(s.settings)
+            task.save_artifacts(s.run.path)
+
+    # -- the epochs ------------------------------------------------------------------------------
+    def _fit(self, s: _RunState) -> bool:
+        """The epochs from ``s.start_epoch`` to the end; ``True`` when the run was stopped (cancelled)."""
+        s.last_lr = s.optimizer.param_groups[0]["lr"]
+        loaders = EpochLoaders(s.train_set, s.cfg.workers, s.device, stream=self.dist.rank)
         try:
-            for epoch in range(start_epoch, epochs):
-                plan = task.begin_epoch(model, train_set.arrays, epoch, device, optimizer, cfg.seed)
-                if dist.enabled and type(task).begin_epoch is not PretextTask.begin_epoch:
-                    dist.broadcast_module(model)  # every rank continues from rank 0's state
-                    order, info, shared = dist.broadcast_object((plan.order, plan.info, task.shared_state()))
-                    task.load_shared_state(shared)
-                    plan = EpochPlan(order=order, info=info)
-                net.train()
-                batches = epoch_batches(len(train_set), batch_size, cfg.seed, epoch, order=plan.order)
-                loader = loaders(dist.shard(batches))
-                loss_sum = metric_sum = 0.0
-                metric_count = seen = 0
-                epoch_start = time.perf_counter()
-                records = []
-                for step, (inputs, target) in enumerate(loader, start=1):
-                    self.control.checkpoint()
-                    inputs = inputs.to(device, non_blocking=True)
-                    target = target.to(device, non_blocking=True)
-                    with autocast(device, precision):
-                        output = net(inputs)
-                        loss = task.loss(output, target)
-                    if not torch.isfinite(loss):
-                        raise JobError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
-                                          "the learning rate is probably too high; lower --lr.")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    last_lr = optimizer.param_groups[0]["lr"]
-                    scheduler.step()
-                    m_sum, m_count = task.metric(output.detach(), target)
-                    batch_images = inputs.shape[0]
-                    loss_sum += float(loss.item()) * batch_images
-                    metric_sum += m_sum
-                    metric_count += m_count
-                    seen += batch_images
-                    elapsed_epoch = time.perf_counter() - epoch_start
-                    ips = seen * dist.world_size / max(elapsed_epoch, 1e-9)  # the whole run's rate
-                    global_step = epoch * steps_per_epoch + step
-                    eta = (total_steps - global_step) * elapsed_epoch / step
-                    metric_val = m_sum / m_count if m_count else None
-                    event = StepEvent(epoch=epoch, epochs=epochs, step=step, steps_per_epoch=len(batches),
-                                      global_step=global_step, total_steps=total_steps, loss=float(loss.item()),
-                                      metric=metric_val, metric_name=task.metric_name, lr=last_lr,
-                                      images_per_s=ips, samples_per_s=ips * spi,
-                                      elapsed_s=time.perf_counter() - t_start, eta_s=eta)
-                    self.emit(event)
-                    if step % cfg.log_every == 0 or step == len(batches):
-                        records.append({"type": "step", "epoch": epoch, "step": step, "global_step": global_step,
-                                        "loss": event.loss, task.metric_name: metric_val, "lr": last_lr,
-                                        "images_per_s": ips})
-                epoch_time = time.perf_counter() - epoch_start
-                loss_sum, metric_sum, metric_count, seen = dist.sum([loss_sum, metric_sum, metric_count, seen])
-                dist.average_buffers(model)
-                val_loss, val_metric = self._evaluate(model, task, val_set, device, precision, batch_size) if val_set else (None, None)
-                self._epoch_time = epoch_time
-                monitored = self._monitor(monitor, model, epoch, epochs)
-                train_loss = loss_sum / max(seen, 1)
-                train_metric = metric_sum / metric_count if metric_count else None
-                ips = seen / max(epoch_time, 1e-9)
-                remaining = (epochs - epoch - 1) * epoch_time
-                entry = {"type": "epoch", "epoch": epoch, "train_loss": train_loss,
-                         f"train_{task.metric_name}": train_metric, "val_loss": val_loss,
-                         f"val_{task.metric_name}": val_metric, "lr": last_lr, "images_per_s": ips,
-                         "samples_per_s": ips * spi, "epoch_time_s": epoch_time, **plan.info, **monitored}
-                history.append(entry)
-                records.append(entry)
-                if dist.is_main:
-                    run.append_metrics(records)
-                self.emit(EpochEvent(epoch=epoch, epochs=epochs, train_loss=train_loss, train_metric=train_metric,
-                                     val_loss=val_loss, val_metric=val_metric, metric_name=task.metric_name,
-                                     lr=last_lr, images_per_s=ips, samples_per_s=ips * spi,
-                                     elapsed_s=time.perf_counter() - t_start, eta_s=remaining,
-                                     extra={**plan.info, **monitored}))
-                score = val_metric if val_metric is not None else train_metric
-                is_best = score is not None and (best is None or score > best["score"])
-                if is_best:
-                    best = {"score": score, "epoch": epoch}
-                if dist.is_main:
-                    path = run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                                "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                                                "history": history, "best": best, "rng": _get_rng_state(),
-                                                "config": _jsonable(settings)}, best=is_best)
-                    self.emit(CheckpointEvent(epoch=epoch, path=str(path), best=is_best))
+            for epoch in range(s.start_epoch, s.epochs):
+                plan, tally, records, epoch_time = self._train_epoch(s, epoch, loaders)
+                is_best = self._end_epoch(s, epoch, plan, tally, records, epoch_time)
+                self._checkpoint(s, epoch, is_best)
         except Cancelled:
-            cancelled = True
-            if run.last_checkpoint.is_file():
-                self.emit(LogEvent(f"stopped; the checkpoint after epoch {len(history)} is kept "
+            if s.run.last_checkpoint.is_file():
+                self.emit(LogEvent(f"stopped; the checkpoint after epoch {len(s.history)} is kept "
                                    "(continue with --resume)", "warning"))
             else:
                 self.emit(LogEvent("stopped before the first epoch ended: there is no checkpoint to resume from",
                                    "warning"))
+            return True
         finally:
             loaders.close()
+        return False
 
-        total_time = time.perf_counter() - t_start
-        final = history[-1] if history else {}
-        train_rates = [h["images_per_s"] for h in history]  # every epoch, also those before a resume
-        summary = {
-            "status": "cancelled" if cancelled else "finished",
-            "task": cfg.task, "arch": cfg.arch, "epochs": epochs, "epochs_completed": len(history),
-            "metric": task.metric_name,
-            "final_train_loss": final.get("train_loss"),
-            f"final_train_{task.metric_name}": final.get(f"train_{task.metric_name}"),
-            "final_val_loss": final.get("val_loss"),
-            f"final_val_{task.metric_name}": final.get(f"val_{task.metric_name}"),
-            "best": best,
-            "images_found": len(images.paths) + len(images.skipped),
-            "images_used": n,
-            "skipped": len(images.skipped),
-            "skipped_by_reason": counts,
-            "skipped_files": [{"path": str(p), "reason": r} for p, r in images.skipped],
-            "time_s": total_time,
-            "training_time_s": float(sum(h["epoch_time_s"] for h in history)),
-            "images_per_s": float(np.mean(train_rates)) if train_rates else None,
-            "samples_per_s": float(np.mean(train_rates)) * spi if train_rates else None,
-            "device": str(device), "device_name": device_name(device), "precision": precision,
-            "task_info": task.run_info(),
-        }
-        if monitor is not None and dist.is_main:
-            monitored = [h for h in history if "monitor_knn" in h]
-            summary["monitor"] = {"labelled": monitor.labelled, "every": monitor.every,
-                                  "k": monitor.k, "t": monitor.t, "stages": monitor.stages,
-                                  "reference_images": len(monitor.train_y), "test_images": len(monitor.test_y),
-                                  "random_knn": monitor.random_reference().accuracy,
-                                  "final_knn": monitored[-1]["monitor_knn"] if monitored else None}
+    def _plan_epoch(self, s: _RunState, epoch: int) -> EpochPlan:
+        """The task's plan of the epoch (its order, its info), rank 0's for every process."""
+        task, dist = s.task, self.dist
+        plan = task.begin_epoch(s.model, s.train_set.arrays, epoch, s.device, s.optimizer, s.cfg.seed)
+        if dist.enabled and type(task).begin_epoch is not PretextTask.begin_epoch:
+            dist.broadcast_module(s.model)  # every rank continues from rank 0's state
+            order, info, shared = dist.broadcast_object((plan.order, plan.info, task.shared_state()))
+            task.load_shared_state(shared)
+            plan = EpochPlan(order=order, info=info)
+        return plan
+
+    def _train_epoch(self, s: _RunState, epoch: int, loaders) -> tuple[EpochPlan, _Tally, list, float]:
+        """An epoch's steps; returns its plan, its sums, its step records and its training time."""
+        plan = self._plan_epoch(s, epoch)
+        s.net.train()
+        batches = epoch_batches(len(s.train_set), s.batch_size, s.cfg.seed, epoch, order=plan.order)
+        loader = loaders(self.dist.shard(batches))
+        tally = _Tally()
+        epoch_start = time.perf_counter()
+        records = []
+        for step, (inputs, target) in enumerate(loader, start=1):
+            loss, m_sum, m_count, images = self._step(s, inputs, target, epoch, step)
+            tally.add(loss, m_sum, m_count, images)
+            record = self._report_step(s, epoch, step, len(batches), loss, m_sum / m_count if m_count else None,
+                                       tally.seen, epoch_start)
+            if step % s.cfg.log_every == 0 or step == len(batches):
+                records.append(record)
+        return plan, tally, records, time.perf_counter() - epoch_start
+
+    def _step(self, s: _RunState, inputs, target, epoch: int, step: int) -> tuple[float, float, int, int]:
+        """One update; returns its loss, its metric's sum and count, and its number of images."""
+        self.control.checkpoint()
+        inputs = inputs.to(s.device, non_blocking=True)
+        target = target.to(s.device, non_blocking=True)
+        with autocast(s.device, s.precision):
+            output = s.net(inputs)
+            loss = s.task.loss(output, target)
+        if not torch.isfinite(loss):
+            raise JobError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
+                           "the learning rate is probably too high; lower --lr.")
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        s.optimizer.step()
+        s.last_lr = s.optimizer.param_groups[0]["lr"]
+        s.scheduler.step()
+        m_sum, m_count = s.task.metric(output.detach(), target)
+        return float(loss.item()), m_sum, m_count, inputs.shape[0]
+
+    def _report_step(self, s: _RunState, epoch: int, step: int, steps: int, loss: float, metric: float | None,
+                     seen: int, epoch_start: float) -> dict:
+        """Emit the step's :class:`StepEvent`; return its metrics.jsonl record."""
+        elapsed_epoch = time.perf_counter() - epoch_start
+        ips = seen * self.dist.world_size / max(elapsed_epoch, 1e-9)  # the whole run's rate
+        global_step = epoch * s.steps_per_epoch + step
+        eta = (s.total_steps - global_step) * elapsed_epoch / step
+        name = s.task.metric_name
+        self.emit(StepEvent(epoch=epoch, epochs=s.epochs, step=step, steps_per_epoch=steps, global_step=global_step,
+                            total_steps=s.total_steps, loss=loss, metric=metric, metric_name=name, lr=s.last_lr,
+                            images_per_s=ips, samples_per_s=ips * s.task.samples_per_image,
+                            elapsed_s=time.perf_counter() - s.t_start, eta_s=eta))
+        return {"type": "step", "epoch": epoch, "step": step, "global_step": global_step, "loss": loss,
+                name: metric, "lr": s.last_lr, "images_per_s": ips}
+
+    def _end_epoch(self, s: _RunState, epoch: int, plan: EpochPlan, tally: _Tally, records: list,
+                   epoch_time: float) -> bool:
+        """After an epoch's steps: the processes' sums, validation, the monitor, the epoch record
+        (history, metrics.jsonl, :class:`EpochEvent`) and the best score; ``True`` when this epoch is the best."""
+        dist, name, spi = self.dist, s.task.metric_name, s.task.samples_per_image
+        loss_sum, metric_sum, metric_count, seen = dist.sum([tally.loss_sum, tally.metric_sum, tally.metric_count,
+                                                             tally.seen])
+        dist.average_buffers(s.model)
+        val_loss, val_metric = self._validate(s) if s.val_set else (None, None)
+        self._epoch_time = epoch_time
+        monitored = self._monitor(s.monitor, s.model, epoch, s.epochs)
+        train_loss = loss_sum / max(seen, 1)
+        train_metric = metric_sum / metric_count if metric_count else None
+        ips = seen / max(epoch_time, 1e-9)
+        entry = {"type": "epoch", "epoch": epoch, "train_loss": train_loss, f"train_{name}": train_metric,
+                 "val_loss": val_loss, f"val_{name}": val_metric, "lr": s.last_lr, "images_per_s": ips,
+                 "samples_per_s": ips * spi, "epoch_time_s": epoch_time, **plan.info, **monitored}
+        s.history.append(entry)
+        records.append(entry)
+        if dist.is_main:
+            s.run.append_metrics(records)
+        self.emit(EpochEvent(epoch=epoch, epochs=s.epochs, train_loss=train_loss, train_metric=train_metric,
+                             val_loss=val_loss, val_metric=val_metric, metric_name=name, lr=s.last_lr,
+                             images_per_s=ips, samples_per_s=ips * spi, elapsed_s=time.perf_counter() - s.t_start,
+                             eta_s=(s.epochs - epoch - 1) * epoch_time, extra={**plan.info, **monitored}))
+        score = val_metric if val_metric is not None else train_metric
+        is_best = score is not None and (s.best is None or score > s.best["score"])
+        if is_best:
+            s.best = {"score": score, "epoch": epoch}
+        return is_best
+
+    def _checkpoint(self, s: _RunState, epoch: int, is_best: bool) -> None:
+        """Save the state after ``epoch`` (atomically; also as the best checkpoint when ``is_best``)."""
+        if not self.dist.is_main:
+            return
+        path = s.run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                                      "scheduler": s.scheduler.state_dict(), "epoch": epoch + 1,
+                                      "history": s.history, "best": s.best, "rng": _get_rng_state(),
+                                      "config": _jsonable(s.settings)}, best=is_best)
+        self.emit(CheckpointEvent(epoch=epoch, path=str(path), best=is_best))
+
+    # -- finish ----------------------------------------------------------------------------------
+    def _finish(self, s: _RunState, cancelled: bool) -> dict:
+        """The summary (with the monitor's and the processes' agreement), summary.json and FinishedEvent."""
+        dist = self.dist
+        summary = self._summary(s, cancelled)
+        if s.monitor is not None and dist.is_main:
+            summary["monitor"] = _monitor_summary(s.monitor, s.history)
         if dist.enabled:
-            digests = dist.gather_object(state_digest(model))
+            digests = dist.gather_object(state_digest(s.model))
             agree = len(set(digests)) == 1
             summary["distributed"] = {"world_size": dist.world_size, "backend": dist.backend,
                                       "weight_digests": digests, "ranks_agree": agree}
@@ -421,9 +521,38 @@ class _Pretrainer:
                                    + ", ".join(d[:12] for d in digests), "error"))
         if not dist.is_main:
             return summary
-        run.write_summary(summary)
+        s.run.write_summary(summary)
         self.emit(FinishedEvent(summary=summary, cancelled=cancelled))
         return summary
+
+    def _summary(self, s: _RunState, cancelled: bool) -> dict:
+        """What summary.json records: status, final and best scores, the images, the rates, the device."""
+        total_time = time.perf_counter() - s.t_start
+        history, name, images = s.history, s.task.metric_name, s.images
+        final = history[-1] if history else {}
+        train_rates = [h["images_per_s"] for h in history]  # every epoch, also those before a resume
+        spi = s.task.samples_per_image
+        return {
+            "status": "cancelled" if cancelled else "finished",
+            "task": s.cfg.task, "arch": s.cfg.arch, "epochs": s.epochs, "epochs_completed": len(history),
+            "metric": name,
+            "final_train_loss": final.get("train_loss"),
+            f"final_train_{name}": final.get(f"train_{name}"),
+            "final_val_loss": final.get("val_loss"),
+            f"final_val_{name}": final.get(f"val_{name}"),
+            "best": s.best,
+            "images_found": len(images.paths) + len(images.skipped),
+            "images_used": s.n_images,
+            "skipped": len(images.skipped),
+            "skipped_by_reason": s.counts,
+            "skipped_files": [{"path": str(p), "reason": r} for p, r in images.skipped],
+            "time_s": total_time,
+            "training_time_s": float(sum(h["epoch_time_s"] for h in history)),
+            "images_per_s": float(np.mean(train_rates)) if train_rates else None,
+            "samples_per_s": float(np.mean(train_rates)) * spi if train_rates else None,
+            "device": str(s.device), "device_name": device_name(s.device), "precision": s.precision,
+            "task_info": s.task.run_info(),
+        }
 
     def _make_monitor(self, cfg: PretrainConfig, device, precision: str):
         """The kNN monitor of ``cfg.monitor_labelled`` (``None`` when not asked for).
@@ -467,9 +596,11 @@ class _Pretrainer:
         return {"monitor_knn": result.accuracy, "monitor_knn_random": monitor.random_reference().accuracy,
                 "monitor_s": result.seconds}
 
-    def _evaluate(self, model, task, dataset, device, precision, batch_size) -> tuple[float, float | None]:
+    def _validate(self, s: _RunState) -> tuple[float, float | None]:
+        """Loss and metric on the held-out images (every process its share, summed)."""
+        model, task, dataset, device = s.model, s.task, s.val_set, s.device
         model.eval()
-        batches = epoch_batches(len(dataset), batch_size, dataset.seed, VAL_EPOCH,
+        batches = epoch_batches(len(dataset), s.batch_size, dataset.seed, VAL_EPOCH,
                                 shuffle=False, drop_last=False)
         batches = [keys for keys in self.dist.shard(batches) if keys]
         loss_sum = metric_sum = 0.0
@@ -478,7 +609,7 @@ class _Pretrainer:
             for inputs, target in task_batches(dataset, batches, 0, device, self.dist.rank):
                 self.control.checkpoint()
                 inputs, target = inputs.to(device), target.to(device)
-                with autocast(device, precision):
+                with autocast(device, s.precision):
                     output = model(inputs)
                     loss = task.loss(output, target)
                 loss_sum += float(loss) * inputs.shape[0]
@@ -489,7 +620,6 @@ class _Pretrainer:
         model.train()
         loss_sum, count, metric_sum, metric_count = self.dist.sum([loss_sum, count, metric_sum, metric_count])
         return loss_sum / max(count, 1), (metric_sum / metric_count if metric_count else None)
-
 
 # ----------------------------------------------------------------------------------------------
 #: Settings that may differ when a run is resumed (they do not change what the run computes, or only
@@ -563,6 +693,14 @@ def _merge_for_resume(cfg: PretrainConfig) -> PretrainConfig:
     given.pop("out", None)
     return resume_config(cfg.out, **given)
 
+
+def _monitor_summary(monitor, history: list) -> dict:
+    """The kNN monitor's part of summary.json."""
+    monitored = [h for h in history if "monitor_knn" in h]
+    return {"labelled": monitor.labelled, "every": monitor.every, "k": monitor.k, "t": monitor.t,
+            "stages": monitor.stages, "reference_images": len(monitor.train_y), "test_images": len(monitor.test_y),
+            "random_knn": monitor.random_reference().accuracy,
+            "final_knn": monitored[-1]["monitor_knn"] if monitored else None}
 
 def _flag(key: str) -> str:
     return "--option" if key == "task_options" else "--" + key.replace("_", "-")

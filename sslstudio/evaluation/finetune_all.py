@@ -370,24 +370,39 @@ def train_all_layers(backbone: nn.Module, train_x: np.ndarray, train_y: np.ndarr
         raise ValueError("no training images")
     cfg = resolve_settings(n, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, bn=bn,
                            min_steps=min_steps)
-    bsz, total, peak, warm = cfg["batch_size"], cfg["steps"], cfg["lr"], cfg["warmup"]
+    total, peak = cfg["steps"], cfg["lr"]
     backbone.to(device)
 
     # BatchNorm statistics.
     if cfg["bn"] == "recalibrate-frozen":
         _recalibrate_bn(backbone, train_x, device, precision, control)
-    bn_train = cfg["bn"] == "train"
 
     stages = list(head_stages or backbone.stage_names())
     model, grids, probe_c = _build_head(backbone, train_x, train_y, num_classes, stages, seed, device, precision,
                                         control, linear_probe_first)
-    head = model.head
+    history, pred = _fine_tune(model, train_x, train_y, test_x, test_y, cfg, seed, backbone_lr_scale, weight_decay,
+                               device, precision, control, on_epoch, on_step)
+    model.eval()
+    settings = {**cfg, "weight_decay": weight_decay, "backbone_lr": peak * backbone_lr_scale,
+                "head": f"linear on standardised pooled grids of {', '.join(stages)} (grids {grids})",
+                "linear_probe_first": linear_probe_first, "probe_C": probe_c, "augment": "crop+flip",
+                "optimizer": "SGD nesterov momentum 0.9"}
+    return {"history": history, "test_accuracy": history[-1][2], "test_pred": pred,
+            "train_accuracy": history[-1][1], "steps": total, "epochs": cfg["epochs"], "settings": settings,
+            "time_s": time.perf_counter() - t0}
 
-    groups = [{"params": list(backbone.parameters()), "scale": backbone_lr_scale},
-              {"params": list(head.linear.parameters()), "scale": 1.0}]
+
+def _fine_tune(model: _Model, train_x, train_y, test_x, test_y, cfg: dict, seed: int, backbone_lr_scale: float,
+               weight_decay: float, device, precision, control, on_epoch, on_step) -> tuple[list, np.ndarray]:
+    """The fine-tuning steps (SGD, warm-up then cosine, the backbone at ``backbone_lr_scale`` of the head's
+    rate), with the test set predicted at each of ``cfg["eval_points"]``; returns the history and the
+    last predictions."""
+    groups = [{"params": list(model.backbone.parameters()), "scale": backbone_lr_scale},
+              {"params": list(model.head.linear.parameters()), "scale": 1.0}]
     opt = torch.optim.SGD([{"params": gr["params"], "lr": 0.0} for gr in groups], momentum=0.9, nesterov=True,
                           weight_decay=weight_decay)
-
+    n, bsz, total, peak, warm = len(train_y), cfg["batch_size"], cfg["steps"], cfg["lr"], cfg["warmup"]
+    bn_train = cfg["bn"] == "train"
     train_y_t = torch.from_numpy(np.asarray(train_y, dtype=np.int64))
     test_y_t = torch.from_numpy(np.asarray(test_y, dtype=np.int64))
     g = torch.Generator().manual_seed(seed)
@@ -417,14 +432,7 @@ def train_all_layers(backbone: nn.Module, train_x: np.ndarray, train_y: np.ndarr
             if on_epoch:
                 on_epoch(len(history) - 1, *history[-1])
             loss_sum = correct = seen = 0.0
-    model.eval()
-    settings = {**cfg, "weight_decay": weight_decay, "backbone_lr": peak * backbone_lr_scale,
-                "head": f"linear on standardised pooled grids of {', '.join(stages)} (grids {grids})",
-                "linear_probe_first": linear_probe_first, "probe_C": probe_c, "augment": "crop+flip",
-                "optimizer": "SGD nesterov momentum 0.9"}
-    return {"history": history, "test_accuracy": history[-1][2], "test_pred": pred,
-            "train_accuracy": history[-1][1], "steps": total, "epochs": cfg["epochs"], "settings": settings,
-            "time_s": time.perf_counter() - t0}
+    return history, pred
 
 
 def _predict(model: _Model, images: np.ndarray, device, precision, control) -> np.ndarray:

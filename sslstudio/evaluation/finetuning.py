@@ -28,7 +28,8 @@ from sslstudio.engine.device import autocast, device_name, resolve_device, resol
 from sslstudio.engine.events import (Cancelled, EpochEvent, EventSink, FailedEvent, FinishedEvent, LogEvent,
                                      RunControl)
 from sslstudio.errors import ConfigError, SSLStudioError
-from sslstudio.runs import RunDir, is_run_dir, library_versions, load_run_backbone
+from sslstudio.models.pretrained import load_run_backbone
+from sslstudio.runs import RunDir, is_run_dir, library_versions
 from sslstudio.settings import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_PER_CLASS, MIN_IMAGE_SIZE,
                                 check_settings, param)
 from sslstudio.tasks.base import MEAN, STD

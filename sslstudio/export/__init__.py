@@ -13,6 +13,7 @@ from sslstudio.export.load import (
     load_backbone,
     read_export_metadata,
 )
+from sslstudio.export.run import export_run
 
 __all__ = [
     "FILE_NAMES",
@@ -21,6 +22,7 @@ __all__ = [
     "METADATA_KEY",
     "OnnxBackbone",
     "export_backbone",
+    "export_run",
     "is_torchscript_file",
     "load_backbone",
     "read_export_metadata",

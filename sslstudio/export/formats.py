@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from sslstudio import fileutil
 from sslstudio.fileutil import os_reason
 from sslstudio.errors import ConfigError, RunError, SSLStudioError
-from sslstudio.models.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, backbone_metadata
+from sslstudio.models.backbones import Backbone, backbone_metadata
+from sslstudio.models.normalise import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "FILE_NAMES",

@@ -70,19 +70,13 @@ def leave_headroom(item, ys, entries: int) -> None:
 
 def stage_names(arch: str) -> list[str]:
     """The stages a frozen-feature probe can read for ``arch`` (without building the network)."""
-    from sslstudio.models import backbones
+    from sslstudio.models import arch_stages, resolve_arch
 
     try:
-        tv = backbones.resolve_arch(arch)
+        resolve_arch(arch)
     except Exception:  # noqa: BLE001 - unknown arch: no stages to offer
         return []
-    if tv.startswith("resnet"):
-        return list(backbones._RESNET_STAGES)
-    if tv == "alexnet":
-        return list(backbones._ALEXNET_STAGE_END)
-    if tv == "vgg16":
-        return list(backbones._VGG16_STAGE_END)
-    return backbones.build_backbone(arch).stage_names()
+    return arch_stages(arch)
 
 
 def normalise_result(data) -> dict:

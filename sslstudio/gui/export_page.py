@@ -9,9 +9,8 @@ from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QListWidget, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget)
 
-from sslstudio.export import FORMATS
+from sslstudio.export import FORMATS, export_run
 from sslstudio.gui.workers import Job
-from sslstudio.runs import export_run
 
 __all__ = ["ExportPage"]
 

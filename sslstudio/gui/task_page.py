@@ -102,7 +102,6 @@ class TaskPage(QWidget):
         super().__init__(parent)
         self.window_ = window
         self.job: Job | None = None
-        self._pending = False
         self.request_id = 0  # the newest preview request; older results are discarded
         self.samples: list[PreviewSample] = []
 
@@ -247,7 +246,6 @@ class TaskPage(QWidget):
             return
         if self.job is not None and self.job.is_running():
             self.job.cancel()  # superseded: it stops at its next sample, and its result is discarded
-        self._pending = False
         self.request_id += 1
         rid = self.request_id
         self.preview_status.setText("Drawing samples…")
@@ -304,6 +302,5 @@ class TaskPage(QWidget):
 
     def shutdown(self) -> None:
         self._debounce.stop()
-        self._pending = False
         if self.job is not None:
             self.job.stop()

@@ -1,15 +1,13 @@
 """Backbones (torchvision CNNs without classifier) and safe weight loading."""
 
+from sslstudio.models.archs import ARCHS, list_archs, resolve_arch
 from sslstudio.models.backbones import (
-    ARCHS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Backbone,
+    arch_stages,
     backbone_metadata,
     build_backbone,
-    list_archs,
-    resolve_arch,
 )
+from sslstudio.models.normalise import IMAGENET_MEAN, IMAGENET_STD
 from sslstudio.models.weights import (
     CLASSIFIER_PREFIXES,
     imagenet_checkpoint_path,
@@ -25,6 +23,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Backbone",
+    "arch_stages",
     "backbone_metadata",
     "build_backbone",
     "imagenet_checkpoint_path",

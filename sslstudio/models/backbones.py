@@ -17,66 +17,53 @@ import torchvision
 from torch import Tensor, nn
 
 from sslstudio.errors import ConfigError
+from sslstudio.models.archs import ARCHS, list_archs, resolve_arch
+from sslstudio.models.normalise import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "ARCHS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "ALEXNET_STAGE_END",
     "Backbone",
+    "RESNET_STAGES",
+    "VGG16_STAGE_END",
+    "arch_stages",
     "backbone_metadata",
     "build_backbone",
     "list_archs",
     "resolve_arch",
 ]
 
-#: Per-channel mean of ImageNet images (RGB, values in [0, 1]).
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-#: Per-channel standard deviation of ImageNet images (RGB, values in [0, 1]).
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-#: sslstudio architecture name -> torchvision architecture name.
-ARCHS: dict[str, str] = {
-    "resnet18": "resnet18",
-    "resnet34": "resnet34",
-    "resnet50": "resnet50",
-    "alexnet": "alexnet",
-    "vgg16": "vgg16",
-    "resnet18_small": "resnet18",
-}
-
-_RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
-# Index (inclusive) in ``features`` where each stage ends.
-_ALEXNET_STAGE_END = {"conv1": 1, "conv2": 4, "conv3": 7, "conv4": 9, "conv5": 11}
-_VGG16_STAGE_END = {"block1": 4, "block2": 9, "block3": 16, "block4": 23, "block5": 30}
+#: Stages of the ResNets (their residual stages), shallow to deep.
+RESNET_STAGES: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
+#: AlexNet / VGG16 stages, shallow to deep: index (inclusive) in ``features`` where each ends.
+ALEXNET_STAGE_END: dict[str, int] = {"conv1": 1, "conv2": 4, "conv3": 7, "conv4": 9, "conv5": 11}
+VGG16_STAGE_END: dict[str, int] = {"block1": 4, "block2": 9, "block3": 16, "block4": 23, "block5": 30}
+# the old private names, used by the code below
+_RESNET_STAGES = RESNET_STAGES
+_ALEXNET_STAGE_END = ALEXNET_STAGE_END
+_VGG16_STAGE_END = VGG16_STAGE_END
 
 
-def list_archs() -> list[str]:
-    """Return the names of the supported architectures.
-
-    Returns:
-        Architecture names accepted by :func:`build_backbone`.
-    """
-    return list(ARCHS)
-
-
-def resolve_arch(arch: str) -> str:
-    """Return the torchvision architecture behind an sslstudio architecture name.
+def arch_stages(arch: str) -> list[str]:
+    """Return the stage names of ``arch`` (what :meth:`Backbone.stage_names` gives), without
+    building the network.
 
     Args:
-        arch: An sslstudio architecture name.
-
-    Returns:
-        The torchvision model name (e.g. ``"resnet18"`` for ``"resnet18_small"``).
+        arch: One of :func:`list_archs`.
 
     Raises:
         ConfigError: If ``arch`` is unknown.
     """
-    try:
-        return ARCHS[arch]
-    except (KeyError, TypeError):
-        raise ConfigError(
-            f"Unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}."
-        ) from None
+    tv_arch = resolve_arch(arch)
+    if tv_arch.startswith("resnet"):
+        return list(RESNET_STAGES)
+    if tv_arch == "alexnet":
+        return list(ALEXNET_STAGE_END)
+    if tv_arch == "vgg16":
+        return list(VGG16_STAGE_END)
+    return Backbone(arch).stage_names()
 
 
 class Backbone(nn.Module):
@@ -264,10 +251,10 @@ def build_backbone(arch: str, weights: str | os.PathLike[str] | None = None, tru
         WeightsUnavailableError: If the weights are not available on this machine.
     """
     from sslstudio.models.weights import (
-        _warn_about_report,
         imagenet_state_dict,
         load_into_backbone,
         load_weights_file,
+        warn_about_report,
     )
 
     resolve_arch(arch)
@@ -282,5 +269,5 @@ def build_backbone(arch: str, weights: str | os.PathLike[str] | None = None, tru
     backbone = Backbone(arch)
     report = load_into_backbone(backbone, state)
     backbone.load_report = report
-    _warn_about_report(report, source)
+    warn_about_report(report, source)
     return backbone

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from sslstudio.errors import ConfigError, UntrustedCodeError, WeightsUnavailableError
+from sslstudio.models.archs import resolve_arch
 
 if TYPE_CHECKING:  # pragma: no cover
     from sslstudio.models.backbones import Backbone
@@ -34,6 +35,7 @@ __all__ = [
     "load_into_backbone",
     "load_weights_file",
     "untrusted_code_error",
+    "warn_about_report",
 ]
 
 #: Key prefixes of torchvision classifier heads; these are never loaded into a backbone.
@@ -50,8 +52,6 @@ _CONNECT_TIMEOUT_S = 3.0
 
 
 def _torchvision_arch(arch: str) -> str:
-    from sslstudio.models.backbones import resolve_arch
-
     return resolve_arch(arch)
 
 
@@ -359,7 +359,7 @@ def load_into_backbone(backbone: Backbone, state_dict: Mapping[str, Tensor]) -> 
     }
 
 
-def _warn_about_report(report: dict, source: str) -> None:
+def warn_about_report(report: dict, source: str) -> None:
     """Emit a warning describing what could not be loaded, if anything."""
     parts = []
     if report["shape_mismatch"]:

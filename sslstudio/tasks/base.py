@@ -24,13 +24,13 @@ from PIL import Image
 from torch import nn
 
 from sslstudio.errors import ConfigError
+# Inputs are normalised with the ImageNet statistics (defined once, in sslstudio.models.normalise)
+# so that ImageNet-initialised backbones see what they were trained on; every backbone uses the
+# same normalisation. The names are re-exported here for the tasks and the evaluation.
+from sslstudio.models.normalise import (MEAN, STD, normalise, normalise_batch, to_image,  # noqa: F401
+                                        to_tensor)
 from sslstudio.settings import check_settings
 from sslstudio.settings import param as settings_param
-
-#: Inputs are normalised with the ImageNet statistics so that ImageNet-initialised backbones see
-#: what they were trained on; every backbone uses the same normalisation.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
 
 def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -87,32 +87,6 @@ def make_config(config_cls: type, options: dict | None) -> Any:
     config = config_cls(**options)
     validate_config(config)
     return config
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 array -> float CxHxW tensor normalised with :data:`MEAN` / :data:`STD`."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(MEAN).view(3, 1, 1)
-    std = torch.tensor(STD).view(3, 1, 1)
-    return (t - mean) / std
-
-
-def normalise_batch(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[..., H, W, 3]`` -> float ``[..., 3, H, W]`` normalised with :data:`MEAN` / :data:`STD`
-    (the batched :func:`to_tensor`, on the images' device)."""
-    x = images.movedim(-1, -3).float().div_(255.0)
-    mean = torch.tensor(MEAN, device=x.device).view(3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(3, 1, 1)
-    return (x - mean) / std
-
-
-def to_image(tensor: torch.Tensor) -> Image.Image:
-    """Inverse of :func:`to_tensor`: a normalised CxHxW tensor -> 8-bit RGB PIL image."""
-    mean = torch.tensor(MEAN).view(3, 1, 1)
-    std = torch.tensor(STD).view(3, 1, 1)
-    t = (tensor.detach().float().cpu() * std + mean).clamp(0, 1)
-    arr = (t.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
-    return Image.fromarray(arr, "RGB")
 
 
 @dataclass

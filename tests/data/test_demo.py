@@ -71,6 +71,7 @@ def test_scenes_have_sky_on_top_and_ground_below(name):
             assert bottom[1] > bottom[0] + 20 and bottom[1] > bottom[2] + 20, "houses and trees stand on green grass"
 
 
+@pytest.mark.slow
 def test_default_counts_are_fast(tmp_path):
     import time
 

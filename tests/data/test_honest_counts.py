@@ -245,6 +245,7 @@ def quick_bench(monkeypatch):
     return run
 
 
+@pytest.mark.slow
 def test_bench_skips_bad_images_and_counts_them(tmp_path, quick_bench, lock):
     from sslstudio.engine.bench import format_bench
 

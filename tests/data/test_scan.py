@@ -110,6 +110,7 @@ def test_formats_and_stats(tmp_path):
     assert report.stats[0] == (1, 1_000_000_000)
 
 
+@pytest.mark.slow
 def test_progress_is_reported_every_few_thousand_files(tmp_path):
     for d in range(3):
         sub = tmp_path / f"d{d}"

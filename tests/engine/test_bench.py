@@ -1,8 +1,11 @@
 import json
 
+import pytest
+
 from sslstudio.cli import main
 
 
+@pytest.mark.slow
 def test_bench_reports_four_rates_and_ratios(demo_root, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--data", str(demo_root / "unlabelled"), "--task", "rotation", "--image-size", "32",

@@ -27,6 +27,7 @@ def torchrun(*args, nproc=2, timeout=240):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_end_with_the_same_weights_as_the_checkpoint(demo_root, tmp_path):
     out = tmp_path / "run"
     proc = torchrun("pretrain", "--task", "rotation", "--data", str(demo_root / "unlabelled"), "--out", str(out),
@@ -59,6 +60,7 @@ def test_two_gloo_processes_end_with_the_same_weights_as_the_checkpoint(demo_roo
     assert 0.0 <= epochs[-1]["val_accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_split_evenly_is_refused_with_a_sentence(demo_root, tmp_path):
     proc = torchrun("pretrain", "--task", "rotation", "--data", str(demo_root / "unlabelled"),
                     "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "7", "--image-size", "32",

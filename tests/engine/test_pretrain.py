@@ -40,6 +40,7 @@ class Sink:
         return [e for e in self.events if e.kind == kind]
 
 
+@pytest.mark.slow
 def test_one_epoch_emits_events_and_writes_the_run_directory(tmp_path):
     data = write_images(tmp_path / "imgs", 24)
     sink = Sink()
@@ -69,6 +70,7 @@ def test_one_epoch_emits_events_and_writes_the_run_directory(tmp_path):
     assert summary["images_used"] == 24
 
 
+@pytest.mark.slow
 def test_bad_files_are_skipped_counted_and_reported(tmp_path):
     data = write_images(tmp_path / "imgs", 20)
     (data / "empty.jpg").write_bytes(b"")
@@ -110,6 +112,7 @@ def test_existing_run_is_not_overwritten(tmp_path):
         pretrain(config(data, tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
     data = write_images(tmp_path / "imgs", 24)
     pretrain(config(data, tmp_path / "straight", epochs=3))
@@ -142,6 +145,7 @@ def test_resume_with_different_settings_is_refused(tmp_path):
         pretrain(config(data, tmp_path / "run", epochs=1, lr=0.5, resume=True))
 
 
+@pytest.mark.slow
 def test_cancel_stops_between_steps_and_keeps_the_last_checkpoint(tmp_path):
     data = write_images(tmp_path / "imgs", 40)
     control = RunControl()
@@ -161,6 +165,7 @@ def test_cancel_stops_between_steps_and_keeps_the_last_checkpoint(tmp_path):
     assert sink.events[-1].kind == "finished" and sink.events[-1].cancelled
 
 
+@pytest.mark.slow
 def test_pause_blocks_until_resumed(tmp_path):
     data = write_images(tmp_path / "imgs", 20)
     control = RunControl()
@@ -178,6 +183,7 @@ def test_pause_blocks_until_resumed(tmp_path):
     assert times["next"] - times["paused"] >= 0.45
 
 
+@pytest.mark.slow
 def test_rotation_learns_on_demo_data(tmp_path):
     """Where 'up' is unambiguous, a short CPU run reaches high held-out rotation accuracy."""
     from sslstudio.data import write_demo_data
@@ -188,6 +194,7 @@ def test_rotation_learns_on_demo_data(tmp_path):
     assert summary["final_val_accuracy"] >= 0.9, summary
 
 
+@pytest.mark.slow
 def test_the_decode_cache_is_reused_and_trains_to_the_same_weights(tmp_path):
     data = write_images(tmp_path / "imgs", 24)
     cache = tmp_path / "cache"

@@ -46,6 +46,7 @@ def test_global_pool_is_the_channel_mean_of_the_grid():
 
 
 # -- statistics --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_t_interval_matches_a_known_case():
     mean, std, lo, hi = stats.mean_interval([0.50, 0.52, 0.54])
     assert mean == pytest.approx(0.52)
@@ -205,6 +206,7 @@ def test_compare_rows_intervals_and_files(demo_root, tmp_path, monkeypatch, no_n
     assert progress and progress[-1].done == progress[-1].total
 
 
+@pytest.mark.slow
 def test_feature_cache_gives_identical_results(demo_root, tmp_path):
     a = _compare(demo_root, tmp_path / "a", cache_dir=str(tmp_path / "fc"))
     b = _compare(demo_root, tmp_path / "b", cache_dir=str(tmp_path / "fc"))
@@ -215,6 +217,7 @@ def test_feature_cache_gives_identical_results(demo_root, tmp_path):
     assert strip(a) == strip(b) == strip(c)
 
 
+@pytest.mark.slow
 def test_paired_comparison_with_a_run_and_notes(demo_root, tmp_path):
     from sslstudio.engine import PretrainConfig, pretrain
 
@@ -244,6 +247,7 @@ def test_bad_settings_are_sentences(demo_root, tmp_path):
         _compare(demo_root, tmp_path / "x", knn_k=0)
 
 
+@pytest.mark.slow
 def test_all_layers_rows_have_draws_history_and_live_epochs(demo_root, tmp_path):
     events = []
     result = _compare(demo_root, tmp_path / "cmp", modes=["all"], epochs_all=1, repeats_all=2, on_event=events.append,

@@ -27,6 +27,7 @@ def test_head_mode_writes_per_epoch_test_accuracy(demo_root, tmp_path):
     assert saved["test_accuracy"] == records[-1]["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_head_mode_leaves_the_backbone_untouched_and_all_mode_trains_it(demo_root, tmp_path, monkeypatch):
     import sslstudio.evaluation.finetuning as ft
 

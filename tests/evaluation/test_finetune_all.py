@@ -25,6 +25,7 @@ def backbone(seed=0):
     return build_backbone("resnet18")
 
 
+@pytest.mark.slow
 def test_learns_red_versus_blue():
     x, y = toy(10)
     tx, ty = toy(20, seed=1)
@@ -34,6 +35,7 @@ def test_learns_red_versus_blue():
     assert (result["test_pred"] == ty).mean() == pytest.approx(result["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_predictions_and_history():
     x, y = toy(4, classes=3)
     tx, ty = toy(6, classes=3, seed=1)
@@ -44,6 +46,7 @@ def test_same_seed_same_predictions_and_history():
     assert other["history"] != runs[0]["history"]
 
 
+@pytest.mark.slow
 def test_tiny_set_gets_the_minimum_number_of_steps_and_several_points():
     # 10 images in a batch of 10: 2 epochs would be 2 steps; the floor makes it MIN_STEPS.
     assert resolve_settings(10, epochs=2)["steps"] == MIN_STEPS
@@ -72,6 +75,7 @@ def test_budget_and_batch_for_larger_sets():
     assert resolve_settings(200, batch_size=64)["lr"] == pytest.approx(2 * small["lr"])  # linear scaling
 
 
+@pytest.mark.slow
 def test_learning_rate_warms_up_then_decays():
     x, y = toy(4, size=8)
     lrs = []
@@ -84,6 +88,7 @@ def test_learning_rate_warms_up_then_decays():
     assert lr_at(0, 100, 10, 1.0) < lr_at(9, 100, 10, 1.0) <= lr_at(10, 100, 10, 1.0) == 1.0
 
 
+@pytest.mark.slow
 def test_small_set_recalibrates_batchnorm_once_and_keeps_it_frozen():
     x, y = toy(6)
     net = backbone()

@@ -83,6 +83,7 @@ def runs(tmp_path_factory):
     return {"root": root, "labelled": labelled, "events": events, "summary": summary, "first": first}
 
 
+@pytest.mark.slow
 def test_monitor_figures_are_in_every_epoch_record_event_and_summary(runs):
     root, labelled = runs["root"], runs["labelled"]
     records = epochs_of(root / "on")
@@ -181,6 +182,7 @@ def test_monitor_caps_and_format(folders):
         "kNN layer1 41.2% layer2 50.0% (random 30.1% 25.0%)"
 
 
+@pytest.mark.slow
 def test_cli_prints_the_monitor_line(tmp_path, folders, capsys):
     from sslstudio.cli import main
 

@@ -73,6 +73,7 @@ def reference(resnet18: Backbone, images: torch.Tensor) -> torch.Tensor:
     return features
 
 
+@pytest.mark.slow
 def test_all_formats_are_written_and_nothing_else(exported: tuple[Path, list[Path]]) -> None:
     out, paths = exported
     assert [p.name for p in paths] == EXPECTED_FILES
@@ -274,6 +275,7 @@ def test_unknown_format_is_rejected_before_writing(resnet18: Backbone, tmp_path:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_resnet18_small_round_trips_through_every_format(tmp_path: Path) -> None:
     torch.manual_seed(4)
     backbone = build_backbone("resnet18_small").eval()
@@ -304,6 +306,7 @@ def test_alexnet_export_keeps_only_features(tmp_path: Path) -> None:
         torch.testing.assert_close(load_backbone(tmp_path)(x), backbone(x))
 
 
+@pytest.mark.slow
 def test_onnx_falls_back_to_the_dynamo_exporter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -48,6 +48,7 @@ def fail_after_safetensors(monkeypatch: pytest.MonkeyPatch) -> None:
 ORDER = ("safetensors", "pt")
 
 
+@pytest.mark.slow
 def test_files_and_folder_follow_the_umask(small: Backbone, tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:

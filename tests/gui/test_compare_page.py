@@ -57,6 +57,7 @@ def test_cell_text_reads_like_a_paper():
     assert normalise_result([{"init": "random"}])["rows"] == [{"init": "random"}]
 
 
+@pytest.mark.slow
 def test_events_fill_table_notes_verdicts_and_progress(window):
     page = window.compare_page
     result = make_result(budgets=(5,))
@@ -87,6 +88,7 @@ def test_events_fill_table_notes_verdicts_and_progress(window):
     assert page.progress.value() == page.progress.maximum()
 
 
+@pytest.mark.slow
 def test_label_curve_has_a_line_and_band_per_init_on_a_log_axis(qtbot, window):
     import pyqtgraph as pg
 
@@ -114,6 +116,7 @@ def test_label_curve_has_a_line_and_band_per_init_on_a_log_axis(qtbot, window):
     assert page.table.verticalHeaderItem(0).text() == "random · 1 / class"
 
 
+@pytest.mark.slow
 def test_stage_and_epoch_charts(window):
     page = window.compare_page
     result = make_result(budgets=("all",), modes=("head", "knn", "all"))
@@ -141,6 +144,7 @@ def test_stage_and_epoch_charts(window):
     assert len(page._epoch_items) == 1 and next(iter(page._epoch_items))[0] == RUN
 
 
+@pytest.mark.slow
 def test_selecting_a_cell_shows_per_class_accuracy_and_confusion(window):
     page = window.compare_page
     page.set_result(make_result(budgets=("all",)))
@@ -155,6 +159,7 @@ def test_selecting_a_cell_shows_per_class_accuracy_and_confusion(window):
     assert page.tabs.currentWidget() is page.class_tab
 
 
+@pytest.mark.slow
 def test_save_copies_the_engines_files_and_old_results_still_open(window, tmp_path):
     page = window.compare_page
     folder = window.workspace / "compare" / "20250101-000000"
@@ -180,6 +185,7 @@ def test_save_copies_the_engines_files_and_old_results_still_open(window, tmp_pa
         "initialisation\tlabels per class\tall layers\nrandom\tall\t50.0\n"
 
 
+@pytest.mark.slow
 def test_compare_settings_round_trip(qtbot, tmp_path, settings):
     from sslstudio.gui import MainWindow
 
@@ -211,6 +217,7 @@ def test_compare_settings_round_trip(qtbot, tmp_path, settings):
     w2.close()
 
 
+@pytest.mark.slow
 def test_a_tiny_real_comparison(qtbot, window, demo_root):
     pytest.importorskip("sklearn")
     page = window.compare_page

@@ -62,6 +62,7 @@ class TickProbe:
         self.timer.stop()
 
 
+@pytest.mark.slow
 def test_scan_runs_in_a_worker_while_the_event_loop_keeps_ticking(qtbot, window, many_images, monkeypatch):
     import sslstudio.gui.data_page as data_page
 
@@ -106,6 +107,7 @@ def test_scan_runs_in_a_worker_while_the_event_loop_keeps_ticking(qtbot, window,
     assert probe.longest_ms < 2_000  # very generous: nothing froze the window for long
 
 
+@pytest.mark.slow
 def test_a_new_folder_supersedes_a_running_scan(qtbot, window, many_images, tiny_images, monkeypatch):
     import sslstudio.gui.data_page as data_page
 

@@ -54,6 +54,7 @@ def test_job_stop_cancels_and_waits(qtbot):
     assert not job.thread.isRunning()
 
 
+@pytest.mark.slow
 def test_thumbnails_requested_for_visible_rows_only(qtbot, tmp_path, monkeypatch):
     model = ThumbnailModel()
     requested = set()
@@ -95,6 +96,7 @@ def test_growing_buffer_and_curve(qtbot):
     assert np.allclose(smooth(np.ones(4)), 1.0)
 
 
+@pytest.mark.slow
 def test_live_curve_memory_stays_bounded(qtbot):
     from sslstudio.gui.plots import MAX_POINTS
 
@@ -162,6 +164,7 @@ def test_style_and_icon_come_from_resources(qapp):
     assert qapp.styleSheet()
 
 
+@pytest.mark.slow
 def test_garbage_is_collected_in_the_gui_thread_only(qtbot):
     import gc
 

@@ -27,6 +27,7 @@ def epoch_event(epoch, knn, random, epochs=5):
                       extra={"monitor_knn": knn, "monitor_knn_random": random, "monitor_s": 0.2})
 
 
+@pytest.mark.slow
 def test_epoch_events_feed_one_curve_per_stage_and_dashed_random_lines(qtbot, window):
     page = window.pretrain_page
     page.monitor_folder.setText("")
@@ -59,6 +60,7 @@ def test_epoch_events_feed_one_curve_per_stage_and_dashed_random_lines(qtbot, wi
     assert "kNN layer1 30.0%" in page.log_view.toPlainText()
 
 
+@pytest.mark.slow
 def test_monitor_folder_defaults_to_the_labelled_folder_until_edited(qtbot, window, tmp_path):
     page = window.pretrain_page
     qtbot.wait(10)  # the page links to step 4 once the window is built
@@ -71,6 +73,7 @@ def test_monitor_folder_defaults_to_the_labelled_folder_until_edited(qtbot, wind
     assert page.values()["monitor_follow"] is False and page.values()["monitor_labelled"] == ""
 
 
+@pytest.mark.slow
 def test_run_with_monitor_plots_the_recorded_values(qtbot, window, tiny_images, labelled, fast):
     from tests.gui.test_window import scan
 

@@ -24,6 +24,7 @@ def stopped_run(window, tiny_images):
     return out
 
 
+@pytest.mark.slow
 def test_resuming_a_run_another_job_holds_is_a_message_and_the_page_stays_usable(qtbot, window, stopped_run):
     page = window.pretrain_page
     with FolderLock(stopped_run, "pretrain"):
@@ -38,6 +39,7 @@ def test_resuming_a_run_another_job_holds_is_a_message_and_the_page_stays_usable
     assert RunDir(stopped_run).read_summary()["status"] == "cancelled"  # the refused job wrote nothing
 
 
+@pytest.mark.slow
 def test_a_damaged_run_is_named_and_not_started(qtbot, window, stopped_run):
     page = window.pretrain_page
     RunDir(stopped_run).config_path.write_text("{ cut short")
@@ -47,6 +49,7 @@ def test_a_damaged_run_is_named_and_not_started(qtbot, window, stopped_run):
     assert page.start_button.isEnabled() and not page.is_running()
 
 
+@pytest.mark.slow
 def test_an_export_that_would_overwrite_other_files_is_a_message(qtbot, window, tiny_images, tmp_path):
     from sslstudio.gui.pretrain_page import list_runs
 

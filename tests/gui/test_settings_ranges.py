@@ -12,6 +12,7 @@ def _range(box):
     return box.minimum(), box.maximum()
 
 
+@pytest.mark.slow
 def test_spin_boxes_take_the_declared_ranges(window):
     pre, cmp = window.pretrain_page, window.compare_page
     for name, box in (("image_size", pre.image_size_box), ("epochs", pre.epochs), ("batch_size", pre.batch_size),

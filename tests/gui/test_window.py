@@ -17,6 +17,7 @@ def scan(qtbot, window, folder):
     return blocker.args[0]
 
 
+@pytest.mark.slow
 def test_window_builds_without_dialogs(window):
     assert window.steps.count() == 5
     assert window.stack.count() == 5
@@ -25,6 +26,7 @@ def test_window_builds_without_dialogs(window):
     assert window.workspace.is_dir()
 
 
+@pytest.mark.slow
 def test_choose_folder_scans_and_shows_count(qtbot, window, tiny_images):
     report = scan(qtbot, window, tiny_images)
     assert len(report.files) == 16
@@ -35,6 +37,7 @@ def test_choose_folder_scans_and_shows_count(qtbot, window, tiny_images):
     assert window.data_page.recent_folders()[0] == str(tiny_images)
 
 
+@pytest.mark.slow
 def test_drop_folder_is_accepted(window, tiny_images):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(tiny_images))])
@@ -43,6 +46,7 @@ def test_drop_folder_is_accepted(window, tiny_images):
     assert window.data_page._dropped_folder(mime) == str(tiny_images)
 
 
+@pytest.mark.slow
 def test_rotation_preview_shows_samples_and_enlarges_one(qtbot, window, tiny_images):
     window.task_page.select_task("rotation")
     with qtbot.waitSignal(window.task_page.preview_ready, timeout=15_000) as blocker:
@@ -57,6 +61,7 @@ def test_rotation_preview_shows_samples_and_enlarges_one(qtbot, window, tiny_ima
     assert window.task_page.seed.value() == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_tasks())
 def test_settings_form_is_generated_for_every_task(window, name):
     window.task_page.select_task(name)
@@ -73,6 +78,7 @@ def test_settings_form_is_generated_for_every_task(window, name):
     assert form.values() == {}
 
 
+@pytest.mark.slow
 def test_pretraining_one_epoch_plots_and_finishes(qtbot, window, tiny_images, fast):
     scan(qtbot, window, tiny_images)
     fast(window)
@@ -137,6 +143,7 @@ def test_pretraining_one_epoch_plots_and_finishes(qtbot, window, tiny_images, fa
     qtbot.waitUntil(lambda: export.export_button.isEnabled(), timeout=5000)
 
 
+@pytest.mark.slow
 def test_stop_mid_run_keeps_the_window_usable(qtbot, window, tiny_images, fast):
     scan(qtbot, window, tiny_images)
     fast(window, epochs=50)
@@ -154,6 +161,7 @@ def test_stop_mid_run_keeps_the_window_usable(qtbot, window, tiny_images, fast):
     assert not page.job.thread.isRunning()
 
 
+@pytest.mark.slow
 def test_failing_run_shows_the_error_and_returns_to_idle(qtbot, window, bad_images, fast):
     report = scan(qtbot, window, bad_images)
     assert len(report.files) == 6
@@ -169,12 +177,14 @@ def test_failing_run_shows_the_error_and_returns_to_idle(qtbot, window, bad_imag
     assert message in window.statusBar().currentMessage()
 
 
+@pytest.mark.slow
 def test_start_without_folder_says_so(window):
     window.pretrain_page.start()
     assert "folder" in window.pretrain_page.status.text()
     assert window.pretrain_page.start_button.isEnabled()
 
 
+@pytest.mark.slow
 def test_compare_against_random_fills_the_table(qtbot, window, demo_root):
     page = window.compare_page
     window.pretrain_page.arch.setCurrentText("resnet18_small")
@@ -210,6 +220,7 @@ def test_compare_against_random_fills_the_table(qtbot, window, demo_root):
     qtbot.waitUntil(lambda: page.run_button.isEnabled(), timeout=5000)
 
 
+@pytest.mark.slow
 def test_table_shows_unavailable_rows(window):
     window.compare_page.set_rows([
         {"init": "random", "init_label": "random", "mode": "head", "layer": "layer4", "test_accuracy": 0.5},
@@ -223,6 +234,7 @@ def test_table_shows_unavailable_rows(window):
     assert table.item(1, 0).toolTip() == "no ImageNet weights here"
 
 
+@pytest.mark.slow
 def test_settings_persist(qtbot, tmp_path, settings, tiny_images):
     from sslstudio.gui import MainWindow
 
@@ -256,6 +268,7 @@ def test_settings_persist(qtbot, tmp_path, settings, tiny_images):
     w2.close()
 
 
+@pytest.mark.slow
 def test_close_during_training_cancels_and_waits(qtbot, tmp_path, settings, tiny_images, fast):
     from sslstudio.gui import MainWindow
 
@@ -275,6 +288,7 @@ def test_close_during_training_cancels_and_waits(qtbot, tmp_path, settings, tiny
     assert not w.running_jobs()
 
 
+@pytest.mark.slow
 def test_stop_then_resume_an_interrupted_run(qtbot, window, tiny_images, fast, monkeypatch):
     import sslstudio.gui.pretrain_page as pretrain_page
 
@@ -315,6 +329,7 @@ def test_stop_then_resume_an_interrupted_run(qtbot, window, tiny_images, fast, m
     assert json.loads((Path(run_dir) / "summary.json").read_text())["epochs_completed"] == 2
 
 
+@pytest.mark.slow
 def test_reopening_a_run_shows_its_latest_comparison(qtbot, window, tmp_path):
     from sslstudio.runs import RunDir
 
@@ -342,6 +357,7 @@ def test_reopening_a_run_shows_its_latest_comparison(qtbot, window, tmp_path):
     assert window.compare_page.inits.count() == 3  # the finished run, ImageNet, random
 
 
+@pytest.mark.slow
 def test_results_table_copy_and_save(qtbot, window, tmp_path):
     from PySide6.QtGui import QGuiApplication
 
@@ -378,6 +394,7 @@ def test_results_table_copy_and_save(qtbot, window, tmp_path):
     assert page._stage_axis.tickStrings([1, 2], 1, 1) == ["layer2", "layer4"]
 
 
+@pytest.mark.slow
 def test_newer_preview_request_supersedes_an_older_one(qtbot, window, tiny_images):
     window.task_page.select_task("rotation")
     with qtbot.waitSignal(window.task_page.preview_ready, timeout=15_000):
@@ -396,6 +413,7 @@ def test_newer_preview_request_supersedes_an_older_one(qtbot, window, tiny_image
     assert "seed 5" in tp.preview_status.text()
 
 
+@pytest.mark.slow
 def test_scan_then_sizes_and_unreadable_files_listed(qtbot, window, tiny_images):
     (tiny_images / "empty.jpg").write_bytes(b"")
     (tiny_images / "notes.png").write_text("not an image")

@@ -83,6 +83,7 @@ def test_imagenet_constants() -> None:
     assert IMAGENET_STD == (0.229, 0.224, 0.225)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_forward_returns_pooled_features(backbones: dict[str, Backbone], arch: str) -> None:
     backbone = backbones[arch]

@@ -25,6 +25,7 @@ def _one_sentence(err):
 
 
 # -- damaged run files --------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, expected", [
     (lambda run: run.config_path.write_text("{ not json"), "config.json (the run's settings) is damaged"),
     (lambda run: run.config_path.write_text("[1, 2]"), "config.json (the run's settings) is damaged"),
@@ -97,6 +98,7 @@ def test_a_missing_parent_is_created(tmp_path):
     assert ensure_folder(tmp_path / "a" / "b" / "run") and (tmp_path / "a" / "b" / "run").is_dir()
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_with_a_sentence_and_keeps_the_last_complete_checkpoint(images, tmp_path, capsys,
                                                                                            monkeypatch):
     import sslstudio.runs as runs

@@ -18,6 +18,7 @@ from sslstudio.runs import FolderLock, RunDir
 from .conftest import run_settings
 
 
+@pytest.mark.slow
 def test_cli_resume_of_a_non_default_seed_and_holdout_run_takes_the_runs_settings(stopped, capsys):
     _, out = stopped
     code = main(["pretrain", "--out", str(out), "--resume", "--workers", "0", "--device", "cpu"])
@@ -40,6 +41,7 @@ def test_a_typed_flag_that_changes_the_run_is_refused_and_nothing_is_touched(sto
     assert after == before
 
 
+@pytest.mark.slow
 def test_python_resume_with_defaults_left_alone_takes_the_runs_seed(stopped):
     images, out = stopped
     with pytest.raises(ConfigError, match="seed"):
@@ -66,6 +68,7 @@ _HOLDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_second_job_is_refused_naming_the_holder_and_a_dead_holders_lock_is_taken_over(images, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -120,6 +123,7 @@ _KILL_BETWEEN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_checkpoint_writes_never_leaves_last_without_best(images, tmp_path):
     out = tmp_path / "run"
     settings = json.dumps(run_settings(images, out, epochs=2))
@@ -132,6 +136,7 @@ def test_a_kill_between_the_checkpoint_writes_never_leaves_last_without_best(ima
     assert best["epoch"] == 1 and "model" in best
 
 
+@pytest.mark.slow
 def test_no_temporary_file_survives_a_restart(stopped):
     images, out = stopped
     stale = [out / "checkpoints" / ".last.pt.abc123.tmp", out / ".config.json.xyz.tmp"]

@@ -51,12 +51,14 @@ def hostile(tmp_path):
     return path, marker
 
 
+@pytest.mark.slow
 def test_the_hostile_archive_does_run_code_when_opened_with_jit_load(hostile):
     path, marker = hostile  # the test's premise: opening it is enough to write a file
     torch.jit.load(str(path))
     assert marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", [
     lambda p: load_backbone(p),
     lambda p: load_backbone(p.parent),
@@ -70,6 +72,7 @@ def test_loading_weights_never_runs_the_archive(hostile, loader):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["finetune", "compare"])
 def test_the_cli_refuses_it_in_one_sentence_naming_the_flag(hostile, demo_root, tmp_path, capsys, command):
     path, marker = hostile

@@ -11,12 +11,13 @@ import torchvision
 from sslstudio.cli import main
 from sslstudio.engine import PretrainConfig, pretrain
 from sslstudio.engine.preview import preview_grid
-from sslstudio.runs import export_run
+from sslstudio.export import export_run
 from sslstudio.tasks import create_task, get_task, list_tasks
 
 ALL = list_tasks()
 
 
+@pytest.mark.slow
 def test_tasks_command_lists_every_task_with_paper_and_metric(capsys):
     assert main(["tasks"]) == 0
     text = capsys.readouterr().out
@@ -49,6 +50,7 @@ def test_preview_draws_a_grid(name, demo_root):
     assert arr.std() > 10  # not a blank canvas
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_one_epoch_pretraining_and_export_into_torchvision(name, demo_root, tmp_path):
     run = tmp_path / "run"

@@ -195,6 +195,7 @@ def locate(image: np.ndarray, patch: torch.Tensor, side: int) -> tuple[int, int]
     return int(y), int(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jitter", [0.0, 7 / 96])
 def test_context_neighbour_lies_at_the_labelled_offset(jitter):
     task = create_task("context", {"colour": "none", "pixelation_probability": 0.0, "jitter_fraction": jitter},

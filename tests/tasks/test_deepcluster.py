@@ -202,6 +202,7 @@ def test_config_validation_and_paper_defaults():
     assert (optim.lr, optim.momentum, optim.weight_decay, optim.batch_size) == (0.05, 0.9, 1e-5, 256)
 
 
+@pytest.mark.slow
 def test_resumed_run_reclusters_identically(tmp_path):
     from PIL import Image
 
