@@ -17,7 +17,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["mkdtemp", "mkstemp", "os_reason"]
+__all__ = ["fsync", "mkdtemp", "mkstemp", "os_reason"]
 
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 _FLAGS |= getattr(os, "O_CLOEXEC", 0)
@@ -76,3 +76,25 @@ def os_reason(exc: OSError, code: bool = False) -> str:
     text = text[:1].lower() + text[1:] if text else "an operating-system error"
     symbol = errno.errorcode.get(exc.errno) if isinstance(exc.errno, int) else None
     return f"{text} ({symbol})" if code and symbol else text
+
+
+def fsync(path: str | os.PathLike[str], directory: bool = False, strict: bool = False) -> None:
+    """Flush a file (or, with ``directory``, a folder's entries) to disk where the system allows it.
+
+    With ``strict``, a file that cannot be flushed raises (its data may not be on disk); a folder
+    that cannot be opened for flushing (Windows) is never an error.
+    """
+    flags = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if directory else (os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if strict and not directory:
+            raise
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        if strict and not directory:
+            raise
+    finally:
+        os.close(fd)

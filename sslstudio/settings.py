@@ -11,6 +11,8 @@ A setting is a dataclass field made with :func:`param`; its ``field.metadata`` h
     absent means ``False``;
 ``choices``
     the allowed values (``None``: any);
+``free_on_resume``
+    ``True`` for a run setting that may change when the run is resumed; absent means ``False``;
 ``flag``
     how a user names the setting in messages: the command-line spelling (``--image-size``) when
     there is one, else the plain name; absent means ``--`` + the field name with dashes.
@@ -48,8 +50,12 @@ _FLOAT_LIMIT = 1e9
 def param(default: Any = dataclasses.MISSING, help: str = "", *, min: float | None = None,
           max: float | None = None, choices: tuple | None = None, min_exclusive: bool = False,
           max_exclusive: bool = False, flag: str | None = None,
-          default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with its help text and allowed range (what a form shows and what is checked)."""
+          default_factory: Any = dataclasses.MISSING, free_on_resume: bool = False) -> Any:
+    """A dataclass field with its help text and allowed range (what a form shows and what is checked).
+
+    ``free_on_resume`` marks a run setting that may change when a run is resumed (the device, the
+    loader workers...): it does not change what the run computes. Every other run setting is the run's
+    own and is refused if changed (see :func:`sslstudio.engine.resume_config`)."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults in frozen configs")
     meta: dict[str, Any] = {"help": help, "min": min, "max": max, "choices": choices}
@@ -59,6 +65,8 @@ def param(default: Any = dataclasses.MISSING, help: str = "", *, min: float | No
         meta["max_exclusive"] = True
     if flag:
         meta["flag"] = flag
+    if free_on_resume:
+        meta["free_on_resume"] = True
     kwargs: dict[str, Any] = {}
     if default is not dataclasses.MISSING:
         kwargs["default"] = default

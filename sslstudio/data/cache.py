@@ -206,20 +206,6 @@ def _unlink(path: str | os.PathLike[str]) -> None:
         pass
 
 
-def _fsync(path: str | os.PathLike[str], directory: bool = False) -> None:
-    """Flush a file (or a folder's entries) to disk, where the system allows it."""
-    try:
-        fd = os.open(path, (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if directory else os.O_RDWR)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 _NO_FALLOCATE = {getattr(errno, name) for name in ("EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EINVAL") if hasattr(errno, name)}
 
 
@@ -321,7 +307,7 @@ class MemmapWriter:
         self.array = None  # unmapped: the file can be cut
         if rows != self.rows:
             _shrink_npy(self.path, rows)
-        _fsync(self.path)
+        fileutil.fsync(self.path)
 
     def abort(self) -> None:
         """Close and remove the file (after an error or a cancel)."""
@@ -422,7 +408,7 @@ class DecodeCache:
         except BaseException:
             _unlink(tmp_side)
             raise
-        _fsync(self.folder, directory=True)
+        fileutil.fsync(self.folder, directory=True)
         self.remove_stale(key)
         return npy
 

@@ -44,7 +44,7 @@ class PretrainConfig:
     task: str
     data: str
     out: str
-    arch: str = "resnet18"
+    arch: str = param("resnet18", "Backbone architecture (see sslstudio.models.list_archs).")
     epochs: int | None = param(None, "Training epochs (default: the paper's).", min=1, max=MAX_EPOCHS)
     batch_size: int | None = param(None, "Source images per batch (default: the paper's).", min=1,
                                    max=MAX_BATCH_SIZE)
@@ -52,37 +52,42 @@ class PretrainConfig:
                              max=10.0)
     momentum: float | None = param(None, "SGD momentum (default: the paper's).", min=0.0, max=1.0,
                                    max_exclusive=True)
-    nesterov: bool | None = None
+    nesterov: bool | None = param(None, "Nesterov momentum (default: the paper's).")
     weight_decay: float | None = param(None, "L2 weight decay (default: the paper's).", min=0.0, max=1.0)
-    schedule: str = "auto"
+    schedule: str = param("auto", "Learning-rate schedule; auto: the paper's step decay for 30+ epochs, else "
+                          "warm-up + cosine.", choices=("auto", "step", "cosine", "constant"))
     warmup_epochs: float | None = param(None, "Linear warm-up epochs of the cosine schedule.", min=0.0,
                                         max=MAX_EPOCHS)
     image_size: int = param(64, "Side of the square network inputs (pixels).", min=MIN_IMAGE_SIZE,
                             max=MAX_IMAGE_SIZE)
-    device: str = "auto"
-    precision: str = "auto"
+    device: str = param("auto", "auto, cpu, cuda, cuda:N or mps.", free_on_resume=True)
+    precision: str = param("auto", "auto: bf16 on a GPU that has it, else fp32.", choices=("auto", "bf16", "fp32"),
+                           free_on_resume=True)
     seed: int = param(0, "Seed of the run.", min=0)
-    workers: int = param(2, "Data-loading worker processes (0: load in the training thread).", min=0, max=256)
+    workers: int = param(2, "Data-loading worker processes (0: load in the training thread).", min=0, max=256,
+                         free_on_resume=True)
     holdout: float = param(0.05, "Fraction of the images held out for validation.", min=0.0, max=0.5,
                            max_exclusive=True)
-    task_options: dict = field(default_factory=dict)
-    resume: bool = False
-    log_every: int = param(10, "Write a step record to metrics.jsonl every N steps.", min=1, flag="log_every")
-    compile: bool = False
-    cache_dir: str | None = None
+    task_options: dict = param(help="The task's settings (--option KEY=VALUE).", default_factory=dict)
+    resume: bool = param(False, "Continue the run in --out from its last checkpoint.")
+    log_every: int = param(10, "Write a step record to metrics.jsonl every N steps.", min=1, flag="log_every",
+                           free_on_resume=True)
+    compile: bool = param(False, "torch.compile the training step.", free_on_resume=True)
+    cache_dir: str | None = param(None, "Decode cache folder (None: decode without a cache).", free_on_resume=True)
     #: Labelled folder of the live kNN monitor (``None``: no monitor); see :mod:`sslstudio.evaluation.monitor`.
-    monitor_labelled: str | None = None
+    monitor_labelled: str | None = param(None, "Labelled folder of the live kNN monitor.", free_on_resume=True)
     #: Run the monitor every N epochs (and after the last epoch).
     monitor_every: int = param(1, "Run the kNN monitor every N epochs (and after the last).", min=1,
-                               max=MAX_EPOCHS)
-    monitor_k: int = param(20, "Neighbours of the monitor's kNN vote.", min=1, max=10_000, flag="monitor_k")
+                               max=MAX_EPOCHS, free_on_resume=True)
+    monitor_k: int = param(20, "Neighbours of the monitor's kNN vote.", min=1, max=10_000, flag="monitor_k",
+                           free_on_resume=True)
     monitor_t: float = param(0.07, "Temperature of the monitor's kNN vote.", min=0.0, min_exclusive=True,
-                             max=10.0, flag="monitor_t")
+                             max=10.0, flag="monitor_t", free_on_resume=True)
     #: Cap of the monitor's images: at most this many reference images per class, this many test images.
     monitor_max_train_per_class: int | None = param(None, "Monitor: at most this many reference images per class.",
-                                                    min=1, flag="monitor_max_train_per_class")
+                                                    min=1, flag="monitor_max_train_per_class", free_on_resume=True)
     monitor_max_test: int | None = param(None, "Monitor: at most this many test images.", min=1,
-                                         flag="monitor_max_test")
+                                         flag="monitor_max_test", free_on_resume=True)
 
     def resolved(self, task) -> dict:
         """The config as a dict with the task's defaults filled in (what ``config.json`` records)."""
@@ -622,10 +627,9 @@ class _Pretrainer:
         return loss_sum / max(count, 1), (metric_sum / metric_count if metric_count else None)
 
 # ----------------------------------------------------------------------------------------------
-#: Settings that may differ when a run is resumed (they do not change what the run computes, or only
-#: how fast); every other setting of :class:`PretrainConfig` is the run's own and refused if changed.
-FREE_ON_RESUME = ("device", "precision", "workers", "log_every", "compile", "cache_dir", "monitor_labelled",
-                  "monitor_every", "monitor_k", "monitor_t", "monitor_max_train_per_class", "monitor_max_test")
+#: Settings that may differ when a run is resumed (declared ``free_on_resume`` beside each setting: they do
+#: not change what the run computes, or only how fast); every other one is the run's own, refused if changed.
+FREE_ON_RESUME = tuple(f.name for f in dataclasses.fields(PretrainConfig) if f.metadata.get("free_on_resume"))
 
 
 def resume_config(out: str | os.PathLike, **overrides: Any) -> PretrainConfig:

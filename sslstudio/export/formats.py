@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from sslstudio import fileutil
-from sslstudio.fileutil import os_reason
+from sslstudio.fileutil import fsync, os_reason
 from sslstudio.errors import ConfigError, RunError, SSLStudioError
 from sslstudio.models.backbones import Backbone, backbone_metadata
 from sslstudio.models.normalise import IMAGENET_MEAN, IMAGENET_STD
@@ -91,30 +91,12 @@ def _check_target(out: Path) -> None:
         )
 
 
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":  # folders cannot be opened for fsync on Windows
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_files(folder: Path) -> None:
+    """Flush every file of ``folder`` (a failure raises: the export may not be on disk), then its entries."""
     for path in folder.iterdir():
         if path.is_file():
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    _fsync_dir(folder)
+            fsync(path, strict=True)
+    fsync(folder, directory=True)
 
 
 def _move_into_place(stage: Path, out: Path) -> None:
@@ -125,7 +107,7 @@ def _move_into_place(stage: Path, out: Path) -> None:
     """
     if not os.path.lexists(out):
         os.rename(stage, out)
-        _fsync_dir(out.parent)
+        fsync(out.parent, directory=True)
         return
     _check_target(out)  # again: it may have changed while the files were written
     with contextlib.suppress(OSError):
@@ -145,7 +127,7 @@ def _move_into_place(stage: Path, out: Path) -> None:
                     f"it is in {old}."
                 ) from exc
             raise
-        _fsync_dir(out.parent)
+        fsync(out.parent, directory=True)
     finally:
         if os.path.lexists(holder / out.name) and not os.path.lexists(out):
             pass  # the earlier export could not be put back: leave it where the error says

@@ -405,10 +405,15 @@ class PretrainPage(QWidget):
         self.pause_button.setEnabled(False)
         self.resume_button.setEnabled(False)
         self.stop_button.setEnabled(False)
-        for w in (self.arch, self.image_size_box, self.epochs, self.batch_size, self.lr, self.device,
-                  self.precision, self.seed, self.workers, self.monitor_folder, self.monitor_browse,
-                  self.monitor_every):
+        for w in self.settings_widgets():
             w.setEnabled(True)
+
+    def settings_widgets(self) -> tuple:
+        """Every widget of a run setting: none may change while a run goes on (a running job has read
+        them already), so all are disabled until it ends."""
+        return (self.arch, self.image_size_box, self.epochs, self.batch_size, self.lr, self.device,
+                self.precision, self.seed, self.workers, self.compile, self.monitor_folder, self.monitor_browse,
+                self.monitor_every)
 
     def _set_running(self) -> None:
         self.resume_run_button.setEnabled(False)
@@ -416,9 +421,7 @@ class PretrainPage(QWidget):
         self.pause_button.setEnabled(True)
         self.resume_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        for w in (self.arch, self.image_size_box, self.epochs, self.batch_size, self.lr, self.device,
-                  self.precision, self.seed, self.workers, self.monitor_folder, self.monitor_browse,
-                  self.monitor_every):
+        for w in self.settings_widgets():
             w.setEnabled(False)
 
     def clear_plots(self) -> None:

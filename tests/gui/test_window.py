@@ -150,6 +150,7 @@ def test_stop_mid_run_keeps_the_window_usable(qtbot, window, tiny_images, fast):
     page = window.pretrain_page
     page.start_button.click()
     qtbot.waitUntil(lambda: page.loss_raw.buffer.n > 0, timeout=30_000)
+    assert not any(w.isEnabled() for w in page.settings_widgets())  # compile included: nothing changes mid-run
     page.pause_button.click()
     assert page.resume_button.isEnabled() and page.job.control.paused
     page.resume_button.click()
@@ -157,7 +158,7 @@ def test_stop_mid_run_keeps_the_window_usable(qtbot, window, tiny_images, fast):
         window.stop_action.trigger()  # Esc / Ctrl+.
     assert blocker.args[0]["status"] == "cancelled"
     qtbot.waitUntil(lambda: page.start_button.isEnabled(), timeout=5000)
-    assert not page.stop_button.isEnabled() and page.arch.isEnabled()
+    assert not page.stop_button.isEnabled() and all(w.isEnabled() for w in page.settings_widgets())
     assert not page.job.thread.isRunning()
 
 

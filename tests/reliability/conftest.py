@@ -1,20 +1,9 @@
 import shutil
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from sslstudio.engine import PretrainConfig, RunControl, pretrain
-
-
-def write_images(folder, n, size=24, seed=0):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        arr[: size // 3] = (90, 140, 255)
-        Image.fromarray(arr).save(folder / f"img_{i:03d}.png")
-    return folder
+from tests.engine.test_pretrain import write_images  # noqa: F401 - the same images as the engine's tests
 
 
 @pytest.fixture

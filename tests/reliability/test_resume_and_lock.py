@@ -58,6 +58,25 @@ def test_free_settings_may_change_on_resume(stopped):
     assert config.resume and config.workers == 1 and config.seed == 3 and config.monitor_every == 2
 
 
+def test_what_may_change_on_resume_is_declared_beside_each_setting():
+    import dataclasses
+
+    from sslstudio.engine.pretrain import FREE_ON_RESUME
+
+    fields = dataclasses.fields(PretrainConfig)
+    assert all(f.metadata.get("help") for f in fields if f.name not in ("task", "data", "out"))
+    assert set(FREE_ON_RESUME) == {f.name for f in fields if f.metadata.get("free_on_resume")}
+    assert {"device", "workers", "compile", "monitor_every"} <= set(FREE_ON_RESUME)
+    assert not {"seed", "holdout", "image_size", "arch", "lr", "schedule", "task_options"} & set(FREE_ON_RESUME)
+
+
+def test_compile_may_change_on_resume_but_nesterov_may_not(stopped):
+    _, out = stopped
+    assert resume_config(out, compile=True).compile is True
+    with pytest.raises(ConfigError, match="--nesterov False"):
+        resume_config(out, nesterov=False)
+
+
 # -- one job per folder -------------------------------------------------------------------------
 _HOLDER = textwrap.dedent("""
     import sys, time
