@@ -175,6 +175,19 @@ _PRETRAIN_ARGS = ("task", "data", "arch", "epochs", "batch_size", "lr", "momentu
                   "compile", "monitor_labelled", "monitor_every")
 
 
+def _add_pretrain_settings(parser) -> None:
+    """The run settings of ``sslstudio pretrain``, generated from :class:`~sslstudio.engine.PretrainConfig`'s
+    declaration (flag, type, choices, help; every default ``None`` so that resume knows what was typed)."""
+    from sslstudio.engine import PretrainConfig
+    from sslstudio.settings import add_arguments
+
+    add_arguments(parser, PretrainConfig, [n for n in _PRETRAIN_ARGS if n not in ("task", "data")],
+                  defaults={"workers": min(4, os.cpu_count() or 1)},
+                  helps={"compile": "slow first steps, pays off on GPUs (docs/benchmarks.md)",
+                         "monitor_labelled": "after every N epochs, the kNN accuracy of every backbone stage on "
+                                             "DIR/<class>/... or DIR/train + DIR/test, beside a random-init reference"})
+
+
 def _typed_pretrain_settings(args) -> dict:
     """The settings the user typed (argparse leaves every other one at ``None``)."""
     typed = {k: getattr(args, k) for k in _PRETRAIN_ARGS if getattr(args, k) is not None}
@@ -351,37 +364,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_preview)
 
     s = sub.add_parser("pretrain", help="pretrain a backbone on a pretext task")
-    s.add_argument("--task")
+    s.add_argument("--task", help="the pretext task (see sslstudio tasks)")
     s.add_argument("--data", help="folder of unlabelled images (searched recursively)")
     s.add_argument("--out", required=True, help="run directory")
-    s.add_argument("--arch", default=None, help="backbone (default resnet18)")
-    s.add_argument("--epochs", type=int, help="default: the paper's")
-    s.add_argument("--batch-size", type=int, help="source images per batch (default: the paper's)")
-    s.add_argument("--lr", type=float, help="peak learning rate (default: the paper's)")
-    s.add_argument("--momentum", type=float)
-    s.add_argument("--weight-decay", type=float)
-    s.add_argument("--schedule", choices=["auto", "step", "cosine", "constant"],
-                   help="auto (default): the paper's step decay for 30+ epochs, else warm-up + cosine")
-    s.add_argument("--warmup-epochs", type=float)
-    s.add_argument("--image-size", type=int, help="working resolution (default 64)")
-    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    s.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="default auto: bf16 on a GPU that has it")
-    s.add_argument("--seed", type=int, help="default 0")
-    s.add_argument("--workers", type=int, help=f"DataLoader worker processes (default {min(4, os.cpu_count() or 1)})")
-    s.add_argument("--holdout", type=float, help="fraction of images held out for validation (default 0.05)")
+    _add_pretrain_settings(s)
     s.add_argument("--option", action="append", metavar="KEY=VALUE", help="task setting (repeatable)")
     s.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with the run's own settings "
                         "(device, workers and the monitor may change; flags that would change the run are refused)")
-    s.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the training step (slow first steps; pays off on GPUs, see docs/benchmarks.md)")
     s.add_argument("--cache-dir", help="decode cache folder (default $SSLSTUDIO_CACHE_DIR or ~/.cache/sslstudio/decoded)")
     s.add_argument("--no-cache", action="store_true", help="decode the images without the decode cache")
-    s.add_argument("--monitor-labelled", metavar="DIR",
-                   help="live kNN monitor: after every N epochs, the kNN accuracy of every backbone stage on this "
-                        "labelled folder (DIR/<class>/... or DIR/train + DIR/test), beside a random-init reference")
-    s.add_argument("--monitor-every", type=int, metavar="N",
-                   help="run the kNN monitor every N epochs and after the last (default 1)")
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("finetune", help="fine-tune a backbone on labelled images")

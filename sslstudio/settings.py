@@ -164,3 +164,46 @@ def spin_range(declaration: Any, name: str, decimals: int = 0) -> tuple:
     if decimals:
         return float(round(lo, decimals)), float(round(hi, decimals))
     return int(math.ceil(lo)), int(math.floor(hi))
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _base_type(f: dataclasses.Field) -> type | None:
+    """``int`` for a field annotated ``int`` or ``int | None`` (also as a string annotation)."""
+    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    names = [part.strip() for part in str(annotation).split("|") if part.strip() != "None"]
+    return _TYPES.get(names[0]) if len(names) == 1 else None
+
+
+def add_arguments(parser: Any, declaration: type, names: Any, *, defaults: Mapping | None = None,
+                  helps: Mapping | None = None) -> None:
+    """Add a command-line option for each declared setting in ``names``: its flag, type, choices and
+    help come from the declaration, so the CLI cannot drift from it.
+
+    Every option defaults to ``None`` (argparse's), so a command knows which settings were typed;
+    the help says the default that applies when it was not (``defaults`` may name another one than
+    the declaration's, e.g. a CLI-specific worker count). ``helps`` extends a setting's help text.
+    A ``bool`` setting becomes a switch (``--compile``).
+    """
+    fields = _fields(declaration)
+    for name in names:
+        f = fields[name]
+        meta = f.metadata
+        text = meta.get("help", "").rstrip(".")
+        if helps and name in helps:
+            text = f"{text}; {helps[name]}"
+        default = (defaults or {}).get(name, f.default)
+        if not (default is None or default is False or default is dataclasses.MISSING) and "default" not in text:
+            text += f" (default {default})"
+        flag = "--" + name.replace("_", "-")
+        kind = _base_type(f)
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=text)
+            continue
+        kwargs: dict[str, Any] = {"help": text}
+        if meta.get("choices"):
+            kwargs["choices"] = list(meta["choices"])
+        if kind in (int, float):
+            kwargs["type"] = kind
+        parser.add_argument(flag, **kwargs)

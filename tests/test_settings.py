@@ -181,3 +181,25 @@ def test_cli_refuses_a_bad_value_with_one_sentence(tmp_path, capsys, case):
     assert "Traceback" not in err and len(lines) == 1, err
     assert lines[0].startswith(f"error: {flag} ") and lines[0].endswith("."), lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_pretrain_command_line_is_generated_from_the_declaration():
+    import argparse
+    import dataclasses
+
+    from sslstudio.cli import _PRETRAIN_ARGS, build_parser
+    from sslstudio.engine import PretrainConfig
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {a.dest: a for a in sub.choices["pretrain"]._actions}
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    for name in _PRETRAIN_ARGS:
+        action = options[name]
+        assert action.default is None  # nothing typed: the run's own (on resume) or the declared default
+        if name in ("task", "data"):
+            continue
+        meta = fields[name].metadata
+        assert action.help.startswith(meta["help"].rstrip(".")), name
+        if meta.get("choices"):
+            assert list(action.choices) == list(meta["choices"]), name
+    assert options["seed"].type is int and options["holdout"].type is float and options["compile"].nargs == 0
