@@ -32,7 +32,7 @@ from sslstudio.models.pretrained import load_run_backbone
 from sslstudio.runs import RunDir, is_run_dir, library_versions
 from sslstudio.settings import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_PER_CLASS, MIN_IMAGE_SIZE,
                                 check_settings, param)
-from sslstudio.tasks.base import MEAN, STD
+from sslstudio.models.normalise import normalise
 
 MODES = ("head", "all")
 MAX_PROBE_DIM = 4096
@@ -253,11 +253,6 @@ def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: L
 
 
 # ----------------------------------------------------------------------------------------------
-def _normalise(arrays: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-
-
 def probe_grid(channels: int, spatial: int, max_dim: int = MAX_PROBE_DIM) -> int:
     """Side of the pooled grid for a stage: the largest ``g <= spatial`` with ``channels*g*g <= max_dim``."""
     g = max(1, int(math.floor(math.sqrt(max_dim / max(channels, 1)))))
@@ -274,7 +269,7 @@ def stage_features(backbone: nn.Module, images: np.ndarray, layer: str, device: 
     for start in range(0, len(images), batch_size):
         if control:
             control.checkpoint()
-        x = _normalise(images[start:start + batch_size]).to(device)
+        x = normalise(images[start:start + batch_size]).to(device)
         with autocast(device, precision):
             fmap = backbone.forward_stage(x, layer)
         if grid is None:

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPlainTextEdit, QProgressBar,
                                QPushButton, QSpinBox, QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
+from sslstudio.data.cache import default_cache_dir
 from sslstudio.engine.pretrain import PretrainConfig, pretrain
 from sslstudio.engine.pretrain import resume_config as engine_resume_config
 from sslstudio.gui.plots import (PALETTE, LiveCurve, legend_below, make_plot, reference_line, set_reference_line,
@@ -463,7 +464,7 @@ class PretrainPage(QWidget):
                                 batch_size=v["batch_size"], lr=v["lr"], image_size=v["image_size"],
                                 device=v["device"], precision=v["precision"], seed=v["seed"],
                                 workers=v["workers"], compile=v["compile"], task_options=self.window_.task_page.options(),
-                                cache_dir=str(Path(self.window_.workspace) / "cache"),
+                                cache_dir=str(default_cache_dir()),  # the CLI's rule: one cache for both
                                 monitor_labelled=v["monitor_labelled"] or None, monitor_every=v["monitor_every"])
         self.clear_plots()
         self.log(f"run {out}")
