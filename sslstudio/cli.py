@@ -225,15 +225,25 @@ def cmd_pretrain(args) -> int:
     return 0 if summary["status"] == "finished" else 130
 
 
+#: The numeric settings of ``finetune`` and ``compare``; their options come from the declarations
+#: (:class:`~sslstudio.evaluation.FinetuneConfig`, :class:`~sslstudio.evaluation.compare.CompareSettings`).
+_FINETUNE_NUMBERS = ("per_class", "fraction", "epochs", "batch_size", "lr", "image_size", "seed")
+_COMPARE_NUMBERS = ("per_class", "fraction", "repeats", "repeats_all", "knn_k", "knn_t", "epochs_all",
+                    "image_size", "test_fraction", "seed")
+
+
+def _typed(args, names) -> dict:
+    """The settings among ``names`` that the user typed (the others take the declared defaults)."""
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
 def cmd_finetune(args) -> int:
     from sslstudio.evaluation import FinetuneConfig, finetune
 
     summary = finetune(FinetuneConfig(init=args.init, labelled=args.labelled, test=args.test, mode=args.mode,
-                                      out=args.out, arch=args.arch, per_class=args.per_class,
-                                      fraction=args.fraction, epochs=args.epochs,
-                                      layer=args.layer, batch_size=args.batch_size, lr=args.lr,
-                                      image_size=args.image_size, device=args.device, seed=args.seed,
-                                      weights=args.weights, trust_code=args.trust_torchscript),
+                                      out=args.out, arch=args.arch, layer=args.layer, device=args.device,
+                                      weights=args.weights, trust_code=args.trust_torchscript,
+                                      **_typed(args, _FINETUNE_NUMBERS)),
                        on_event=ProgressPrinter())
     print(f"{summary['status']}: test accuracy {summary['test_accuracy']:.4f} ({args.init}, {args.mode}, "
           f"{summary['layer']}); written to {args.out}")
@@ -247,15 +257,14 @@ def cmd_compare(args) -> int:
     if args.init is not None and not inits:
         raise SSLStudioError(f"--init {args.init!r} names no run directory or weights file; give them "
                              "comma-separated, or leave --init out to compare the baselines only.")
+    numbers = _typed(args, _COMPARE_NUMBERS)
+    if args.epochs is not None:  # the alias
+        numbers.setdefault("epochs_all", args.epochs)
     result = compare(args.labelled, args.out, inits, test=args.test,
                      baselines=_csv(args.baselines), modes=_csv(args.modes), layers=args.layers, arch=args.arch,
-                     per_class=args.per_class, fraction=args.fraction, label_curve=args.label_curve,
-                     repeats=args.repeats, repeats_all=args.repeats_all, head=args.head, knn_k=args.knn_k,
-                     knn_t=args.knn_t, image_size=args.image_size,
-                     epochs_all=args.epochs_all if args.epochs_all is not None else args.epochs,
-                     device=args.device, seed=args.seed, weights=args.weights, test_fraction=args.test_fraction,
+                     label_curve=args.label_curve, head=args.head, device=args.device, weights=args.weights,
                      feature_cache=not args.no_feature_cache, cache_dir=args.feature_cache_dir,
-                     on_event=ProgressPrinter(), trust_code=args.trust_torchscript)
+                     on_event=ProgressPrinter(), trust_code=args.trust_torchscript, **numbers)
     print((Path(args.out) / "results.md").read_text())
     if (Path(args.out) / "label_curve.png").is_file():
         print(f"label curve: {Path(args.out) / 'label_curve.png'}")
@@ -334,6 +343,10 @@ def _demo_headless(args, root: Path, data: Path) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sslstudio.evaluation import FinetuneConfig
+    from sslstudio.evaluation.compare import CompareSettings
+    from sslstudio.settings import add_arguments
+
     p = argparse.ArgumentParser(prog="sslstudio", description="Self-supervised learning with pretext tasks.")
     from sslstudio import __version__
 
@@ -383,15 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", default="head", choices=["head", "all"])
     s.add_argument("--out", required=True)
     s.add_argument("--arch")
-    s.add_argument("--per-class", type=int, help="labelled images per class (seeded subset)")
-    s.add_argument("--fraction", type=float, help="label budget as a share of each class (instead of --per-class)")
-    s.add_argument("--epochs", type=int)
     s.add_argument("--layer", help="backbone stage the head-only probe reads (default: last)")
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--lr", type=float)
-    s.add_argument("--image-size", type=int)
+    add_arguments(s, FinetuneConfig, _FINETUNE_NUMBERS)
     s.add_argument("--device", default="auto")
-    s.add_argument("--seed", type=int, default=0)
     s.add_argument("--weights", help="ImageNet weights file for --init imagenet")
     s.add_argument("--trust-torchscript", action="store_true",
                    help="accept TorchScript archives as weights; opening one runs code from the file, so only "
@@ -410,24 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layers", default="last", help="stages read by head and knn: last, all, or names")
     s.add_argument("--out", required=True)
     s.add_argument("--arch")
-    s.add_argument("--per-class", type=int, help="one label budget: images per class (seeded draws)")
-    s.add_argument("--fraction", type=float, help="one label budget as a share of each class (instead of --per-class)")
     s.add_argument("--label-curve", metavar="B1,B2,...",
                    help="several budgets of images per class, e.g. 1,5,10,20,50,all (writes label_curve.png)")
-    s.add_argument("--repeats", type=int, help="label draws for head and knn (default 3)")
-    s.add_argument("--repeats-all", type=int, help="label draws for all-layer fine-tuning (default 1)")
     s.add_argument("--head", default="linear", choices=["linear", "mlp"],
                    help="head probe: logistic regression (L2 chosen on a validation split) or a 2-hidden-layer MLP")
-    s.add_argument("--knn-k", type=int, default=20, help="neighbours that vote (default 20, DINO; 200 for InstDisc)")
-    s.add_argument("--knn-t", type=float, default=0.07, help="vote temperature (default 0.07, DINO; 0.1 for InstDisc)")
     s.add_argument("--epochs", type=int, help="alias of --epochs-all")
+    add_arguments(s, CompareSettings, _COMPARE_NUMBERS,
+                  helps={"knn_k": "DINO's; 200 for InstDisc", "knn_t": "DINO's; 0.1 for InstDisc"})
     s.add_argument("--epochs-head", type=int, help=argparse.SUPPRESS)  # the probes fit to convergence
-    s.add_argument("--epochs-all", type=int, help="passes over each label draw in all-layer fine-tuning "
-                   "(default: 15 passes and at least 100 steps)")
-    s.add_argument("--image-size", type=int)
     s.add_argument("--device", default="auto")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--test-fraction", type=float, default=0.2, help="test share when there is no test folder")
     s.add_argument("--weights", help="ImageNet weights file for the imagenet baseline")
     s.add_argument("--no-feature-cache", action="store_true", help="compute every feature afresh (same results)")
     s.add_argument("--feature-cache-dir", help="feature cache folder (default $SSLSTUDIO_CACHE_DIR/features "

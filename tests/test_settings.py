@@ -183,6 +183,25 @@ def test_cli_refuses_a_bad_value_with_one_sentence(tmp_path, capsys, case):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command, names, declaration", [
+    ("finetune", "_FINETUNE_NUMBERS", "sslstudio.evaluation:FinetuneConfig"),
+    ("compare", "_COMPARE_NUMBERS", "sslstudio.evaluation.compare:CompareSettings"),
+])
+def test_the_finetune_and_compare_numbers_are_generated_from_their_declarations(command, names, declaration):
+    import argparse
+    import dataclasses
+    import importlib
+
+    import sslstudio.cli as cli
+
+    module, cls = declaration.split(":")
+    fields = {f.name: f for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {a.dest: a for a in sub.choices[command]._actions}
+    for name in getattr(cli, names):
+        assert options[name].default is None and options[name].help.startswith(fields[name].metadata["help"].rstrip("."))
+
+
 def test_the_pretrain_command_line_is_generated_from_the_declaration():
     import argparse
     import dataclasses
