@@ -4,12 +4,14 @@ Four figures, in samples per second (a sample is one network input: rotation's f
 image are four samples):
 
 - ``naive``: what a user would write with an ``ImageFolder``-style dataset: per sample, PIL
-  decode, convert, resize, crop, then the task's transform, in a DataLoader with the same number
-  of workers. No model.
+  decode, convert, resize, crop, in a DataLoader with ``workers`` processes, then the task's
+  transform (``make_batch``) on each batch. Where the task's items are not the images
+  (Exemplar-CNN's seed regions), the decoding is paid for and the transform runs on the items of
+  the same positions. No model.
 - ``pipeline``: sslstudio's data pipeline: images decoded once to uint8 arrays (timed
-  separately as ``decode_s``), then the task's samples from memory: whole batches built on the
-  device by tensor operations for tasks with ``make_batch`` (rotation), else per-sample
-  ``make_item`` in a DataLoader. No model.
+  separately as ``decode_s``), then the training loop's batches from memory
+  (:class:`~sslstudio.engine.loader.DeviceBatches`: whole batches made on the device by the
+  task's ``make_batch``). No model.
 - ``model``: one training step (forward, backward, optimiser) on tensors already on the device,
   shaped like a real batch, with the engine's settings (precision, channels_last on CUDA): the
   ceiling. Where those settings are not plain fp32 (on CUDA: bf16 autocast and channels_last),
@@ -40,7 +42,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sslstudio.engine.device import autocast, device_name, resolve_device, resolve_precision
-from sslstudio.engine.loader import TaskDataset, epoch_batches, make_loader, task_batches
+from sslstudio.engine.loader import DeviceBatches, batch_seed, epoch_batches, make_task_batch
 
 
 #: Loaders are timed for at least this long: their batches take milliseconds.
@@ -48,10 +50,10 @@ LOADER_SECONDS = 2.0
 
 
 class NaiveFolderDataset(Dataset):
-    """Per-sample PIL decoding and resizing, then the task's transform: the baseline to beat."""
+    """Per-sample PIL decoding and resizing to uint8 ``[S, S, 3]`` (with the sample's index): the baseline to beat."""
 
-    def __init__(self, paths: list[Path], task, seed: int = 0):
-        self.paths, self.task, self.seed = list(paths), task, seed
+    def __init__(self, paths: list[Path], task):
+        self.paths, self.task = list(paths), task
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -66,8 +68,22 @@ class NaiveFolderDataset(Dataset):
         scale = size / min(w, h)
         img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
         left, top = (img.width - size) // 2, (img.height - size) // 2
-        array = np.array(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
-        return self.task.make_sample(array, np.random.default_rng((self.seed, index)))
+        return np.array(img.crop((left, top, left + size, top + size)), dtype=np.uint8), index
+
+
+class NaiveBatches:
+    """The task's batches of a DataLoader's decoded images: ``make_batch`` on each, on ``device``."""
+
+    def __init__(self, loader: DataLoader, task, items, seed: int, device: torch.device):
+        self.loader, self.task, self.items, self.seed, self.device = loader, task, items, seed, device
+        self.images_are_items = items.shape[1:] == (task.image_size, task.image_size, 3)
+
+    def __iter__(self):
+        for step, (images, index) in enumerate(self.loader):
+            if not self.images_are_items:
+                images = torch.from_numpy(np.ascontiguousarray(self.items[index.numpy() % len(self.items)]))
+            generator = torch.Generator().manual_seed(batch_seed(self.seed, 0, step))
+            yield self.task.make_batch(images.to(self.device), generator, index.to(self.device))
 
 
 def _rate(batches, steps: int, warmup: int, count: Callable, min_seconds: float = 0.0) -> float:
@@ -125,23 +141,21 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
                     "images": len(files), "images_found": len(found), "skipped": len(decoded.skipped),
                     "skipped_by_reason": decoded.skipped_counts(), "samples_per_image": task.samples_per_image}
 
-    log("naive: PIL decode + resize + task transform per sample")
-    naive = DataLoader(NaiveFolderDataset(files, task, seed), batch_size=batch_size, shuffle=True,
+    items = task.prepare(decoded.arrays, seed)
+    log("naive: PIL decode + resize per sample, then the task's transform per batch")
+    naive = DataLoader(NaiveFolderDataset(files, task), batch_size=batch_size, shuffle=True,
                        num_workers=workers, drop_last=len(files) >= batch_size,
                        generator=torch.Generator().manual_seed(seed))
-    result["naive"] = _rate(naive, steps, warmup, _samples, LOADER_SECONDS)
+    result["naive"] = _rate(NaiveBatches(naive, task, items, seed, dev), steps, warmup, _samples, LOADER_SECONDS)
 
-    log("pipeline: samples from the decoded images")
+    log("pipeline: the training loop's batches from the decoded images")
     result["decode_s"] = decode_s
-    items = task.prepare(decoded.arrays, seed)
-    dataset = TaskDataset(items, task, seed)
-    batches = [b for e in range(3) for b in epoch_batches(len(dataset), batch_size, seed, e)]
-    result["pipeline"] = _rate(task_batches(dataset, batches, workers, dev), steps, warmup, _samples, LOADER_SECONDS)
-    result["batch_transform"] = bool(getattr(task, "batch_transform", False))
+    batches = [b for e in range(3) for b in epoch_batches(len(items), batch_size, seed, e)]
+    result["pipeline"] = _rate(DeviceBatches(items, task, seed, batches, dev), steps, warmup, _samples,
+                               LOADER_SECONDS)
 
     log("model: training steps on tensors already on the device")
-    inputs, target = next(iter(make_loader(dataset, batches[:1], 0)))
-    inputs, target = inputs.to(dev), target.to(dev)
+    inputs, target = make_task_batch(task, items, [i for _, i in batches[0]], seed, 0, 0, dev)
     engine = dict(precision=prec, channels_last=dev.type == "cuda")
 
     def model_rate(precision: str, channels_last: bool, compiled: bool = False) -> float:

@@ -14,9 +14,9 @@ How the work is split, so that N processes train the same recipe as one:
   held-out evaluation and the checkpoint.
 - With a decode cache, rank 0 decodes the folder into it while the others wait (the process group's
   timeout is 2 hours, ``SSLSTUDIO_DIST_TIMEOUT_MIN`` changes it); they then map the same file.
-- Every process makes the same epoch order (it is seeded by the run seed and epoch). Per-sample
-  randomness is keyed by the image, so it does not depend on N either; batch-built samples
-  (``make_batch``) draw from a generator keyed by (seed, epoch, step, rank).
+- Every process makes the same epoch order (it is seeded by the run seed and epoch) and makes its
+  shard's samples on its own device with the task's ``make_batch``, drawing from a generator keyed
+  by (seed, epoch, step, rank), and passing the shard's item indices.
 - Only rank 0 writes the run folder and emits events; losses, metrics and sample counts are
   summed over the processes (``all_reduce``) before they are recorded, so ``metrics.jsonl`` holds
   the figures of the whole global batch.

@@ -24,7 +24,7 @@ from sslstudio.engine.device import autocast, device_name, resolve_device, resol
 from sslstudio.engine.distributed import DistContext, init_distributed, state_digest
 from sslstudio.engine.events import (Cancelled, CheckpointEvent, EpochEvent, EventSink, FailedEvent,
                                      FinishedEvent, LogEvent, RunControl, StepEvent)
-from sslstudio.engine.loader import VAL_EPOCH, EpochLoaders, TaskDataset, epoch_batches, task_batches
+from sslstudio.engine.loader import VAL_EPOCH, DeviceBatches, epoch_batches
 from sslstudio.engine.schedule import lr_multiplier, resolve_schedule
 from sslstudio.errors import ConfigError, JobError, SSLStudioError
 from sslstudio.data.arrays import IndexedImages
@@ -44,50 +44,60 @@ class PretrainConfig:
     task: str
     data: str
     out: str
-    arch: str = param("resnet18", "Backbone architecture (see sslstudio.models.list_archs).")
+    arch: str = param("resnet18", "Backbone architecture (see sslstudio.models.list_archs; resnet18_small suits "
+                      "32-64 px images).", label="Backbone")
     epochs: int | None = param(None, "Training epochs (default: the paper's).", min=1, max=MAX_EPOCHS)
     batch_size: int | None = param(None, "Source images per batch (default: the paper's).", min=1,
                                    max=MAX_BATCH_SIZE)
     lr: float | None = param(None, "Peak learning rate (default: the paper's).", min=0.0, min_exclusive=True,
-                             max=10.0)
+                             max=10.0, label="Learning rate", decimals=5, step=0.01)
     momentum: float | None = param(None, "SGD momentum (default: the paper's).", min=0.0, max=1.0,
-                                   max_exclusive=True)
-    nesterov: bool | None = param(None, "Nesterov momentum (default: the paper's).")
-    weight_decay: float | None = param(None, "L2 weight decay (default: the paper's).", min=0.0, max=1.0)
+                                   max_exclusive=True, form=False)
+    nesterov: bool | None = param(None, "Nesterov momentum (default: the paper's).", form=False)
+    weight_decay: float | None = param(None, "L2 weight decay (default: the paper's).", min=0.0, max=1.0, form=False)
     schedule: str = param("auto", "Learning-rate schedule; auto: the paper's step decay for 30+ epochs, else "
                           "warm-up + cosine.", choices=("auto", "step", "cosine", "constant"))
     warmup_epochs: float | None = param(None, "Linear warm-up epochs of the cosine schedule.", min=0.0,
-                                        max=MAX_EPOCHS)
+                                        max=MAX_EPOCHS, form=False)
     image_size: int = param(64, "Side of the square network inputs (pixels).", min=MIN_IMAGE_SIZE,
-                            max=MAX_IMAGE_SIZE)
-    device: str = param("auto", "auto, cpu, cuda, cuda:N or mps.", free_on_resume=True)
+                            max=MAX_IMAGE_SIZE, unit="px", step=16)
+    device: str = param("auto", "auto (the GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps.",
+                        free_on_resume=True)
     precision: str = param("auto", "auto: bf16 on a GPU that has it, else fp32.", choices=("auto", "bf16", "fp32"),
                            free_on_resume=True)
     seed: int = param(0, "Seed of the run.", min=0)
-    workers: int = param(2, "Data-loading worker processes (0: load in the training thread).", min=0, max=256,
-                         free_on_resume=True)
+    workers: int = param(2, "Image-decoding threads (0: decode in the calling thread). Samples are made on the "
+                         "training device in the training process, with no worker processes.", min=0, max=256,
+                         free_on_resume=True, label="Loader workers")
     holdout: float = param(0.05, "Fraction of the images held out for validation.", min=0.0, max=0.5,
-                           max_exclusive=True)
-    task_options: dict = param(help="The task's settings (--option KEY=VALUE).", default_factory=dict)
-    resume: bool = param(False, "Continue the run in --out from its last checkpoint.")
+                           max_exclusive=True, label="Held-out fraction", decimals=2, step=0.01)
+    task_options: dict = param(help="The task's settings (--option KEY=VALUE).", default_factory=dict, form=False)
+    resume: bool = param(False, "Continue the run in --out from its last checkpoint.", form=False)
     log_every: int = param(10, "Write a step record to metrics.jsonl every N steps.", min=1, flag="log_every",
-                           free_on_resume=True)
-    compile: bool = param(False, "torch.compile the training step.", free_on_resume=True)
-    cache_dir: str | None = param(None, "Decode cache folder (None: decode without a cache).", free_on_resume=True)
+                           free_on_resume=True, form=False)
+    compile: bool = param(False, "torch.compile the training step: the first steps wait for the compiler; it "
+                          "pays off on GPUs, not on a small CPU (see docs/benchmarks.md).", free_on_resume=True)
+    cache_dir: str | None = param(None, "Decode cache folder (None: decode without a cache).", free_on_resume=True,
+                                  form=False)
     #: Labelled folder of the live kNN monitor (``None``: no monitor); see :mod:`sslstudio.evaluation.monitor`.
-    monitor_labelled: str | None = param(None, "Labelled folder of the live kNN monitor.", free_on_resume=True)
+    monitor_labelled: str | None = param(None, "Labelled folder (DIR/<class>/... or DIR/train + DIR/test) of the "
+                                         "live kNN monitor: every N epochs each stage's frozen features are scored "
+                                         "by kNN on it, beside a randomly initialised backbone; it does not change "
+                                         "the training. Empty: no monitor.", free_on_resume=True,
+                                         label="Monitor (labelled folder)")
     #: Run the monitor every N epochs (and after the last epoch).
     monitor_every: int = param(1, "Run the kNN monitor every N epochs (and after the last).", min=1,
-                               max=MAX_EPOCHS, free_on_resume=True)
+                               max=MAX_EPOCHS, free_on_resume=True, unit="epoch(s)")
     monitor_k: int = param(20, "Neighbours of the monitor's kNN vote.", min=1, max=10_000, flag="monitor_k",
-                           free_on_resume=True)
+                           free_on_resume=True, form=False)
     monitor_t: float = param(0.07, "Temperature of the monitor's kNN vote.", min=0.0, min_exclusive=True,
-                             max=10.0, flag="monitor_t", free_on_resume=True)
+                             max=10.0, flag="monitor_t", free_on_resume=True, form=False)
     #: Cap of the monitor's images: at most this many reference images per class, this many test images.
     monitor_max_train_per_class: int | None = param(None, "Monitor: at most this many reference images per class.",
-                                                    min=1, flag="monitor_max_train_per_class", free_on_resume=True)
+                                                    min=1, flag="monitor_max_train_per_class", free_on_resume=True,
+                                                    form=False)
     monitor_max_test: int | None = param(None, "Monitor: at most this many test images.", min=1,
-                                         flag="monitor_max_test", free_on_resume=True)
+                                         flag="monitor_max_test", free_on_resume=True, form=False)
 
     def resolved(self, task) -> dict:
         """The config as a dict with the task's defaults filled in (what ``config.json`` records)."""
@@ -173,8 +183,8 @@ class _RunState:
     n_images: int = 0
     n_train: int = 0
     n_val: int = 0
-    train_set: Any = None
-    val_set: Any = None  # None: nothing held out
+    train_items: Any = None  # what task.prepare made of the training images
+    val_items: Any = None  # the held-out items; None: nothing held out
     model: Any = None  # what is saved and evaluated
     net: Any = None  # what the training step calls: the model, data-parallel and/or compiled
     feature_dim: int = 0
@@ -288,7 +298,7 @@ class _Pretrainer:
         if dist.enabled and cfg.cache_dir and not dist.is_main:
             dist.barrier()  # rank 0 fills the decode cache first; the others then map it
         images = decode_folder(cfg.data, cfg.image_size, cache_dir=cfg.cache_dir, min_source_size=task.min_image_size,
-                               small_policy=task.small_image_policy, workers=min(8, os.cpu_count() or 1),
+                               small_policy=task.small_image_policy, workers=cfg.workers,
                                progress=_DecodeProgress(self.emit))
         if dist.enabled and cfg.cache_dir and dist.is_main:
             dist.barrier()
@@ -304,8 +314,8 @@ class _Pretrainer:
             train_images, val_images = arrays[train_idx], arrays[val_idx]
         train_items = task.prepare(train_images, cfg.seed)
         val_items = task.holdout_items(train_items, val_images)
-        s.train_set = TaskDataset(train_items, task, cfg.seed)
-        s.val_set = TaskDataset(val_items, task, cfg.seed) if val_items is not None and len(val_items) else None
+        s.train_items = train_items
+        s.val_items = val_items if val_items is not None and len(val_items) else None
         s.n_images, s.n_train, s.n_val = n, len(train_idx), n_val
         self.emit(LogEvent(f"{n} images: {len(train_idx)} for training, {n_val} held out; "
                            f"device {device_name(s.device)}, precision {s.precision}"))
@@ -336,7 +346,7 @@ class _Pretrainer:
             model = model.to(memory_format=torch.channels_last)
         s.model, s.feature_dim = model, backbone.feature_dim
         s.epochs, s.batch_size = int(settings["epochs"]), int(settings["batch_size"])
-        s.steps_per_epoch = len(epoch_batches(len(s.train_set), s.batch_size, cfg.seed, 0))
+        s.steps_per_epoch = len(epoch_batches(len(s.train_items), s.batch_size, cfg.seed, 0))
         s.optimizer = torch.optim.SGD(model.parameters(), lr=float(settings["lr"]),
                                       momentum=float(settings["momentum"]),
                                       nesterov=bool(settings["nesterov"]) and float(settings["momentum"]) > 0,
@@ -387,10 +397,9 @@ class _Pretrainer:
     def _fit(self, s: _RunState) -> bool:
         """The epochs from ``s.start_epoch`` to the end; ``True`` when the run was stopped (cancelled)."""
         s.last_lr = s.optimizer.param_groups[0]["lr"]
-        loaders = EpochLoaders(s.train_set, s.cfg.workers, s.device, stream=self.dist.rank)
         try:
             for epoch in range(s.start_epoch, s.epochs):
-                plan, tally, records, epoch_time = self._train_epoch(s, epoch, loaders)
+                plan, tally, records, epoch_time = self._train_epoch(s, epoch)
                 is_best = self._end_epoch(s, epoch, plan, tally, records, epoch_time)
                 self._checkpoint(s, epoch, is_best)
         except Cancelled:
@@ -401,14 +410,12 @@ class _Pretrainer:
                 self.emit(LogEvent("stopped before the first epoch ended: there is no checkpoint to resume from",
                                    "warning"))
             return True
-        finally:
-            loaders.close()
         return False
 
     def _plan_epoch(self, s: _RunState, epoch: int) -> EpochPlan:
         """The task's plan of the epoch (its order, its info), rank 0's for every process."""
         task, dist = s.task, self.dist
-        plan = task.begin_epoch(s.model, s.train_set.arrays, epoch, s.device, s.optimizer, s.cfg.seed)
+        plan = task.begin_epoch(s.model, s.train_items, epoch, s.device, s.optimizer, s.cfg.seed)
         if dist.enabled and type(task).begin_epoch is not PretextTask.begin_epoch:
             dist.broadcast_module(s.model)  # every rank continues from rank 0's state
             order, info, shared = dist.broadcast_object((plan.order, plan.info, task.shared_state()))
@@ -416,12 +423,12 @@ class _Pretrainer:
             plan = EpochPlan(order=order, info=info)
         return plan
 
-    def _train_epoch(self, s: _RunState, epoch: int, loaders) -> tuple[EpochPlan, _Tally, list, float]:
+    def _train_epoch(self, s: _RunState, epoch: int) -> tuple[EpochPlan, _Tally, list, float]:
         """An epoch's steps; returns its plan, its sums, its step records and its training time."""
         plan = self._plan_epoch(s, epoch)
         s.net.train()
-        batches = epoch_batches(len(s.train_set), s.batch_size, s.cfg.seed, epoch, order=plan.order)
-        loader = loaders(self.dist.shard(batches))
+        batches = epoch_batches(len(s.train_items), s.batch_size, s.cfg.seed, epoch, order=plan.order)
+        loader = DeviceBatches(s.train_items, s.task, s.cfg.seed, self.dist.shard(batches), s.device, self.dist.rank)
         tally = _Tally()
         epoch_start = time.perf_counter()
         records = []
@@ -476,7 +483,7 @@ class _Pretrainer:
         loss_sum, metric_sum, metric_count, seen = dist.sum([tally.loss_sum, tally.metric_sum, tally.metric_count,
                                                              tally.seen])
         dist.average_buffers(s.model)
-        val_loss, val_metric = self._validate(s) if s.val_set else (None, None)
+        val_loss, val_metric = self._validate(s) if s.val_items is not None else (None, None)
         self._epoch_time = epoch_time
         monitored = self._monitor(s.monitor, s.model, epoch, s.epochs)
         train_loss = loss_sum / max(seen, 1)
@@ -603,15 +610,15 @@ class _Pretrainer:
 
     def _validate(self, s: _RunState) -> tuple[float, float | None]:
         """Loss and metric on the held-out images (every process its share, summed)."""
-        model, task, dataset, device = s.model, s.task, s.val_set, s.device
+        model, task, device = s.model, s.task, s.device
         model.eval()
-        batches = epoch_batches(len(dataset), s.batch_size, dataset.seed, VAL_EPOCH,
+        batches = epoch_batches(len(s.val_items), s.batch_size, s.cfg.seed, VAL_EPOCH,
                                 shuffle=False, drop_last=False)
         batches = [keys for keys in self.dist.shard(batches) if keys]
         loss_sum = metric_sum = 0.0
         count = metric_count = 0
         with torch.no_grad():
-            for inputs, target in task_batches(dataset, batches, 0, device, self.dist.rank):
+            for inputs, target in DeviceBatches(s.val_items, task, s.cfg.seed, batches, device, self.dist.rank):
                 self.control.checkpoint()
                 inputs, target = inputs.to(device), target.to(device)
                 with autocast(device, s.precision):

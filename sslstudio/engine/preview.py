@@ -1,4 +1,8 @@
-"""Generated samples of a task, drawn with their labels: ``sslstudio preview`` and the window's grid."""
+"""Generated samples of a task, drawn with their labels: ``sslstudio preview`` and the window's grid.
+
+A preview is the training transform on a small batch: the task's ``make_batch`` through
+:func:`~sslstudio.engine.loader.make_task_batch`, the function training's batches go through, so
+what the user sees is what trains."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from sslstudio.errors import ConfigError, DataError
@@ -58,24 +63,58 @@ def preview_images(task, data: str, n: int = 16, seed: int = 0) -> np.ndarray:
     return np.stack(arrays[:max(n, 1)])
 
 
-def preview_samples(task, images: np.ndarray, n: int = 16, seed: int = 0) -> list[tuple]:
-    """``n`` samples ``(inputs, target)`` made exactly as training makes them (``prepare`` then ``make_item``)."""
+@dataclass
+class PreviewBatch:
+    """What a preview made: the source images, the task's items, and the batch of the first items.
+
+    Attributes:
+        images: Decoded uint8 source images ``[N, S, S, 3]``.
+        items: What ``task.prepare`` made of them.
+        index: int64 positions in ``items`` of the batch's samples (the first ``n``, cycled).
+        inputs, target: The batch :func:`~sslstudio.engine.loader.make_task_batch` made, on the CPU.
+        seed: The preview's seed (also the run seed of the batch).
+    """
+
+    images: np.ndarray
+    items: np.ndarray
+    index: np.ndarray
+    inputs: torch.Tensor
+    target: torch.Tensor
+    seed: int
+
+    def samples(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The batch's samples ``(inputs[b], target[b])``, what ``task.render`` draws."""
+        return [(self.inputs[b], self.target[b]) for b in range(len(self.index))]
+
+    def own_drawing(self, task) -> Image.Image | None:
+        """The task's own grid of this batch (``task.render_preview``), or ``None``."""
+        return task.render_preview(self.images, self.items, self.index, self.inputs, self.target, self.seed)
+
+
+def preview_batch(task, images: np.ndarray, n: int = 16, seed: int = 0,
+                  device: torch.device | str = "cpu") -> PreviewBatch:
+    """``n`` samples made exactly as training makes them: ``prepare``, ``begin_preview``, then the batch of
+    the first ``n`` items (cycled if there are fewer) at epoch 0, step 0 of a run with this seed."""
+    from sslstudio.engine.loader import make_task_batch
+
     check_preview(n, task.image_size, seed)
     items = task.prepare(images, seed)
-    return [task.make_item(k % len(items), items[k % len(items)], np.random.default_rng((seed, k)))
-            for k in range(n)]
+    task.begin_preview(items, seed)
+    index = np.arange(n, dtype=np.int64) % len(items)
+    inputs, target = make_task_batch(task, items, index, seed, 0, 0, torch.device(device))
+    return PreviewBatch(images, items, index, inputs.cpu(), target.cpu(), int(seed))
 
 
 def preview_grid(task, data: str, n: int = 16, seed: int = 0, columns: int | None = None) -> Image.Image:
-    """A grid of ``n`` rendered samples (or the task's own preview) with a title naming the task."""
+    """A grid of ``n`` rendered samples (or the task's own drawing of them) with a title naming the task."""
     from sslstudio.tasks.render import grid
 
     check_preview(n, task.image_size, seed)
-    images = preview_images(task, data, n, seed)
-    own = task.render_preview(images, n, seed)
+    batch = preview_batch(task, preview_images(task, data, n, seed), n, seed)
+    own = batch.own_drawing(task)
     if own is not None:
         return own
-    tiles = [task.render(inputs, target) for inputs, target in preview_samples(task, images, n, seed)]
+    tiles = [task.render(inputs, target) for inputs, target in batch.samples()]
     if columns is None:
         # about 1.6 times wider than tall
         columns = max(1, min(len(tiles), round((1.6 * len(tiles) * tiles[0].height / tiles[0].width) ** 0.5)))

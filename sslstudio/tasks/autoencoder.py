@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -58,19 +57,6 @@ class AutoencoderConfig:
                              min=0.0, max=1.0)
 
 
-def corrupt(pixels: np.ndarray, config: AutoencoderConfig, rng: np.random.Generator) -> np.ndarray:
-    """Corrupt a float HxWx3 image in [0, 1] as ``config`` says (a new array)."""
-    h, w, _ = pixels.shape
-    out = pixels.copy()
-    if config.corruption == "masking":
-        k = int(round(config.mask_fraction * h * w))
-        idx = rng.choice(h * w, size=k, replace=False)
-        out.reshape(h * w, 3)[idx] = 0.0
-    else:
-        out = np.clip(out + rng.normal(0.0, config.noise_std, size=out.shape).astype(np.float32), 0.0, 1.0)
-    return out
-
-
 @register_task("autoencoder")
 class AutoencoderTask(PretextTask):
     """Reconstruct the clean image from a corrupted copy (denoising autoencoder)."""
@@ -87,15 +73,6 @@ class AutoencoderTask(PretextTask):
     small_image_policy = "upscale"
     needs_colour = False
 
-    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = np.asarray(image, dtype=np.float32) / 255.0
-        noisy = corrupt(pixels, self.config, rng)
-        inputs = normalise(torch.from_numpy(noisy).permute(2, 0, 1).contiguous())
-        target = normalise(torch.from_numpy(pixels).permute(2, 0, 1).contiguous())
-        return inputs, target
-
-    batch_transform = True
-
     def corruption_noise(self, batch: int, size: int, generator: torch.Generator) -> torch.Tensor:
         """The random part of a batch's corruption, drawn on the CPU from ``generator``.
 
@@ -111,7 +88,8 @@ class AutoencoderTask(PretextTask):
             return mask.view(batch, 1, size, size)
         return torch.randn(batch, 3, size, size, generator=generator) * self.config.noise_std
 
-    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inputs, target)``, both ``[B, 3, S, S]``, of a uint8 batch ``[B, S, S, 3]``, on its device:
         the corruption of :meth:`corruption_noise` applied to the whole batch (masked pixels black,
         or noise added and clipped to [0, 1]), both normalised."""

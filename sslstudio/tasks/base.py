@@ -1,11 +1,13 @@
 """The pretext-task protocol shared by every task.
 
 A task is a small module with a frozen config dataclass (the paper's defaults, cited in the
-task's docstring) and a registered class that answers five questions: what one training sample
-is (:meth:`PretextTask.make_sample`), what sits on the backbone (:meth:`PretextTask.build_head`),
-how it is scored (:meth:`PretextTask.loss`, :meth:`PretextTask.metric`), how a sample looks to a
-person (:meth:`PretextTask.render`) and what it needs from an image (``min_image_size``,
-``needs_colour``, ``small_image_policy``).
+task's docstring) and a registered class that answers five questions: what a training batch is
+(:meth:`PretextTask.make_batch`: the one implementation of the pretext transform, batched on the
+training device; previews and bench call it too), what sits on the backbone
+(:meth:`PretextTask.build_head`), how it is scored (:meth:`PretextTask.loss`,
+:meth:`PretextTask.metric`), how a sample looks to a person (:meth:`PretextTask.render`, one item
+of a batch) and what it needs from an image (``min_image_size``, ``needs_colour``,
+``small_image_policy``).
 
 The config dataclass is also what a form is made from: each field carries its help text and range
 in ``field.metadata`` (see :func:`param`).
@@ -139,8 +141,22 @@ class PretextTask:
         self.image_size = int(image_size)
 
     # -- the five questions -------------------------------------------------------------------
-    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Turn one decoded uint8 HxWx3 image into ``(inputs, target)`` tensors."""
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs, target)`` of a batch of items, made on the items' device: the task's one transform.
+
+        Args:
+            images: The batch's items from :meth:`prepare` (uint8 ``[B, S, S, 3]`` images for most
+                tasks), already on the training device.
+            generator: A CPU generator seeded from the run seed, epoch, step (and rank): all the
+                batch's randomness comes from it, so a batch is a function of those numbers.
+            index: int64 ``[B]`` positions of the items in :meth:`prepare`'s items, on the
+                items' device (Exemplar-CNN's labels are these; DeepCluster looks its labels up).
+
+        Returns:
+            Tensors whose leading dimension is the item: sample ``b`` is ``(inputs[b], target[b])``,
+            what :meth:`render` draws.
+        """
         raise NotImplementedError
 
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
@@ -156,7 +172,8 @@ class PretextTask:
 
     def render(self, inputs: torch.Tensor, target: torch.Tensor,
                output: torch.Tensor | None = None) -> Image.Image:
-        """Draw one sample (and optionally the model's prediction) with its label for a person."""
+        """Draw one sample ``(inputs[b], target[b])`` of a batch (and optionally the model's prediction
+        ``output[b]``) with its label, for a person."""
         raise NotImplementedError
 
     # -- optional hooks (the defaults suit tasks whose samples depend on one image only) -------
@@ -174,31 +191,24 @@ class PretextTask:
         """Items on which the held-out metric is measured (``None``: the task has none)."""
         return holdout_images
 
-    def make_item(self, index: int, item: np.ndarray, rng: np.random.Generator):
-        """Sample of item ``index``; override when the target depends on the index (DeepCluster)."""
-        return self.make_sample(item, rng)
-
     def begin_epoch(self, model: nn.Module, items: np.ndarray, epoch: int, device: torch.device,
                     optimizer: torch.optim.Optimizer, seed: int) -> "EpochPlan":
         """Called before each training epoch (DeepCluster clusters here). Returns the epoch's plan."""
         return EpochPlan()
 
-    #: Whether :meth:`make_batch` is implemented: then training builds whole batches on the device
-    #: from uint8 images instead of calling :meth:`make_item` per image.
-    batch_transform: ClassVar[bool] = False
+    def begin_preview(self, items: np.ndarray, seed: int) -> None:
+        """Called by the preview after :meth:`prepare`, before :meth:`make_batch` (DeepCluster clusters here)."""
 
-    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(inputs, target)`` for a batch of uint8 images ``[B, S, S, 3]`` already on the training device.
+    def render_preview(self, images: np.ndarray, items: np.ndarray, index: np.ndarray, inputs: torch.Tensor,
+                       target: torch.Tensor, seed: int) -> "Image.Image | None":
+        """A whole preview grid drawn by the task itself from the batch the preview made.
 
-        Must make the same kind of samples as :meth:`make_sample`; all randomness comes from
-        ``generator`` (a CPU generator seeded from the seed, epoch and step).
-        """
-        raise NotImplementedError
+        Args:
+            images: The decoded source images; ``items``: what :meth:`prepare` made of them;
+            index: the batch's positions in ``items``; inputs, target: :meth:`make_batch`'s batch
+                (on the CPU); seed: the preview's seed.
 
-    def render_preview(self, images: np.ndarray, n: int, seed: int) -> "Image.Image | None":
-        """A whole preview grid drawn by the task itself (DeepCluster groups images by cluster).
-
-        ``None`` (the default): the preview renders ``n`` samples of :meth:`make_item` one by one.
+        ``None`` (the default): the preview tiles :meth:`render` of every sample of the batch.
         """
         return None
 

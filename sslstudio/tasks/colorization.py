@@ -83,16 +83,10 @@ class ColorizationConfig:
                                "layer3; stages after it are then not trained).")
 
 
-def lab_image(image: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 sRGB -> Lab ``[3, H, W]`` float32."""
-    rgb = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255.0)  # a copy: images may be read-only
-    return rgb_to_lab(rgb)
-
-
 def grey_input(lightness: torch.Tensor) -> torch.Tensor:
     """L ``[..., 1, H, W]`` -> the normalised 3-channel grey image of that lightness."""
-    lab = torch.cat([lightness, torch.zeros_like(lightness), torch.zeros_like(lightness)], dim=-3)
-    return normalise(lab_to_rgb(lab))
+    grey = lightness_to_srgb(lightness)  # the sRGB grey of (L, 0, 0), on one channel
+    return normalise(grey.expand(*grey.shape[:-3], 3, *grey.shape[-2:]))
 
 
 def lightness_of(inputs: torch.Tensor) -> torch.Tensor:
@@ -139,49 +133,36 @@ class ColorizationTask(PretextTask):
         return max(1, self.image_size // self.config.output_stride)
 
     # -- samples ------------------------------------------------------------------------------
-    def _target(self, lab: torch.Tensor) -> torch.Tensor:
-        """``[3, S/4, S/4]``: the area-averaged ab and the image's loss weight (0 for greyscale)."""
-        return self._targets(lab[None])[0]
-
     def _targets(self, lab: torch.Tensor) -> torch.Tensor:
-        """The batched :meth:`_target`: Lab ``[B, 3, S, S]`` -> ``[B, 3, S/4, S/4]`` on its device."""
+        """Lab ``[B, 3, S, S]`` -> ``[B, 3, S/4, S/4]`` on its device: the area-averaged ab and each
+        image's loss weight (0 for greyscale)."""
         ab = F.adaptive_avg_pool2d(lab[:, 1:], self.out_size)
         chroma = lab[:, 1:].pow(2).sum(1).sqrt()
         colour = torch.quantile(chroma.flatten(1), 0.99, dim=1) > self.config.grey_chroma  # [B]
         weight = colour.to(ab.dtype).view(-1, 1, 1, 1).expand(-1, 1, self.out_size, self.out_size)
         return torch.cat([ab, weight], dim=1)
 
-    def encode(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(inputs [3, S, S], target [3, S/4, S/4])`` of one image (no randomness)."""
-        lab = lab_image(image)
-        return grey_input(lab[0:1]), self._target(lab)
-
-    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encode(image)
-
-    batch_transform = True
-
-    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inputs [B, 3, S, S], target [B, 3, S/4, S/4])`` of a uint8 batch ``[B, S, S, 3]``, on its
-        device: the sample path's Lab conversion (:func:`~sslstudio.tasks.lab.rgb8_to_lab`), grey input
-        and target for the whole batch at once (no randomness; ``generator`` is not used)."""
+        device: Lab (:func:`~sslstudio.tasks.lab.rgb8_to_lab`), the grey input of L and the target
+        for the whole batch at once (no randomness; ``generator`` is not used)."""
         lab = rgb8_to_lab(images, dim=-1).movedim(-1, -3)  # [B, 3, S, S]
-        grey = lightness_to_srgb(lab[:, 0:1])  # = grey_input's lab_to_rgb, on one channel
-        return normalise(grey.expand(-1, 3, -1, -1)), self._targets(lab)
+        return grey_input(lab[:, 0:1]), self._targets(lab)
 
     def prepare(self, images: np.ndarray, seed: int) -> np.ndarray:
         """Measure the smoothed ab prior of the user's colour images and the rebalancing weights."""
         q = len(self.centres)
         counts = np.zeros(q, dtype=np.float64)
         colour = grey = 0
-        for image in images:
-            target = self._target(lab_image(image))
-            if target[2, 0, 0] <= 0:
-                grey += 1
-                continue
-            colour += 1
-            idx = nearest_bins(target[:2].reshape(2, -1).T, self.centres)[1][:, 0]
-            counts += np.bincount(idx.numpy(), minlength=q)
+        for start in range(0, len(images), 256):  # the targets make_batch makes, a chunk at a time
+            lab = rgb8_to_lab(torch.from_numpy(np.ascontiguousarray(images[start:start + 256])), dim=-1)
+            targets = self._targets(lab.movedim(-1, -3))
+            is_colour = targets[:, 2, 0, 0] > 0
+            colour, grey = colour + int(is_colour.sum()), grey + int((~is_colour).sum())
+            ab = targets[is_colour, :2].permute(0, 2, 3, 1).reshape(-1, 2)
+            if len(ab):
+                counts += np.bincount(nearest_bins(ab, self.centres)[1][:, 0].numpy(), minlength=q)
         if counts.sum() > 0:
             p = counts / counts.sum()
             if self.config.prior_sigma > 0:

@@ -49,9 +49,8 @@ from torch import nn
 
 from sslstudio.errors import ConfigError
 from sslstudio.tasks.base import ClassificationTask, OptimConfig, param
-from sslstudio.tasks.patches import (crop, crop_batch, display, dominant_channel, drop_colour, pixelate,
-                                    pixelate_batch, pixelation_matrices, project_colour, project_colour_batch,
-                                    standardise, standardise_batch, to_chw, to_float, to_float_batch)
+from sslstudio.tasks.patches import (crop_batch, display, dominant_channel, pixelate_batch, pixelation_matrices,
+                                    project_colour_batch, standardise_batch, to_float_batch)
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import font, grid
 
@@ -111,31 +110,6 @@ class ContextHead(nn.Module):
         return self.classifier(self.fc(features.reshape(b, 2 * features.shape[-1])))
 
 
-@dataclass
-class ContextSample:
-    """A pair of patches with where they came from (for tests and drawings).
-
-    Attributes:
-        inputs: ``[2, 3, p, p]`` normalised patches (centre, neighbour).
-        target: The neighbour's position label 0..7 (0-d long tensor).
-        centre: Top-left pixel ``(y, x)`` of the centre patch in the image.
-        neighbour: Top-left pixel ``(y, x)`` of the neighbour patch.
-        cell0: Top-left pixel of the unjittered top-left grid cell.
-        raw: ``[2, p, p, 3]`` uint8 crops before pixelation, colour handling and normalisation.
-        kept_channels: Channel kept by colour dropping per patch (``-1``: not dropped).
-        pixelated: Side each patch was down-sampled to (``0``: not pixelated).
-    """
-
-    inputs: torch.Tensor
-    target: torch.Tensor
-    centre: tuple[int, int]
-    neighbour: tuple[int, int]
-    cell0: tuple[int, int]
-    raw: np.ndarray
-    kept_channels: tuple[int, int]
-    pixelated: tuple[int, int]
-
-
 @register_task("context")
 class ContextTask(ClassificationTask):
     """Predict in which of the eight neighbouring cells a second patch lies relative to a centre patch."""
@@ -170,6 +144,9 @@ class ContextTask(ClassificationTask):
         self.extent = 3 * patch + 2 * gap + 2 * jitter
         self.min_side = min(patch, max(3, int(round(patch * c.pixelation_min_fraction))))
         self._pixelation: dict = {}
+        #: Where :meth:`make_batch` cut its last batch's patches (``cell0``, ``centre``, ``neighbour``:
+        #: ``[B, 2]`` top-left pixels on the CPU), for :meth:`render_preview` to outline them.
+        self.last_positions: dict | None = None
 
     # -- samples -----------------------------------------------------------------------------
     def geometry(self) -> dict:
@@ -180,55 +157,15 @@ class ContextTask(ClassificationTask):
     def run_info(self) -> dict:
         return self.geometry()
 
-    def sample(self, image: np.ndarray, rng: np.random.Generator) -> ContextSample:
-        """A centre patch, one neighbour and the neighbour's label (see the module docstring)."""
-        size = image.shape[0]
-        if image.shape[1] != size or size < self.extent:
-            raise ValueError(f"context needs square images of at least {self.extent} px; got {image.shape[:2]}")
-        label = int(rng.integers(len(OFFSETS)))
-        origin = rng.integers(0, size - self.extent + 1, size=2)
-        cell0 = (int(origin[0]) + self.jitter, int(origin[1]) + self.jitter)
-        jitters = rng.integers(-self.jitter, self.jitter + 1, size=(2, 2))
-        dr, dc = OFFSETS[label]
-        centre = (cell0[0] + self.step + int(jitters[0, 0]), cell0[1] + self.step + int(jitters[0, 1]))
-        neighbour = (cell0[0] + (1 + dr) * self.step + int(jitters[1, 0]),
-                     cell0[1] + (1 + dc) * self.step + int(jitters[1, 1]))
-        raw = np.stack([crop(image, *centre, self.patch), crop(image, *neighbour, self.patch)])
-        patches, kept, sides = [], [], []
-        for k in range(2):
-            patch = raw[k]
-            side = 0
-            if self.min_side < self.patch and rng.random() < self.config.pixelation_probability:
-                side = int(rng.integers(self.min_side, self.patch))
-                patch = pixelate(patch, side)
-            keep = -1
-            if self.config.colour == "drop":
-                x, keep = drop_colour(patch, rng, self.config.drop_noise)
-            elif self.config.colour == "project":
-                x = project_colour(patch)
-            else:
-                x = to_float(patch)
-            patches.append(standardise(x, per_channel_std=False))
-            kept.append(keep)
-            sides.append(side)
-        inputs = to_chw(np.stack(patches))
-        return ContextSample(inputs, torch.tensor(label, dtype=torch.long), centre, neighbour, cell0, raw,
-                             (kept[0], kept[1]), (sides[0], sides[1]))
-
-    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.sample(image, rng)
-        return s.inputs, s.target
-
-    batch_transform = True
-
     def batch_choices(self, size: int, batch: int, generator: torch.Generator) -> dict:
         """The random choices of a batch of pairs, drawn on the CPU from ``generator``.
 
         Returns ``label [B]``, ``origin [B, 2]``, ``jitters [B, 2, 2]`` (centre, neighbour; rows,
         columns), ``side [B, 2]`` (the side each patch is down-sampled to; ``patch``: not
         pixelated), ``keep [B, 2]`` (the channel colour dropping keeps) and ``noise
-        [B, 2, 3, p, p]`` (standard normal, for the dropped channels), with the distributions
-        :meth:`sample` draws from.
+        [B, 2, 3, p, p]`` (standard normal, for the dropped channels). Labels, grid origin, jitter,
+        pixelated sides and kept channels are uniform; a patch is pixelated with
+        ``pixelation_probability``.
         """
         g, p = generator, self.patch
         label = torch.randint(0, len(OFFSETS), (batch,), generator=g)
@@ -252,7 +189,8 @@ class ContextTask(ClassificationTask):
             self._pixelation[key] = (down.to(device), up.to(device))
         return self._pixelation[key]
 
-    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pairs ``[B, 2, 3, p, p]`` (centre, neighbour) and labels ``[B]`` of a uint8 batch
         ``[B, S, S, 3]``, on its device.
 
@@ -271,6 +209,7 @@ class ContextTask(ClassificationTask):
         centre = cell0 + self.step + r["jitters"][:, 0]
         neighbour = cell0 + (1 + offsets) * self.step + r["jitters"][:, 1]
         pos = torch.stack([centre, neighbour], dim=1)  # [B, 2, 2]
+        self.last_positions = {"cell0": cell0, "centre": centre, "neighbour": neighbour}
         raw = crop_batch(images, pos[..., 0], pos[..., 1], p)  # [B, 2, 3, p, p] uint8
         if self.min_side < p:
             down, up = self._pixelation_on(dev)
@@ -312,25 +251,25 @@ class ContextTask(ClassificationTask):
                 name += f" ({'RGB'[kept]} only)"
         return _framed(display(patch), name, colour)
 
-    def render_preview(self, images: np.ndarray, n: int, seed: int) -> Image.Image:
-        """Per sample: the source with the grid and both patches outlined, the two inputs, the label.
-
-        Samples are made exactly as the default preview makes them (``prepare``, then the
-        generator ``default_rng((seed, k))`` for sample ``k``).
-        """
-        items = self.prepare(images, seed)
+    def render_preview(self, images, items, index, inputs, target, seed) -> Image.Image | None:
+        """Per sample of the preview's batch: the source with the grid and both patches outlined (where
+        :meth:`make_batch` cut them), the two inputs, the label."""
+        where = self.last_positions
+        if where is None or len(where["centre"]) != len(index):
+            return None  # not the batch make_batch made last: the plain tiles
         panels = []
-        for k in range(n):
-            s = self.sample(items[k % len(items)], np.random.default_rng((seed, k)))
-            panels.append(_hstack([self._source_view(items[k % len(items)], s),
-                                   self._input_view(s.inputs[0], "centre", CENTRE_COLOUR),
-                                   self._input_view(s.inputs[1], "neighbour", NEIGHBOUR_COLOUR),
-                                   _diagram(int(s.target))]))
-        columns = 1 if n < 4 else 2
+        for b, i in enumerate(index):
+            positions = [tuple(int(v) for v in where[key][b]) for key in ("cell0", "centre", "neighbour")]
+            panels.append(_hstack([self._source_view(items[int(i)], *positions),
+                                   self._input_view(inputs[b, 0], "centre", CENTRE_COLOUR),
+                                   self._input_view(inputs[b, 1], "neighbour", NEIGHBOUR_COLOUR),
+                                   _diagram(int(target[b]))]))
+        columns = 1 if len(panels) < 4 else 2
         return grid(panels, columns, title=f"{self.name}: {self.description} (seed {seed}; "
                                            f"patch {self.patch} px, gap {self.gap} px, jitter \u00b1{self.jitter} px)")
 
-    def _source_view(self, image: np.ndarray, s: ContextSample, shown: int = 160) -> Image.Image:
+    def _source_view(self, image: np.ndarray, cell0: tuple[int, int], centre: tuple[int, int],
+                     neighbour: tuple[int, int], shown: int = 160) -> Image.Image:
         """The source image with the unjittered 3 x 3 grid (grey) and the two patches outlined."""
         scale = shown / image.shape[0]
         view = Image.fromarray(np.ascontiguousarray(image), "RGB").resize((shown, shown), Image.NEAREST)
@@ -343,9 +282,9 @@ class ContextTask(ClassificationTask):
 
         for r in range(3):
             for c in range(3):
-                box(s.cell0[0] + r * self.step, s.cell0[1] + c * self.step, (150, 150, 150), 1)
-        box(*s.centre, CENTRE_COLOUR, 2)
-        box(*s.neighbour, NEIGHBOUR_COLOUR, 2)
+                box(cell0[0] + r * self.step, cell0[1] + c * self.step, (150, 150, 150), 1)
+        box(*centre, CENTRE_COLOUR, 2)
+        box(*neighbour, NEIGHBOUR_COLOUR, 2)
         return _captioned(view, "source + grid")
 
 

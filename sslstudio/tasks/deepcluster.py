@@ -9,8 +9,9 @@ at random each epoch (weights drawn from N(0, 0.01), bias 0, as in the paper's c
 with cross-entropy against them. Two safeguards against trivial solutions (section 3.3): an empty
 cluster is refilled by splitting a random non-empty one, and the images of an epoch are drawn
 uniformly over the clusters so that a huge cluster does not dominate. Inputs are random resized
-crops with horizontal flips. The stability of the clustering is tracked with the normalised mutual
-information (NMI) between consecutive epochs' assignments. The paper's recipe: SGD with momentum
+crops with horizontal flips (made in whole batches on the training device). The stability of the
+clustering is tracked with the normalised mutual information (NMI) between consecutive epochs'
+assignments. The paper's recipe: SGD with momentum
 0.9, a constant learning rate of 0.05, weight decay 1e-5, batches of 256 images, 500 epochs
 (an AlexNet with batch normalisation, on Sobel-filtered greyscale input).
 
@@ -41,8 +42,8 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from sslstudio.errors import ConfigError
-from sslstudio.tasks.base import (ClassificationTask, EpochPlan, MEAN, STD, OptimConfig, param, to_image,
-                                  to_tensor)
+from sslstudio.tasks.base import (ClassificationTask, EpochPlan, MEAN, STD, OptimConfig, normalise_batch, param,
+                                  to_image)
 from sslstudio.tasks.clustering import kmeans, l2_normalize, nmi, pca_whiten, uniform_cluster_order
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import font, hstack, labelled_tile
@@ -51,6 +52,8 @@ from sslstudio.tasks.render import font, hstack, labelled_tile
 IMAGES_PER_CLUSTER = 128
 #: Whitening inverts a covariance estimated from the data: keep at least this many images per dimension.
 IMAGES_PER_PCA_DIM = 8
+#: Aspect-ratio range of the random resized crop (torchvision's RandomResizedCrop, which the paper used).
+RATIO = (3 / 4, 4 / 3)
 
 
 @dataclass(frozen=True)
@@ -121,30 +124,6 @@ class DeepClusterHead(nn.Module):
         return self.classifier(self.embed(x))
 
 
-def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int, scale_min: float,
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
-    """torchvision's RandomResizedCrop on a uint8 HxWx3 array, drawing from ``rng``."""
-    h, w = image.shape[:2]
-    area = h * w
-    box = None
-    for _ in range(10):
-        target = area * rng.uniform(scale_min, 1.0)
-        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        cw = int(round(math.sqrt(target * aspect)))
-        ch = int(round(math.sqrt(target / aspect)))
-        if 0 < cw <= w and 0 < ch <= h:
-            x0 = int(rng.integers(0, w - cw + 1))
-            y0 = int(rng.integers(0, h - ch + 1))
-            box = (x0, y0, cw, ch)
-            break
-    if box is None:  # fall back to the central square
-        side = min(h, w)
-        box = ((w - side) // 2, (h - side) // 2, side, side)
-    x0, y0, cw, ch = box
-    crop = Image.fromarray(np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw]))
-    return np.array(crop.resize((size, size), Image.BILINEAR))
-
-
 def _seed(*parts: int) -> int:
     """A 63-bit seed from integers (stable across runs and platforms)."""
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
@@ -169,7 +148,18 @@ class DeepClusterTask(ClassificationTask):
     def __init__(self, config=None, image_size: int = 64):
         super().__init__(config, image_size)
         self.items: int | None = None
-        self.labels: np.ndarray | None = None
+        self._labels: np.ndarray | None = None
+        self._labels_on: torch.Tensor | None = None  # the labels on the training device
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """The cluster of every training image from the last clustering (``None`` before it)."""
+        return self._labels
+
+    @labels.setter
+    def labels(self, value) -> None:
+        self._labels = None if value is None else np.asarray(value, dtype=np.int64)
+        self._labels_on = None
 
     # -- sizes ----------------------------------------------------------------------------------
     def clusters_for(self, n: int) -> int:
@@ -190,22 +180,71 @@ class DeepClusterTask(ClassificationTask):
         """None: pseudo-labels exist only for the images clustered this epoch."""
         return None
 
-    def augment(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Random resized crop (to the image size) and horizontal flip, drawn from ``rng``."""
-        out = random_resized_crop(image, rng, self.image_size, self.config.crop_scale_min)
-        if self.config.horizontal_flip and rng.random() < 0.5:
-            out = out[:, ::-1]
-        return out
+    def crop_boxes(self, batch: int, height: int, width: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """torchvision's RandomResizedCrop boxes for ``batch`` images, drawn at once (CPU).
 
-    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """An augmented image with label -1 (no cluster: only :meth:`make_item` knows the index)."""
-        return to_tensor(self.augment(image, rng)), torch.tensor(-1, dtype=torch.long)
+        Up to 10 tries per image of an area fraction uniform in ``[crop_scale_min, 1]`` and an
+        aspect ratio log-uniform in ``RATIO``; the first box that fits is kept (the whole image, or
+        its central square, when none does), at a uniform integer position.
 
-    def make_item(self, index: int, item: np.ndarray, rng: np.random.Generator):
-        """An augmented view of image ``index`` and its current cluster (-1 before the first clustering)."""
-        inputs, _ = self.make_sample(item, rng)
-        label = -1 if self.labels is None or index >= len(self.labels) else int(self.labels[index])
-        return inputs, torch.tensor(label, dtype=torch.long)
+        Returns:
+            ``(boxes [B, 4] int64 as (x0, y0, w, h), flips [B] bool)``.
+        """
+        u = torch.rand(batch, 10, 2, generator=generator, dtype=torch.float64)
+        lo = self.config.crop_scale_min
+        target = height * width * (lo + (1.0 - lo) * u[..., 0])
+        log_lo, log_hi = math.log(RATIO[0]), math.log(RATIO[1])
+        aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+        w, h = torch.round(torch.sqrt(target * aspect)), torch.round(torch.sqrt(target / aspect))
+        fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+        first = fits.to(torch.uint8).argmax(1, keepdim=True)  # the first try that fits
+        found = fits.any(1)
+        side = float(min(height, width))
+        w = torch.where(found, w.gather(1, first)[:, 0], side)
+        h = torch.where(found, h.gather(1, first)[:, 0], side)
+        pos = torch.rand(batch, 2, generator=generator, dtype=torch.float64)
+        x0 = torch.where(found, torch.floor(pos[:, 0] * (width - w + 1)), float((width - side) // 2))
+        y0 = torch.where(found, torch.floor(pos[:, 1] * (height - h + 1)), float((height - side) // 2))
+        flips = torch.rand(batch, generator=generator) < 0.5
+        if not self.config.horizontal_flip:
+            flips = torch.zeros_like(flips)
+        return torch.stack([x0, y0, w, h], 1).long(), flips
+
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random resized crops (resized to the image size) with horizontal flips of a uint8 batch
+        ``[B, H, W, 3]``, normalised: inputs ``[B, 3, S, S]`` and each image's current cluster
+        ``[B]`` (``-1`` before the first clustering or without ``index``), on the images' device.
+
+        Each crop is one affine resampling (bilinear, half-pixel centres, clamped to the box's
+        pixels: what cropping the box and then resizing it does), mirrored by the sign of its x scale
+        when flipped.
+        """
+        b, height, width = images.shape[:3]
+        boxes, flips = self.crop_boxes(b, height, width, generator)
+        x0, y0, w, h = boxes.double().unbind(1)
+        sign = 1.0 - 2.0 * flips.double()
+        zero = torch.zeros_like(w)
+        theta = torch.stack([torch.stack([sign * w / width, zero, (2 * x0 + w) / width - 1], 1),
+                             torch.stack([zero, h / height, (2 * y0 + h) / height - 1], 1)], 1)
+        size = torch.tensor([width, height], dtype=torch.float64)
+        lo = (2 * torch.stack([x0, y0], 1) + 1) / size - 1  # centres of the box's first and last pixels
+        hi = (2 * torch.stack([x0 + w, y0 + h], 1) - 1) / size - 1
+        grid = F.affine_grid(theta.to(images.device, torch.float32), [b, 3, self.image_size, self.image_size],
+                             align_corners=False)
+        grid = torch.maximum(torch.minimum(grid, hi.to(grid).view(b, 1, 1, 2)), lo.to(grid).view(b, 1, 1, 2))
+        inputs = F.grid_sample(normalise_batch(images), grid, mode="bilinear", padding_mode="border",
+                               align_corners=False)
+        if index is None or self.labels is None:
+            return inputs, torch.full((b,), -1, dtype=torch.long, device=images.device)
+        return inputs, self.labels_on(images.device)[index.to(images.device, torch.long)]
+
+    def labels_on(self, device: torch.device) -> torch.Tensor:
+        """The current cluster labels as a tensor on ``device`` (copied once per clustering)."""
+        if self._labels_on is None or self._labels_on.device != torch.device(device):
+            self._labels_on = torch.from_numpy(self.labels).to(device)
+        return self._labels_on
 
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
         n = self.items if self.items is not None else 0
@@ -218,16 +257,13 @@ class DeepClusterTask(ClassificationTask):
         """Features of every item by ``model`` (its backbone, behind the Sobel filter if any) in eval mode."""
         was_training = model.training
         model.eval()
-        mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
         embed = model.embed if hasattr(model, "embed") else model.backbone
         feats = []
         bs = self.config.feature_batch_size
         try:
             for start in range(0, len(items), bs):
                 batch = torch.from_numpy(np.ascontiguousarray(items[start:start + bs])).to(device)
-                x = (batch.permute(0, 3, 1, 2).float().div_(255.0) - mean) / std
-                feats.append(embed(x).float())
+                feats.append(embed(normalise_batch(batch)).float())
         finally:
             model.train(was_training)
         return torch.cat(feats)
@@ -302,37 +338,41 @@ class DeepClusterTask(ClassificationTask):
             colour = (120, 230, 120) if pred == t else (255, 120, 120)
         return labelled_tile(to_image(inputs), label, colour=colour)
 
-    def render_preview(self, images: np.ndarray, n: int, seed: int) -> Image.Image:
-        """The preview images grouped by k-means on a randomly initialised ResNet-18's features.
-
-        This is DeepCluster's first clustering (before any training): one row per cluster.
-        """
+    def begin_preview(self, items: np.ndarray, seed: int) -> None:
+        """Cluster the preview's images as training's first :meth:`begin_epoch` would: the head
+        training builds for ``seed`` (``torch.manual_seed(seed)``, then the default ``resnet18``
+        backbone; the preview does not know another architecture) and the epoch-0 clustering of its
+        features, on the CPU. The preview's labels are then training's epoch-0 labels of these
+        images (for a resnet18 run; on CUDA up to float rounding). The global random state is kept."""
         from sslstudio.models import build_backbone
 
-        images = images[:max(2, n)]
-        m = len(images)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             backbone = build_backbone("resnet18")
-        head = DeepClusterHead(backbone, backbone.feature_dim, 1, 0, self.config.sobel)
-        features = self.compute_features(head, images, torch.device("cpu"))
-        k = int(max(2, min(6, m // 4))) if m >= 4 else 1
-        labels = self.cluster(features, k, _seed(seed, 0, 1)).labels.numpy()
+            model = self.build_head(backbone, backbone.feature_dim)
+        self.begin_epoch(model, items, 0, torch.device("cpu"), None, seed)
 
+    def render_preview(self, images: np.ndarray, items: np.ndarray, index, inputs: torch.Tensor,
+                       target: torch.Tensor, seed: int) -> Image.Image:
+        """The batch's inputs (what :meth:`make_batch` made for training) grouped by their cluster in
+        ``target``, one row per cluster, largest first."""
+        index = np.asarray(torch.as_tensor(index).cpu())
+        labels = np.asarray(torch.as_tensor(target).cpu())
         tile = 96
         rows = []
-        for c in sorted(range(k), key=lambda c: (-(labels == c).sum(), c)):
+        for c in sorted(set(labels.tolist()), key=lambda c: (-(labels == c).sum(), c)):
             members = np.flatnonzero(labels == c)
+            name = f"cluster {c}" if c >= 0 else "not clustered"
             head_panel = Image.new("RGB", (150, tile + 22), (24, 24, 28))
             draw = ImageDraw.Draw(head_panel)
-            draw.text((8, tile // 2 - 4), f"cluster {c}", fill=(235, 235, 235), font=font(16))
+            draw.text((8, tile // 2 - 4), name, fill=(235, 235, 235), font=font(16))
             draw.text((8, tile // 2 + 18), f"({len(members)} image{'s' if len(members) != 1 else ''})",
                       fill=(190, 190, 190), font=font(14))
-            tiles = [labelled_tile(Image.fromarray(images[i]), f"cluster {c}", size=tile) for i in members]
+            tiles = [labelled_tile(to_image(inputs[i]), f"image {int(index[i])}", size=tile) for i in members]
             rows.append(hstack([head_panel] + tiles))
-        title = (f"{self.name}: images grouped by k-means (k={k}) on the features of a randomly initialised "
-                 f"ResNet-18{' behind a Sobel filter' if self.config.sobel else ''}, as DeepCluster's first "
-                 f"clustering (seed {seed})")
+        title = (f"{self.name}: training inputs (random resized crops) grouped by the first clustering "
+                 f"(k-means on a randomly initialised ResNet-18's features"
+                 f"{' behind a Sobel filter' if self.config.sobel else ''}) (seed {seed})")
         gap, top = 8, 30
         width = max(max(r.width for r in rows) + 2 * gap, 16 + int(font(15).getlength(title)))
         height = top + sum(r.height + gap for r in rows) + gap

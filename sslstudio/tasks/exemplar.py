@@ -21,7 +21,9 @@ their ranges (section 3.1 of the TPAMI paper):
 
 The paper's main networks use 8000 surrogate classes (from the 100,000 unlabelled STL-10 images)
 and a fixed set of transformed samples per class; here fresh transformations are drawn every
-time, ``copies`` per seed and visit. The paper trains with SGD, momentum 0.9 and an initial
+time, ``copies`` per seed and visit, in whole batches on the training device (one affine
+resampling per copy for the geometry, vectorised colour operations with an RGB <-> HSV in torch);
+the seeds themselves are chosen once, before training. The paper trains with SGD, momentum 0.9 and an initial
 learning rate of 0.01, lowered when the validation error stops decreasing (here: a step schedule,
 the rate divided by 3 at 50% and 75% of the run), with dropout in the fully connected layers
 (here weight decay 5e-4 instead).
@@ -38,16 +40,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
 from sslstudio.errors import ConfigError
-from sslstudio.tasks.base import ClassificationTask, MEAN, STD, OptimConfig, param, to_image
+from sslstudio.tasks.base import ClassificationTask, OptimConfig, normalise, param, to_image
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import font, hstack, labelled_tile
 
-_MEAN = np.asarray(MEAN, dtype=np.float32)
-_STD = np.asarray(STD, dtype=np.float32)
 _CHUNK = 256  # images per chunk when scoring seed positions
 
 
@@ -98,30 +99,25 @@ class ExemplarConfig:
                                   f"{getattr(self, hi)}.")
 
 
-# -- colour helpers (vectorised numpy, float RGB in [0, 1]) ------------------------------------
-def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    """Float RGB in [0, 1] (..., 3) -> HSV in [0, 1] (hue in turns)."""
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    v = rgb.max(-1)
-    c = v - rgb.min(-1)
-    s = np.where(v > 0, c / np.where(v > 0, v, 1), 0.0)
-    safe = np.where(c > 0, c, 1)
-    h = np.where(v == r, (g - b) / safe, np.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
-    h = np.where(c > 0, (h / 6.0) % 1.0, 0.0)
-    return np.stack([h, s, v], -1)
+# -- colour helpers (torch, float RGB in [0, 1], channels at dim -3) -------------------------
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """Float RGB in [0, 1] ``[..., 3, H, W]`` -> HSV in [0, 1] (hue in turns), same shape."""
+    r, g, b = rgb.unbind(-3)
+    v = rgb.amax(-3)
+    c = v - rgb.amin(-3)
+    s = c / torch.where(v > 0, v, torch.ones_like(v))
+    safe = torch.where(c > 0, c, torch.ones_like(c))
+    h = torch.where(v == r, (g - b) / safe, torch.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    h = torch.where(c > 0, torch.remainder(h / 6.0, 1.0), torch.zeros_like(h))
+    return torch.stack([h, s, v], -3)
 
 
-def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """HSV in [0, 1] (..., 3) -> float RGB in [0, 1]."""
-    h, s, v = hsv[..., 0] % 1.0, hsv[..., 1], hsv[..., 2]
-    i = np.floor(h * 6.0)
-    f = h * 6.0 - i
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    i = i.astype(np.int64) % 6
-    r = np.choose(i, [v, q, p, p, t, v])
-    g = np.choose(i, [t, v, v, q, p, p])
-    b = np.choose(i, [p, p, t, v, v, q])
-    return np.stack([r, g, b], -1)
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """HSV in [0, 1] ``[..., 3, H, W]`` -> float RGB in [0, 1]: channel n is
+    ``v - v s clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h) mod 6`` and n = 5, 3, 1 for R, G, B."""
+    h, s, v = hsv.unbind(-3)
+    k = torch.remainder(torch.stack([5.0 + 6.0 * h, 3.0 + 6.0 * h, 1.0 + 6.0 * h], -3), 6.0)
+    return v.unsqueeze(-3) * (1.0 - s.unsqueeze(-3) * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
 
 
 def colour_pca(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,11 +134,6 @@ def _reflect(i: np.ndarray, n: int) -> np.ndarray:
     period = 2 * n
     m = np.mod(i, period)
     return np.where(m >= n, period - 1 - m, m)
-
-
-def _float_to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """Float RGB HxWx3 in [0, 1] -> ImageNet-normalised CxHxW tensor."""
-    return torch.from_numpy(np.ascontiguousarray(((rgb - _MEAN) / _STD).transpose(2, 0, 1), dtype=np.float32))
 
 
 class ExemplarHead(nn.Module):
@@ -242,79 +233,82 @@ class ExemplarTask(ClassificationTask):
         m = (region.shape[0] - self.patch) // 2
         return region[m:m + self.patch, m:m + self.patch]
 
-    # -- transformations ------------------------------------------------------------------------
-    def sample_params(self, rng: np.random.Generator) -> dict:
-        """Draw one composition of the paper's transformations from the configured ranges."""
+    # -- the batch transform ----------------------------------------------------------------------
+    def draw(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Draw ``n`` compositions of the paper's transformations from the configured ranges (CPU
+        float32 tensors: tx, ty in pixels, scale, angle in degrees [n]; contrast [n, 3]; power,
+        sv_factor, sv_shift [n, 2] for S and V; hue [n] in turns). Factors are drawn log-uniformly."""
         c = self.config
+        u = torch.rand(n, 14, generator=generator, dtype=torch.float64)
 
-        def logu(lo, hi, size=None):
-            return np.exp(rng.uniform(math.log(lo), math.log(hi), size))
+        def span(x, lo, hi):
+            return lo + (hi - lo) * x
+
+        def log_span(x, lo, hi):
+            return torch.exp(span(x, math.log(lo), math.log(hi)))
 
         t = c.translation * self.patch
-        return {"tx": float(rng.uniform(-t, t)), "ty": float(rng.uniform(-t, t)),
-                "scale": float(logu(c.scale_min, c.scale_max)),
-                "angle": float(rng.uniform(-c.rotation, c.rotation)),
-                "contrast": logu(c.contrast_min, c.contrast_max, 3).astype(np.float32),
-                "power": logu(c.power_min, c.power_max, 2).astype(np.float32),
-                "sv_factor": rng.uniform(c.sv_factor_min, c.sv_factor_max, 2).astype(np.float32),
-                "sv_shift": rng.uniform(-c.sv_shift, c.sv_shift, 2).astype(np.float32),
-                "hue": float(rng.uniform(-c.hue_shift, c.hue_shift))}
+        params = {"tx": span(u[:, 0], -t, t), "ty": span(u[:, 1], -t, t),
+                  "scale": log_span(u[:, 2], c.scale_min, c.scale_max),
+                  "angle": span(u[:, 3], -c.rotation, c.rotation),
+                  "contrast": log_span(u[:, 4:7], c.contrast_min, c.contrast_max),
+                  "power": log_span(u[:, 7:9], c.power_min, c.power_max),
+                  "sv_factor": span(u[:, 9:11], c.sv_factor_min, c.sv_factor_max),
+                  "sv_shift": span(u[:, 11:13], -c.sv_shift, c.sv_shift),
+                  "hue": span(u[:, 13], -c.hue_shift, c.hue_shift)}
+        return {k: v.float() for k, v in params.items()}
 
-    def warp(self, region: np.ndarray, tx: float, ty: float, scale: float, angle: float) -> np.ndarray:
-        """Translate, scale and rotate the patch at the centre of ``region`` (bilinear, mirrored borders).
+    def warp(self, regions: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Translate, scale and rotate the patch at the centre of each region (bilinear, mirrored borders).
 
-        Returns float RGB in [0, 1] of size patch x patch. The content moves by (tx, ty) pixels,
-        grows by ``scale`` and turns by ``angle`` degrees counter-clockwise (as seen on screen).
+        ``regions``: float RGB ``[N, 3, R, R]``; returns ``[N, 3, P, P]``. The content moves by
+        (tx, ty) pixels, grows by ``scale`` and turns by ``angle`` degrees counter-clockwise (as seen
+        on screen). The inverse map output -> source, in grid_sample's [-1, 1] coordinates, is one
+        affine matrix per copy.
         """
-        p, r = self.patch, region.shape[0]
-        src = region.astype(np.float32) / 255.0
-        coords = np.arange(p, dtype=np.float32) + 0.5 - p / 2.0
-        v, u = np.meshgrid(coords, coords, indexing="ij")  # v: down, u: right
-        a = math.radians(angle)
-        ca, sa = math.cos(a), math.sin(a)
-        uu, vv = u - tx, v - ty
-        # inverse map: output -> source. Counter-clockwise on screen with y pointing down.
-        su = (ca * uu - sa * vv) / scale
-        sv = (sa * uu + ca * vv) / scale
-        x = su + r / 2.0 - 0.5
-        y = sv + r / 2.0 - 0.5
-        x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-        fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-        xa, xb = _reflect(x0, r), _reflect(x0 + 1, r)
-        ya, yb = _reflect(y0, r), _reflect(y0 + 1, r)
-        top = src[ya, xa] * (1 - fx) + src[ya, xb] * fx
-        bottom = src[yb, xa] * (1 - fx) + src[yb, xb] * fx
-        return top * (1 - fy) + bottom * fy
+        n, r = regions.shape[0], regions.shape[-1]
+        a = torch.deg2rad(p["angle"])
+        ca, sa = a.cos(), a.sin()
+        k = self.patch / (r * p["scale"])  # output unit -> source unit
+        m = 2.0 / (r * p["scale"])  # pixels -> source units
+        tx, ty = p["tx"], p["ty"]
+        theta = torch.stack([torch.stack([ca * k, -sa * k, -m * (ca * tx - sa * ty)], -1),
+                             torch.stack([sa * k, ca * k, -m * (sa * tx + ca * ty)], -1)], 1)
+        grid = F.affine_grid(theta, [n, 3, self.patch, self.patch], align_corners=False)
+        return F.grid_sample(regions, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
-    def recolour(self, rgb: np.ndarray, params: dict, pca: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-        """Contrast 1 (principal colour components), contrast 2 (S and V) and colour (hue)."""
+    def recolour(self, rgb: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Contrast 1 (principal colour components), contrast 2 (S and V) and colour (hue) of float
+        RGB ``[N, 3, P, P]`` in [0, 1]."""
         c = self.config
-        out = rgb
         if c.contrast_min != 1.0 or c.contrast_max != 1.0:
-            mean, vecs = pca if pca is not None and c.contrast_pca == "dataset" else colour_pca(rgb)
-            proj = (out - mean) @ vecs
-            out = np.clip(mean + (proj * params["contrast"]) @ vecs.T, 0.0, 1.0)
+            x = rgb.flatten(2).transpose(1, 2)  # [N, P*P, 3]
+            if self.pca is not None and c.contrast_pca == "dataset":
+                mean = torch.from_numpy(self.pca[0]).to(x.device)
+                vecs = torch.from_numpy(self.pca[1]).to(x.device).expand(len(x), 3, 3)
+            else:  # each patch's own principal components, largest first
+                mean = x.mean(1, keepdim=True)
+                xc = x - mean
+                vecs = torch.linalg.eigh(xc.transpose(1, 2) @ xc / max(1, x.shape[1] - 1))[1].flip(-1)
+            mix = vecs @ torch.diag_embed(p["contrast"]) @ vecs.transpose(1, 2)  # scale each projection
+            rgb = (mean + (x - mean) @ mix).clamp(0.0, 1.0).transpose(1, 2).reshape(rgb.shape)
         sv_identity = (c.power_min == c.power_max == 1.0 and c.sv_factor_min == c.sv_factor_max == 1.0
                        and c.sv_shift == 0.0)
-        if not sv_identity or c.hue_shift > 0:
-            hsv = rgb_to_hsv(out)
-            if not sv_identity:
-                sv = hsv[..., 1:] ** params["power"] * params["sv_factor"] + params["sv_shift"]
-                hsv[..., 1:] = np.clip(sv, 0.0, 1.0)
-            hsv[..., 0] = (hsv[..., 0] + params["hue"]) % 1.0
-            out = hsv_to_rgb(hsv)
-        return out.astype(np.float32)
+        if sv_identity and c.hue_shift == 0:
+            return rgb
+        hsv = rgb_to_hsv(rgb)
+        h, sv = hsv[:, :1], hsv[:, 1:]
+        if not sv_identity:
+            sv = (sv ** p["power"][..., None, None] * p["sv_factor"][..., None, None]
+                  + p["sv_shift"][..., None, None]).clamp(0.0, 1.0)
+        h = torch.remainder(h + p["hue"].view(-1, 1, 1, 1), 1.0)
+        return hsv_to_rgb(torch.cat([h, sv], 1))
 
-    def transform(self, region: np.ndarray, params: dict,
-                  pca: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-        """One transformed copy (float RGB patch x patch x 3 in [0, 1]) of the seed in ``region``."""
-        rgb = self.warp(region, params["tx"], params["ty"], params["scale"], params["angle"])
-        return self.recolour(rgb, params, pca if pca is not None else self.pca)
-
-    def copies_of(self, region: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        """``copies`` transformed copies of the seed in ``region`` as a [copies, 3, P, P] tensor."""
-        return torch.stack([_float_to_tensor(self.transform(region, self.sample_params(rng)))
-                            for _ in range(self.config.copies)])
+    def transform(self, regions: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Transformed copies (float RGB ``[N, 3, P, P]`` in [0, 1]) of the seeds in uint8 regions
+        ``[N, R, R, 3]``, one composition of ``params`` (from :meth:`draw`) each, on the regions' device."""
+        p = {k: v.to(regions.device) for k, v in params.items()}
+        return self.recolour(self.warp(regions.permute(0, 3, 1, 2).float().div_(255.0), p), p)
 
     # -- protocol -------------------------------------------------------------------------------
     def prepare(self, images: np.ndarray, seed: int) -> np.ndarray:
@@ -332,15 +326,19 @@ class ExemplarTask(ClassificationTask):
         index equal to its surrogate class."""
         return train_items[: max(8, len(holdout_images))]
 
-    def make_item(self, index: int, item: np.ndarray, rng: np.random.Generator):
-        """``copies`` transformations of seed ``index``, all labelled ``index``."""
-        return self.copies_of(item, rng), torch.full((self.config.copies,), int(index), dtype=torch.long)
-
-    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pick a seed patch in ``image`` (gradient-weighted) and return its copies, labelled 0."""
-        position = self.seed_positions(image[None], rng)[0]
-        region = self.extract(image, position)
-        return self.copies_of(region, rng), torch.zeros(self.config.copies, dtype=torch.long)
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``copies`` transformations of each seed region of a uint8 batch ``[B, R, R, 3]``:
+        inputs ``[B, copies, 3, P, P]`` (normalised) and targets ``[B, copies]`` = the seed's index
+        (its surrogate class), on the regions' device."""
+        if index is None:
+            raise ValueError("exemplar's make_batch needs the items' indices: each seed's index is its class.")
+        b, copies = images.shape[0], int(self.config.copies)
+        regions = images.repeat_interleave(copies, 0)  # [B * copies, R, R, 3], copies of a seed together
+        rgb = self.transform(regions, self.draw(b * copies, generator))
+        inputs = normalise(rgb.movedim(1, -1), scale=1.0).unflatten(0, (b, copies))
+        target = index.to(images.device, torch.long).view(-1, 1).expand(b, copies).contiguous()
+        return inputs, target
 
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
         classes = len(self.sources) if self.sources is not None else int(self.config.classes)
@@ -365,26 +363,23 @@ class ExemplarTask(ClassificationTask):
             tiles.append(labelled_tile(to_image(inputs[k]), label, colour=colour))
         return hstack(tiles)
 
-    def render_preview(self, images: np.ndarray, n: int, seed: int) -> Image.Image:
-        """One row per seed: its source image (patch boxed), the seed, and transformed copies."""
-        regions, sources, positions = self.select_seeds(images, seed)
-        pca = colour_pca(np.stack([self.centre(r) for r in regions]).astype(np.float32) / 255.0)
+    def render_preview(self, images: np.ndarray, items: np.ndarray, index, inputs: torch.Tensor,
+                       target: torch.Tensor, seed: int) -> Image.Image:
+        """One row per seed of the batch: its source image (patch boxed), the seed, and the
+        transformed copies in ``inputs`` (what :meth:`make_batch` made for training)."""
         rows = []
         tile = 112
-        for k in range(min(n, len(regions))):
-            src = Image.fromarray(images[sources[k]]).convert("RGB").resize((tile, tile), Image.NEAREST)
-            f = tile / images.shape[2]
-            y, x = positions[k]
+        f = tile / images.shape[2]
+        for k, i in enumerate(np.asarray(torch.as_tensor(index).cpu()).tolist()):
+            src = Image.fromarray(images[self.sources[i]]).convert("RGB").resize((tile, tile), Image.NEAREST)
+            y, x = self.positions[i]
             ImageDraw.Draw(src).rectangle([x * f, y * f, (x + self.patch) * f - 1, (y + self.patch) * f - 1],
                                           outline=(255, 230, 0), width=2)
-            tiles = [labelled_tile(src, f"image {int(sources[k])}", size=tile),
-                     labelled_tile(Image.fromarray(np.ascontiguousarray(self.centre(regions[k]))),
-                                   f"seed = class {k}", size=tile)]
-            rng = np.random.default_rng((seed, k))
-            for _ in range(self.config.copies):
-                rgb = self.transform(regions[k], self.sample_params(rng), pca)
-                tiles.append(labelled_tile(Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)),
-                                           f"class {k}", size=tile))
+            tiles = [labelled_tile(src, f"image {int(self.sources[i])}", size=tile),
+                     labelled_tile(Image.fromarray(np.ascontiguousarray(self.centre(items[i]))),
+                                   f"seed = class {i}", size=tile)]
+            tiles += [labelled_tile(to_image(view), f"class {int(t)}", size=tile)
+                      for view, t in zip(inputs[k], target[k])]
             rows.append(hstack(tiles))
         title = (f"{self.name}: each seed patch (boxed in its image) is a class; random transformations "
                  f"of it share its label (seed {seed})")

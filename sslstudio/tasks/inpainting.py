@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from sslstudio.tasks.base import OptimConfig, PretextTask, normalise_batch, param, to_image, to_tensor
+from sslstudio.tasks.base import OptimConfig, PretextTask, normalise_batch, param, to_image
 from sslstudio.tasks.decoders import build_encoder_decoder, placeholder_tile, psnr_per_image, psnr_sum
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import TILE, hstack, labelled_tile
@@ -79,40 +79,16 @@ def center_mask(size: int) -> np.ndarray:
     return mask
 
 
-def random_block_mask(size: int, coverage: float, block: int, rng: np.random.Generator) -> np.ndarray:
-    """Boolean ``[size, size]`` mask of random ``block``-px squares covering ``coverage`` of the image.
-
-    Blocks are placed uniformly (possibly overlapping) while the covered area is at most one
-    block short of the target, then up to 32 more are tried and kept if they do not exceed it:
-    the covered fraction ends in ``(coverage - block**2 / size**2, coverage]``.
-    """
-    block = int(min(max(1, block), size))
-    target = coverage * size * size
-    mask = np.zeros((size, size), dtype=bool)
-    covered = 0
-    for _ in range(100_000):
-        if covered > target - block * block:
-            break
-        y, x = rng.integers(0, size - block + 1, size=2)
-        mask[y:y + block, x:x + block] = True
-        covered = int(mask.sum())
-    for _ in range(32):
-        y, x = rng.integers(0, size - block + 1, size=2)
-        trial = mask.copy()
-        trial[y:y + block, x:x + block] = True
-        if trial.sum() <= target:
-            mask = trial
-    return mask
-
-
 def random_block_masks(batch: int, size: int, coverage: float, block: int, generator: torch.Generator,
                        band: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batched :func:`random_block_mask`, with its dilation: boolean ``[batch, size, size]`` on the CPU.
+    """Masks of random ``block``-px squares covering ``coverage`` of the image, with their dilation:
+    boolean ``[batch, size, size]`` on the CPU.
 
-    The same procedure for all masks at once: each round draws one block position per mask
-    (from ``generator``) and places the block where that mask is still more than a block short
-    of ``coverage``; then 32 more rounds in which each mask keeps its block only if it does not
-    exceed ``coverage``. Each round reads and writes only the ``block x block`` windows.
+    All masks at once: each round draws one block position per mask (uniform, from ``generator``)
+    and places the block where that mask is still more than a block short of ``coverage``; then 32
+    more rounds in which each mask keeps its block only if it does not exceed ``coverage``. So the
+    covered fraction ends in ``(coverage - block**2 / size**2, coverage]``. Each round reads and
+    writes only the ``block x block`` windows.
 
     Returns:
         ``(holes, dilated)``: the masks, and the masks dilated by ``band`` pixels (the union of
@@ -177,29 +153,9 @@ class InpaintingTask(PretextTask):
     small_image_policy = "upscale"
     needs_colour = False
 
-    # Target channels: 0-2 the original (normalised), 3 the hole, 4 the loss weight.
-    def make_mask(self, rng: np.random.Generator) -> np.ndarray:
-        """The hole of one sample (boolean ``[S, S]``)."""
-        s = self.image_size
-        if self.config.mask == "center":
-            return center_mask(s)
-        return random_block_mask(s, self.config.coverage, int(round(self.config.block_size * s)), rng)
-
     def overlap_px(self) -> int:
         """Width of the overlap band in pixels at this image size."""
         return int(round(self.config.overlap * self.image_size))
-
-    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        original = to_tensor(image)
-        hole = self.make_mask(rng)
-        weight = np.where(dilate(hole, self.overlap_px()), self.config.overlap_weight, 0.0).astype(np.float32)
-        weight[hole] = 1.0
-        hole_t = torch.from_numpy(hole.astype(np.float32))[None]
-        inputs = original * (1.0 - hole_t)  # the dataset mean (0 once normalised) in the hole
-        target = torch.cat([original, hole_t, torch.from_numpy(weight)[None]], dim=0)
-        return inputs, target
-
-    batch_transform = True
 
     def make_masks(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The holes of a batch and the holes grown by the overlap band (boolean ``[B, S, S]`` each,
@@ -212,11 +168,14 @@ class InpaintingTask(PretextTask):
         return random_block_masks(batch, s, self.config.coverage, int(round(self.config.block_size * s)),
                                   generator, band=r)
 
-    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inputs [B, 3, S, S], target [B, 5, S, S])`` of a uint8 batch ``[B, S, S, 3]``, on its device.
 
         The holes and their overlap bands are made on the CPU (:meth:`make_masks`) and copied
-        over; inputs and target channels as in :meth:`make_sample`.
+        over. Inputs: the normalised image with the hole set to the dataset mean (0). Target
+        channels: 0-2 the normalised original, 3 the hole, 4 the loss weight (1 in the hole,
+        ``overlap_weight`` in the band around it, 0 elsewhere).
         """
         if tuple(images.shape[1:3]) != (self.image_size, self.image_size):
             raise ValueError(f"inpainting needs {self.image_size} px square images; got {tuple(images.shape[1:3])}")

@@ -57,8 +57,7 @@ from torch import nn
 
 from sslstudio.errors import ConfigError
 from sslstudio.tasks.base import ClassificationTask, OptimConfig, param
-from sslstudio.tasks.patches import (crop_batch, crop_channels, display, greyscale, greyscale_batch, standardise,
-                                    standardise_batch, to_chw, to_float, to_float_batch)
+from sslstudio.tasks.patches import crop_batch, display, greyscale_batch, standardise_batch, to_float_batch
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import font
 
@@ -206,25 +205,6 @@ class JigsawHead(nn.Module):
         return self.classifier(self.fc(features.reshape(b, n * features.shape[-1])))
 
 
-@dataclass
-class JigsawSample:
-    """One puzzle with what it was made from (for tests and drawings).
-
-    Attributes:
-        inputs: ``[9, 3, t, t]`` normalised tiles in input order.
-        target: The permutation's index in the set (0-d long tensor).
-        tiles: ``[9, t, t, 3]`` uint8 tiles in cell order (before shuffling and normalisation).
-        positions: ``[9, 2]`` top-left pixel ``(y, x)`` of each cell's tile in the image.
-        grey: Whether the puzzle was turned to greyscale.
-    """
-
-    inputs: torch.Tensor
-    target: torch.Tensor
-    tiles: np.ndarray
-    positions: np.ndarray
-    grey: bool
-
-
 @register_task("jigsaw")
 class JigsawTask(ClassificationTask):
     """Predict which permutation of a fixed set shuffled the nine tiles of a 3 x 3 grid."""
@@ -282,55 +262,13 @@ class JigsawTask(ClassificationTask):
         return [path]
 
     # -- samples -----------------------------------------------------------------------------
-    def cut_tiles(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One tile per cell, at a random position inside the cell, in cell order.
-
-        Returns:
-            ``(tiles [9, t, t, 3] uint8, positions [9, 2])`` with ``positions[c]`` the unshifted
-            top-left pixel ``(y, x)`` of cell ``c``'s tile.
-        """
-        size = image.shape[0]
-        if image.shape[1] != size:
-            raise ValueError("jigsaw needs square images (the data pipeline crops them square)")
-        origin = rng.integers(0, size - GRID * self.cell + 1, size=2)
-        offsets = rng.integers(0, self.cell - self.tile + 1, size=(CELLS, 2))
-        shifts = rng.integers(-self.shift, self.shift + 1, size=(CELLS, 3, 2))
-        tiles = np.empty((CELLS, self.tile, self.tile, 3), dtype=np.uint8)
-        positions = np.empty((CELLS, 2), dtype=np.int64)
-        for c in range(CELLS):
-            r, k = divmod(c, GRID)
-            y = int(origin[0] + r * self.cell + offsets[c, 0])
-            x = int(origin[1] + k * self.cell + offsets[c, 1])
-            positions[c] = (y, x)
-            tiles[c] = crop_channels(image, y, x, self.tile, shifts[c])
-        return tiles, positions
-
-    @staticmethod
-    def process_tiles(tiles: np.ndarray, grey: bool = False) -> torch.Tensor:
-        """uint8 tiles ``[n, t, t, 3]`` -> per-tile, per-channel standardised tensor ``[n, 3, t, t]``."""
-        x = greyscale(tiles) if grey else to_float(tiles)
-        return to_chw(standardise(x, per_channel_std=True))
-
-    def sample(self, image: np.ndarray, rng: np.random.Generator) -> JigsawSample:
-        """A puzzle and the tiles it was made from (see the module docstring for the label)."""
-        tiles, positions = self.cut_tiles(image, rng)
-        label = int(rng.integers(len(self.permutations)))
-        grey = bool(rng.random() < self.config.greyscale_probability)
-        perm = self.permutations[label]
-        inputs = self.process_tiles(tiles[perm], grey)
-        return JigsawSample(inputs, torch.tensor(label, dtype=torch.long), tiles, positions, grey)
-
-    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.sample(image, rng)
-        return s.inputs, s.target
-
-    batch_transform = True
-
     def batch_geometry(self, size: int, batch: int, generator: torch.Generator) -> dict:
         """The random choices of a batch of puzzles, drawn on the CPU from ``generator``.
 
         Returns ``origin [B, 2]``, ``offsets [B, 9, 2]``, ``shifts [B, 9, 3, 2]`` (per cell),
-        ``label [B]`` and ``grey [B]`` with the distributions :meth:`sample` draws from.
+        ``label [B]`` and ``grey [B]``: the grid's offset where the image side is not a multiple of 3,
+        each tile's position in its cell and each colour channel's shift (uniform), the permutation
+        (uniform over the set) and greyscale (with ``greyscale_probability``).
         """
         g = generator
         return {"origin": torch.randint(0, size - GRID * self.cell + 1, (batch, 2), generator=g),
@@ -339,7 +277,8 @@ class JigsawTask(ClassificationTask):
                 "label": torch.randint(0, len(self.permutations), (batch,), generator=g),
                 "grey": torch.rand(batch, generator=g) < self.config.greyscale_probability}
 
-    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Puzzles ``[B, 9, 3, t, t]`` and labels ``[B]`` of a uint8 batch ``[B, S, S, 3]``, on its device.
 
         The tile positions of every cell are computed for the whole batch, reordered by each

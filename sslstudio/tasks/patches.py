@@ -1,24 +1,25 @@
-"""Patch utilities shared by the patch-based pretext tasks (jigsaw, context prediction, ...).
+"""Patch operations shared by the patch-based pretext tasks (jigsaw, context prediction), on batches.
 
-The functions work on numpy arrays in the layout the data pipeline produces (``H x W x 3``,
-channels last; a leading batch axis is allowed where noted) and turn the result into the
-``C x H x W`` float tensors a backbone takes.
+Images come in the layout the data pipeline stores (``[B, H, W, 3]`` uint8, channels last, on the
+training device); patches leave in the layout a backbone takes (``[..., C, H, W]`` float).
 
-* Cropping: :func:`crop` (one window), :func:`crop_channels` (each colour channel from its own,
-  slightly shifted window: the spatial channel jitter that hides chromatic aberration).
-* Per-patch normalisation: :func:`standardise` (zero mean and unit standard deviation per patch,
-  per channel or with one deviation for the whole patch), so that a patch's overall brightness,
-  contrast and colour cast cannot tell the network where it came from (Noroozi and Favaro,
-  ECCV 2016, section 3.3; Doersch, Gupta and Efros, ICCV 2015, section 3.1). A standardised patch
-  has the same range as an ImageNet-normalised image (what :func:`sslstudio.tasks.base.to_tensor`
-  gives), so the backbone sees inputs of the usual scale and :func:`~sslstudio.tasks.base.to_image`
-  still draws them.
-* Colour defences against chromatic aberration (Doersch et al., section 3.1): :func:`drop_colour`
-  (keep one random channel, replace the other two by Gaussian noise of 1/100 of its standard
-  deviation) and :func:`project_colour` (remove the green-magenta component of every pixel);
-  :func:`greyscale` (luminance in all three channels).
-* :func:`pixelate` (down-sample and up-sample again, so that the network cannot rely on fine
-  detail only: Doersch et al. down-sample some patches "to as little as 100 total pixels").
+* Cropping: :func:`crop_batch` (many windows per image in one gather; optionally each colour
+  channel from its own, slightly shifted window: the spatial channel jitter that hides chromatic
+  aberration).
+* Per-patch normalisation: :func:`standardise_batch` (zero mean and unit standard deviation per
+  patch, per channel or with one deviation for the whole patch), so that a patch's overall
+  brightness, contrast and colour cast cannot tell the network where it came from (Noroozi and
+  Favaro, ECCV 2016, section 3.3; Doersch, Gupta and Efros, ICCV 2015, section 3.1). A
+  standardised patch has the same range as an ImageNet-normalised image, so the backbone sees
+  inputs of the usual scale.
+* Colour defences against chromatic aberration (Doersch et al., section 3.1):
+  :func:`project_colour_batch` (remove the green-magenta component of every pixel; colour
+  dropping is done by the context task itself), :func:`greyscale_batch` (luminance in all three
+  channels).
+* :func:`pixelate_batch` (down-sample and up-sample again with PIL's BOX and BILINEAR filters as
+  matrices, a different size per patch, so that the network cannot rely on fine detail only:
+  Doersch et al. down-sample some patches "to as little as 100 total pixels").
+* Drawing: :func:`display`, :func:`dominant_channel`.
 """
 
 from __future__ import annotations
@@ -31,149 +32,9 @@ from PIL import Image
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Unit vector of the green-magenta axis in RGB (orthogonal to grey ``(1, 1, 1)``).
 GREEN_MAGENTA = np.array([-1.0, 2.0, -1.0], dtype=np.float32) / np.sqrt(6.0, dtype=np.float32)
-#: Smallest standard deviation :func:`standardise` divides by (pixel values in [0, 1]): a flat
+#: Smallest standard deviation :func:`standardise_batch` divides by (pixel values in [0, 1]): a flat
 #: patch becomes zeros instead of amplified quantisation noise.
 STD_FLOOR = 1e-2
-
-
-def crop(image: np.ndarray, y: int, x: int, size: int) -> np.ndarray:
-    """The ``size x size`` window of ``image`` whose top-left pixel is ``(y, x)``.
-
-    Raises:
-        ValueError: If the window does not lie inside the image.
-    """
-    h, w = image.shape[:2]
-    if y < 0 or x < 0 or y + size > h or x + size > w:
-        raise ValueError(f"crop ({y}, {x}, {size}) does not fit a {h}x{w} image")
-    return image[y:y + size, x:x + size]
-
-
-def crop_channels(image: np.ndarray, y: int, x: int, size: int, shifts: np.ndarray) -> np.ndarray:
-    """Crop each colour channel from its own window, shifted by ``shifts[c] = (dy, dx)`` pixels.
-
-    Shifted windows are clamped to the image, so a channel moves by less where the window already
-    touches the border.
-
-    Args:
-        image: ``H x W x C`` array.
-        y, x: Top-left pixel of the unshifted window.
-        size: Side of the window.
-        shifts: ``C x 2`` integer offsets.
-
-    Returns:
-        ``size x size x C`` array (a copy).
-    """
-    h, w, channels = image.shape
-    out = np.empty((size, size, channels), dtype=image.dtype)
-    for c in range(channels):
-        cy = int(np.clip(y + int(shifts[c][0]), 0, h - size))
-        cx = int(np.clip(x + int(shifts[c][1]), 0, w - size))
-        out[..., c] = image[cy:cy + size, cx:cx + size, c]
-    return out
-
-
-def to_float(patch: np.ndarray) -> np.ndarray:
-    """uint8 pixels -> float32 in [0, 1] (float input is returned as float32 unchanged)."""
-    if patch.dtype == np.uint8:
-        return patch.astype(np.float32) / 255.0
-    return patch.astype(np.float32, copy=False)
-
-
-def standardise(patch: np.ndarray, per_channel_std: bool = True, floor: float = STD_FLOOR) -> np.ndarray:
-    """Normalise a patch on its own: zero mean per channel, unit standard deviation.
-
-    Args:
-        patch: ``[..., H, W, C]`` array (uint8 or float in [0, 1]); leading axes are patches
-            normalised independently.
-        per_channel_std: ``True``: every channel is divided by its own standard deviation
-            (per-tile, per-channel statistics, as the jigsaw paper does). ``False``: one standard
-            deviation over the whole patch, so that near-constant channels (colour dropping's noise)
-            stay near-constant instead of being blown up to unit variance.
-        floor: Smallest deviation divided by (a flat patch becomes zeros).
-
-    Returns:
-        float32 array of the same shape.
-    """
-    x = to_float(patch).astype(np.float64)
-    mean = x.mean(axis=(-3, -2), keepdims=True)
-    centred = x - mean
-    if per_channel_std:
-        std = centred.std(axis=(-3, -2), keepdims=True)
-    else:
-        std = centred.std(axis=(-3, -2, -1), keepdims=True)
-    return (centred / np.maximum(std, floor)).astype(np.float32)
-
-
-def to_chw(patch: np.ndarray) -> torch.Tensor:
-    """``[..., H, W, C]`` float array -> ``[..., C, H, W]`` float32 tensor."""
-    t = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))
-    return t.movedim(-1, -3).contiguous()
-
-
-def greyscale(patch: np.ndarray) -> np.ndarray:
-    """Luminance (BT.601) copied into all three channels; float32 in the input's [0, 1] scale."""
-    x = to_float(patch)
-    y = x @ LUMA
-    return np.repeat(y[..., None], 3, axis=-1)
-
-
-def drop_colour(patch: np.ndarray, rng: np.random.Generator, noise: float = 0.01) -> tuple[np.ndarray, int]:
-    """Keep one random colour channel; replace the other two with Gaussian noise.
-
-    Doersch et al. (ICCV 2015, section 3.1) drop two of the three channels of each patch and put
-    Gaussian noise of about 1/100 of the remaining channel's standard deviation in their place.
-    The noise is centred on the kept channel's mean.
-
-    Args:
-        patch: ``H x W x 3`` array (uint8 or float in [0, 1]).
-        rng: Source of the channel choice and of the noise.
-        noise: Noise standard deviation relative to the kept channel's.
-
-    Returns:
-        ``(float32 patch, index of the kept channel)``; the kept channel equals the input's exactly.
-    """
-    x = to_float(patch).copy()
-    keep = int(rng.integers(3))
-    kept = x[..., keep]
-    std = float(kept.std())
-    for c in range(3):
-        if c != keep:
-            x[..., c] = kept.mean() + rng.normal(0.0, noise * std, size=kept.shape).astype(np.float32)
-    return x, keep
-
-
-def project_colour(patch: np.ndarray) -> np.ndarray:
-    """Remove the green-magenta component of every pixel ("projection", Doersch et al. 2015).
-
-    Chromatic aberration shifts green against magenta (red + blue); projecting every RGB colour
-    onto the plane orthogonal to the green-magenta axis :data:`GREEN_MAGENTA` removes the cue
-    while keeping brightness (the axis is orthogonal to grey) and the red-blue contrast.
-
-    Returns:
-        float32 patch in the input's [0, 1] scale (values may leave [0, 1] slightly).
-    """
-    x = to_float(patch)
-    return (x - (x @ GREEN_MAGENTA)[..., None] * GREEN_MAGENTA).astype(np.float32)
-
-
-def pixelate(patch: np.ndarray, side: int) -> np.ndarray:
-    """Down-sample a square uint8 patch to ``side x side`` (area average) and back (bilinear).
-
-    Returns:
-        uint8 patch of the input's size; ``side >= patch size`` returns a copy.
-    """
-    size = patch.shape[0]
-    if side >= size:
-        return patch.copy()
-    img = Image.fromarray(np.ascontiguousarray(patch), "RGB")
-    small = img.resize((max(1, side), max(1, side)), Image.BOX)
-    return np.asarray(small.resize((size, size), Image.BILINEAR))
-
-
-def detail(patch: np.ndarray) -> float:
-    """Mean absolute difference between neighbouring pixels: a simple measure of fine detail."""
-    x = to_float(patch)
-    return float((np.abs(np.diff(x, axis=0)).mean() + np.abs(np.diff(x, axis=1)).mean()) / 2)
 
 
 def display(patch: torch.Tensor, spread: float = 0.25) -> Image.Image:
@@ -201,9 +62,7 @@ def dominant_channel(patch: torch.Tensor, ratio: float = 10.0) -> int:
     return -1
 
 
-# -- torch versions for batch transforms ------------------------------------------------------
-# Batches of patches in the layout a backbone takes (``[..., C, H, W]`` float on any device); they
-# give the same values as the numpy functions above, up to float rounding.
+# -- batches of patches ([..., C, H, W], any device) ------------------------------------------
 def crop_batch(images: torch.Tensor, y: torch.Tensor, x: torch.Tensor, size: int,
                channel_shifts: torch.Tensor | None = None) -> torch.Tensor:
     """Gather ``size x size`` windows out of a batch of images in one indexing operation.
@@ -214,14 +73,14 @@ def crop_batch(images: torch.Tensor, y: torch.Tensor, x: torch.Tensor, size: int
             they are checked without waiting for the device; they are moved to ``images``' device).
         size: Side of the windows.
         channel_shifts: Optional ``[B, N, C, 2]`` integer offsets ``(dy, dx)`` per colour channel
-            (the batched :func:`crop_channels`): each channel is cut from its own shifted window,
-            clamped to the image.
+            : each channel is cut from its own shifted window, clamped to the image (a channel moves
+            by less where the window already touches the border).
 
     Returns:
         ``[B, N, C, size, size]`` windows, channels first, in the images' dtype.
 
     Raises:
-        ValueError: If an unshifted window does not lie inside its image (as :func:`crop`).
+        ValueError: If an unshifted window does not lie inside its image.
     """
     b, h, w, channels = images.shape
     if size > h or size > w or bool((y < 0).any() | (x < 0).any() | (y + size > h).any() | (x + size > w).any()):
@@ -251,10 +110,12 @@ def to_float_batch(patches: torch.Tensor) -> torch.Tensor:
 
 
 def standardise_batch(patches: torch.Tensor, per_channel_std: bool = True, floor: float = STD_FLOOR) -> torch.Tensor:
-    """The batched :func:`standardise` for channels-first patches ``[..., C, H, W]``.
+    """Normalise channels-first patches ``[..., C, H, W]`` each on its own.
 
-    Zero mean per channel; unit (population) standard deviation per channel or over the whole
-    patch, never dividing by less than ``floor``.
+    Zero mean per channel; unit (population) standard deviation per channel (``per_channel_std``:
+    per-tile, per-channel statistics, as the jigsaw paper does) or one over the whole patch (so that
+    near-constant channels, colour dropping's noise, stay near-constant), never dividing by less
+    than ``floor``.
     """
     x = to_float_batch(patches)
     centred = x - x.mean(dim=(-2, -1), keepdim=True)
@@ -264,14 +125,19 @@ def standardise_batch(patches: torch.Tensor, per_channel_std: bool = True, floor
 
 
 def greyscale_batch(patches: torch.Tensor) -> torch.Tensor:
-    """The batched :func:`greyscale`: BT.601 luminance in all three channels of ``[..., 3, H, W]``."""
+    """BT.601 luminance (what PIL's ``convert("L")`` uses) in all three channels of ``[..., 3, H, W]``."""
     x = to_float_batch(patches)
     luma = torch.as_tensor(LUMA, device=x.device).view(3, 1, 1)
     return (x * luma).sum(dim=-3, keepdim=True).expand_as(x)
 
 
 def project_colour_batch(patches: torch.Tensor) -> torch.Tensor:
-    """The batched :func:`project_colour` for ``[..., 3, H, W]``."""
+    """Remove the green-magenta component of every pixel of ``[..., 3, H, W]`` ("projection", Doersch et al.).
+
+    Chromatic aberration shifts green against magenta (red + blue); projecting every RGB colour
+    onto the plane orthogonal to :data:`GREEN_MAGENTA` removes the cue while keeping brightness (the
+    axis is orthogonal to grey) and the red-blue contrast. Values may leave [0, 1] slightly.
+    """
     x = to_float_batch(patches)
     axis = torch.as_tensor(GREEN_MAGENTA, device=x.device).view(3, 1, 1)
     return x - (x * axis).sum(dim=-3, keepdim=True) * axis
@@ -292,14 +158,15 @@ def resize_matrix(size: int, side: int, resample: int) -> np.ndarray:
 
 
 def pixelation_matrices(size: int, sides) -> tuple[torch.Tensor, torch.Tensor]:
-    """Down- and up-sampling matrices of :func:`pixelate` for every side in ``sides``.
+    """Down- and up-sampling matrices of pixelation (PIL's BOX down, BILINEAR up) for every side in ``sides``.
 
     Returns:
         ``(down [n, size, size], up [n, size, size])`` float32: ``down[k]`` holds the BOX
         matrix ``[side_k, size]`` in its first ``side_k`` rows (zeros below), ``up[k]`` the
         BILINEAR matrix ``[size, side_k]`` in its first ``side_k`` columns; a side ``>= size``
         gives identities (no pixelation). So ``up @ round(down @ X @ down.T) @ up.T`` is
-        :func:`pixelate` for a whole batch with a different side per patch.
+        PIL's ``resize(side, BOX)`` then ``resize(size, BILINEAR)`` for a whole batch, a different
+        side per patch.
     """
     sides = [int(s) for s in sides]
     down = np.zeros((len(sides), size, size), dtype=np.float64)
@@ -315,7 +182,7 @@ def pixelation_matrices(size: int, sides) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pixelate_batch(patches: torch.Tensor, down: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """The batched :func:`pixelate`: uint8 ``[..., C, p, p]`` resampled with per-patch matrices
+    """Pixelate uint8 patches ``[..., C, p, p]``: resampled with per-patch matrices
     ``down``/``up`` ``[..., p, p]`` (from :func:`pixelation_matrices`, indexed per patch).
 
     Rounds to 8 bits after each resize as PIL does; returns float32 values in 0..255.

@@ -8,19 +8,18 @@ momentum 0.9, batch 128 images (x4 rotations), learning rate 0.1, weight decay 5
 the rate multiplied by 0.2 after 30, 60 and 80 epochs (here: at 30%, 60% and 80% of the run).
 
 Label ``k`` means the image was rotated by ``k * 90`` degrees counter-clockwise
-(``numpy.rot90(image, k)``).
+(``torch.rot90(image, k)`` over the rows and columns, ``numpy.rot90``'s direction).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from sslstudio.tasks.base import ClassificationTask, OptimConfig, normalise_batch, param, to_image, to_tensor
+from sslstudio.tasks.base import ClassificationTask, OptimConfig, normalise_batch, param, to_image
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import hstack, labelled_tile
 
@@ -64,18 +63,12 @@ class RotationTask(ClassificationTask):
     small_image_policy = "upscale"
     needs_colour = False
 
-    def make_sample(self, image: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        if image.shape[0] != image.shape[1]:
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The four rotations ``[B, 4, 3, S, S]`` of every image of a uint8 batch ``[B, S, S, 3]`` (each
+        mirrored first with probability 1/2), labels ``[B, 4]`` = 0..3, on the images' device."""
+        if images.shape[1] != images.shape[2]:
             raise ValueError("rotation needs square images (the data pipeline crops them square)")
-        if self.config.horizontal_flip and rng.random() < 0.5:
-            image = image[:, ::-1]
-        inputs = torch.stack([to_tensor(np.rot90(image, k)) for k in range(4)])
-        return inputs, torch.arange(4, dtype=torch.long)
-
-    batch_transform = True
-
-    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """The four rotations of every image of a uint8 batch ``[B, S, S, 3]``, on its device."""
         if self.config.horizontal_flip:
             flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
             images = torch.where(flip.view(-1, 1, 1, 1), images.flip(2), images)

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from sslstudio.engine.distributed import DistContext, init_distributed, state_digest
-from sslstudio.engine.loader import EpochLoaders, TaskDataset, epoch_batches
+from sslstudio.engine.loader import DeviceBatches, epoch_batches
 from sslstudio.models import build_backbone
 from sslstudio.runs import RunDir
 from sslstudio.tasks import create_task
-from sslstudio.tasks.base import EpochPlan, PretextTask
+from sslstudio.tasks.base import PretextTask
 
 
 def torchrun(*args, nproc=2, timeout=240):
@@ -96,40 +96,32 @@ def test_state_digest_changes_with_any_weight():
     assert state_digest(net) != before
 
 
-# -- persistent DataLoader workers ------------------------------------------------------------
+# -- each process's shard of every batch ------------------------------------------------------
 @dataclass(frozen=True)
 class NoOptions:
     pass
 
 
-class PidTask(PretextTask):
-    """Samples that say which process made them."""
+class IndexTask(PretextTask):
+    """Samples that say which item they are and which generator made them."""
 
     config_cls = NoOptions
 
-    def make_item(self, index, item, rng):
-        return torch.tensor([index]), torch.tensor(os.getpid())
+    def make_batch(self, images, generator, index=None):
+        return index, torch.randint(0, 2**30, (1,), generator=generator).expand(len(index))
 
 
-class PidTaskWithEpochState(PidTask):
-    def begin_epoch(self, model, items, epoch, device, optimizer, seed):
-        return EpochPlan()
-
-
-@pytest.mark.parametrize("task_cls, persistent", [(PidTask, True), (PidTaskWithEpochState, False)])
-def test_workers_persist_across_epochs_unless_the_task_changes_state(task_cls, persistent):
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_each_process_makes_its_shard_with_its_own_generator(world_size):
     items = np.zeros((12, 8, 8, 3), dtype=np.uint8)
-    dataset = TaskDataset(items, task_cls(config=None, image_size=8), seed=0)
-    loaders = EpochLoaders(dataset, workers=1, device=torch.device("cpu"))
-    assert loaders.persistent is persistent
-    pids = []
-    try:
-        for epoch in range(2):
-            batches = epoch_batches(len(dataset), 4, 0, epoch)
-            got = [(index.flatten().tolist(), pid) for index, pid in loaders(batches)]
-            assert [g[0] for g in got] == [[i for _, i in keys] for keys in batches]  # this epoch's batches
-            pids.append({int(p) for _, pid in got for p in pid})
-    finally:
-        loaders.close()
-    assert os.getpid() not in pids[0]  # made in a worker process
-    assert (pids[0] == pids[1]) is persistent
+    task = IndexTask(config=None, image_size=8)
+    batches = epoch_batches(len(items), 4, 0, epoch=1)
+    seen, draws = [[] for _ in batches], set()
+    for rank in range(world_size):
+        shards = DistContext(rank=rank, world_size=world_size).shard(batches)
+        for step, (index, draw) in enumerate(DeviceBatches(items, task, 0, shards, torch.device("cpu"), stream=rank)):
+            assert len(index) == 4 // world_size  # an equal share of the global batch
+            seen[step] += index.tolist()
+            draws.add(int(draw[0]))
+    assert [sorted(s) for s in seen] == [sorted(i for _, i in keys) for keys in batches]  # together: every batch
+    assert len(draws) == len(batches) * world_size  # a generator per (step, rank)

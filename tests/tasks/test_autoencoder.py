@@ -10,6 +10,7 @@ from sslstudio.tasks import create_task, get_task
 from sslstudio.tasks.autoencoder import AutoencoderConfig
 from sslstudio.tasks.base import make_config, to_tensor
 from sslstudio.tasks.decoders import PSNR_CAP_DB, normalise, unnormalise
+from tests.tasks.reference import sample
 
 
 def image(size=32, seed=0):
@@ -20,7 +21,7 @@ def image(size=32, seed=0):
 def test_masking_noise_blacks_out_the_configured_fraction_of_pixels(fraction):
     task = create_task("autoencoder", {"corruption": "masking", "mask_fraction": fraction}, image_size=32)
     img = image()  # no black pixels of its own
-    inputs, target = task.make_item(0, img, np.random.default_rng(0))
+    inputs, target = sample(task, img, 0)
     pixels = unnormalise(inputs)
     black = (pixels.abs() < 1e-5).all(dim=0)
     assert int(black.sum()) == round(fraction * 32 * 32)
@@ -28,16 +29,16 @@ def test_masking_noise_blacks_out_the_configured_fraction_of_pixels(fraction):
     clean = torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
     assert torch.allclose(pixels[:, ~black], clean[:, ~black], atol=1e-5)  # the rest is untouched
     assert torch.allclose(target, to_tensor(img), atol=1e-6)
-    other = task.make_item(0, img, np.random.default_rng(1))[0]
+    other = sample(task, img, 1)[0]
     assert not torch.equal(other, inputs)  # a new pattern per draw
-    assert torch.equal(task.make_item(0, img, np.random.default_rng(0))[0], inputs)  # from the rng only
+    assert torch.equal(sample(task, img, 0)[0], inputs)  # from the rng only
 
 
 @pytest.mark.parametrize("std", [0.1, 0.05])
 def test_gaussian_noise_has_the_configured_std(std):
     task = create_task("autoencoder", {"corruption": "gaussian", "noise_std": std}, image_size=64)
     grey = np.full((64, 64, 3), 128, np.uint8)  # far from 0 and 1: clipping does not bite
-    inputs, target = task.make_item(0, grey, np.random.default_rng(0))
+    inputs, target = sample(task, grey, 0)
     noise = unnormalise(inputs) - unnormalise(target)
     assert abs(float(noise.std()) - std) < 0.05 * std
     assert abs(float(noise.mean())) < 0.1 * std
@@ -52,7 +53,7 @@ def test_decoder_output_has_the_input_shape(arch, size):
     task = create_task("autoencoder", image_size=size)
     backbone = build_backbone(arch)
     model = task.build_head(backbone, backbone.feature_dim)
-    inputs, target = zip(*[task.make_item(i, image(size, i), np.random.default_rng(i)) for i in range(2)])
+    inputs, target = zip(*[sample(task, image(size, i), i) for i in range(2)])
     inputs = torch.stack(inputs)
     out = model(inputs)
     assert out.shape == inputs.shape == (2, 3, size, size)
@@ -81,7 +82,7 @@ def test_loss_is_mse_over_the_whole_image_and_psnr_is_correct():
 
 def test_render_shows_input_output_and_target():
     task = create_task("autoencoder", image_size=32)
-    inputs, target = task.make_item(0, image(), np.random.default_rng(0))
+    inputs, target = sample(task, image(), 0)
     before = task.render(inputs, target)
     assert before.width > 3 * 100 and before.height > 100
     arr = np.asarray(before)

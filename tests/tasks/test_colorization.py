@@ -8,6 +8,7 @@ from sslstudio.tasks import create_task, get_task
 from sslstudio.tasks.base import make_config
 from sslstudio.tasks.colorization import ColorizationConfig, lightness_of, rebalance_weights
 from sslstudio.tasks.lab import gamut_bins, rgb_to_lab_np, soft_encode
+from tests.tasks.reference import sample
 
 
 def colour_image(size=32, seed=0):
@@ -44,7 +45,7 @@ def test_paper_defaults_and_registration():
 def test_sample_is_grey_input_and_reduced_ab_target():
     task = create_task("colorization", image_size=32)
     img = colour_image()
-    inputs, target = task.make_item(0, img, np.random.default_rng(0))
+    inputs, target = sample(task, img, 0)
     assert inputs.shape == (3, 32, 32) and target.shape == (3, 8, 8)
     # the three input channels show the same grey (un-normalised)
     from sslstudio.tasks.decoders import unnormalise
@@ -63,7 +64,7 @@ def test_sample_is_grey_input_and_reduced_ab_target():
 
 def test_greyscale_images_carry_no_loss():
     task = create_task("colorization", image_size=32)
-    _, target = task.make_item(0, grey_image(), np.random.default_rng(0))
+    _, target = sample(task, grey_image(), 0)
     assert torch.all(target[2] == 0.0)
     q = len(task.centres)
     out = torch.randn(1, q, 8, 8, requires_grad=True)
@@ -73,7 +74,7 @@ def test_greyscale_images_carry_no_loss():
     assert out.grad.abs().sum() == 0
     assert task.metric(out.detach(), target[None]) == (0.0, 0)
     # in a mixed batch the grey image changes nothing
-    _, colour_target = task.make_item(1, colour_image(), np.random.default_rng(0))
+    _, colour_target = sample(task, colour_image(), 0)
     both = torch.stack([colour_target, target])
     out2 = torch.randn(2, q, 8, 8)
     changed = out2.clone()
@@ -137,7 +138,7 @@ def test_loss_is_the_weighted_soft_cross_entropy():
 
 def test_metric_is_one_for_a_perfect_prediction():
     task = create_task("colorization", image_size=32)
-    _, target = task.make_item(0, colour_image(), np.random.default_rng(0))
+    _, target = sample(task, colour_image(), 0)
     ab = target[:2].permute(1, 2, 0).reshape(-1, 2)
     nearest = soft_encode(ab, task.centres)[1][:, 0].view(1, 8, 8)
     perfect = one_hot_logits(nearest, len(task.centres))
@@ -156,7 +157,7 @@ def test_head_reads_the_backbone_at_a_quarter_of_the_side(arch, size):
     task = create_task("colorization", image_size=size)
     backbone = build_backbone(arch)
     model = task.build_head(backbone, backbone.feature_dim)
-    inputs, target = zip(*[task.make_item(i, colour_image(size, i), np.random.default_rng(i)) for i in range(2)])
+    inputs, target = zip(*[sample(task, colour_image(size, i), i) for i in range(2)])
     out = model(torch.stack(inputs))
     assert out.shape == (2, 261, size // 4, size // 4)
     task.loss(out, torch.stack(target)).backward()
@@ -165,7 +166,7 @@ def test_head_reads_the_backbone_at_a_quarter_of_the_side(arch, size):
 
 def test_render_shows_input_prediction_and_truth():
     task = create_task("colorization", image_size=32)
-    inputs, target = task.make_item(0, colour_image(), np.random.default_rng(0))
+    inputs, target = sample(task, colour_image(), 0)
     before = task.render(inputs, target)
     assert before.width > 3 * 100 and before.height > 100
     out = torch.randn(len(task.centres), 8, 8)
@@ -176,7 +177,7 @@ def test_render_shows_input_prediction_and_truth():
     arr = np.asarray(before).astype(int)
     assert np.abs(arr[10:100, 10:100, 0] - arr[10:100, 10:100, 1]).max() == 0
     assert np.abs(arr[10:100, -100:-10, 0] - arr[10:100, -100:-10, 1]).max() > 50
-    grey_in, grey_t = task.make_item(0, grey_image(), np.random.default_rng(0))
+    grey_in, grey_t = sample(task, grey_image(), 0)
     assert task.render(grey_in, grey_t, out).width == before.width
 
 

@@ -9,7 +9,9 @@ from sslstudio.models import build_backbone
 from sslstudio.tasks import create_task, get_task
 from sslstudio.tasks.base import make_config
 from sslstudio.tasks.context import DIRECTIONS, OFFSETS, ContextConfig
-from sslstudio.tasks.patches import GREEN_MAGENTA, detail, standardise
+from sslstudio.engine.preview import preview_batch
+from sslstudio.tasks.patches import GREEN_MAGENTA
+from tests.tasks.reference import batch, crop, detail, sample, standardise
 
 PLAIN = {"jitter_fraction": 0.0, "colour": "none", "pixelation_probability": 0.0}
 
@@ -46,23 +48,27 @@ def test_geometry_scales_with_the_image_and_fits():
     assert create_task("context", image_size=32).min_side == 3
 
 
+def positions(task, b):
+    """``(cell0, centre, neighbour)`` top-left pixels where make_batch cut sample ``b`` of its last batch."""
+    return [tuple(int(v) for v in task.last_positions[key][b]) for key in ("cell0", "centre", "neighbour")]
+
+
 def test_label_is_the_neighbour_position():
     """Decoded from the pixels: the neighbour lies OFFSETS[label] cells from the centre."""
     task = create_task("context", PLAIN, image_size=64)
     img = coded_image(64)
     step = task.patch + task.gap
-    seen = set()
-    for seed in range(80):
-        s = task.sample(img, np.random.default_rng(seed))
-        label = int(s.target)
-        centre, neighbour = where(s.raw[0]), where(s.raw[1])
-        assert centre == s.centre and neighbour == s.neighbour
+    inputs, target = batch(task, np.stack([img] * 80), 0)
+    for b in range(80):
+        label = int(target[b])
+        _, centre, neighbour = positions(task, b)
+        raw = np.stack([crop(img, *centre, task.patch), crop(img, *neighbour, task.patch)])
+        assert where(raw[0]) == centre and where(raw[1]) == neighbour
         dr, dc = OFFSETS[label]
         assert (neighbour[0] - centre[0], neighbour[1] - centre[1]) == (dr * step, dc * step), DIRECTIONS[label]
-        expected = torch.from_numpy(standardise(s.raw, per_channel_std=False)).permute(0, 3, 1, 2)
-        assert torch.allclose(s.inputs, expected, atol=1e-5)
-        seen.add(label)
-    assert seen == set(range(8))
+        expected = torch.from_numpy(standardise(raw, per_channel_std=False)).permute(0, 3, 1, 2)
+        assert torch.allclose(inputs[b], expected, atol=1e-5)
+    assert set(target.tolist()) == set(range(8))
 
 
 def test_direction_words_match_offsets():
@@ -78,11 +84,12 @@ def test_gap_and_jitter_bounds():
     p, g, j, step = task.patch, task.gap, task.jitter, task.patch + task.gap
     assert j >= 1
     deviations = []
-    for seed in range(300):
-        s = task.sample(noise_image(96, seed % 3), np.random.default_rng(seed))
-        dr, dc = OFFSETS[int(s.target)]
-        for pos, (r, c) in ((s.centre, (1, 1)), (s.neighbour, (1 + dr, 1 + dc))):
-            nominal = (s.cell0[0] + r * step, s.cell0[1] + c * step)
+    _, target = batch(task, np.stack([noise_image(96, k % 3) for k in range(300)]), 0)
+    for b in range(300):
+        cell0, centre, neighbour = positions(task, b)
+        dr, dc = OFFSETS[int(target[b])]
+        for pos, (r, c) in ((centre, (1, 1)), (neighbour, (1 + dr, 1 + dc))):
+            nominal = (cell0[0] + r * step, cell0[1] + c * step)
             dy, dx = pos[0] - nominal[0], pos[1] - nominal[1]
             assert abs(dy) <= j and abs(dx) <= j
             deviations.append((dy, dx))
@@ -90,9 +97,9 @@ def test_gap_and_jitter_bounds():
         # the two patches never touch: along the offset the gap is at least g - 2j > 0
         gaps = []
         if dr:
-            gaps.append(abs(s.neighbour[0] - s.centre[0]) - p)
+            gaps.append(abs(neighbour[0] - centre[0]) - p)
         if dc:
-            gaps.append(abs(s.neighbour[1] - s.centre[1]) - p)
+            gaps.append(abs(neighbour[1] - centre[1]) - p)
         assert max(gaps) >= g - 2 * j > 0
     deviations = np.array(deviations)
     assert deviations.min() == -j and deviations.max() == j  # the whole jitter range is used
@@ -100,43 +107,46 @@ def test_gap_and_jitter_bounds():
 
 def test_colour_dropping_keeps_one_channel():
     task = create_task("context", {"pixelation_probability": 0.0}, image_size=64)
-    kept = set()
-    for seed in range(10):
-        s = task.sample(noise_image(64, seed), np.random.default_rng(seed))
+    images = np.stack([noise_image(64, k) for k in range(10)])
+    inputs, _ = batch(task, images, 3)
+    keep = task.batch_choices(64, 10, torch.Generator().manual_seed(3))["keep"]  # the same draws
+    for b in range(10):
         for k in range(2):
-            keep = s.kept_channels[k]
-            stds = s.inputs[k].reshape(3, -1).std(dim=1)
-            others = [c for c in range(3) if c != keep]
-            assert (stds[others] < 0.05 * stds[keep]).all()
+            kept = int(keep[b, k])
+            stds = inputs[b, k].reshape(3, -1).std(dim=1)
+            others = [c for c in range(3) if c != kept]
+            assert (stds[others] < 0.05 * stds[kept]).all()
             # the kept channel is the crop's own channel, normalised
-            raw = s.raw[k][..., keep].astype(np.float64)
+            raw = crop(images[b], *positions(task, b)[1 + k], task.patch)[..., kept].astype(np.float64)
             ref = (raw - raw.mean()) / raw.std()
-            got = s.inputs[k][keep].double().numpy()
+            got = inputs[b, k, kept].double().numpy()
             assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.9999
-            kept.add(keep)
-    assert kept == {0, 1, 2}
+    assert set(keep.flatten().tolist()) == {0, 1, 2}
 
 
 def test_colour_projection_option():
     task = create_task("context", {"colour": "project", "pixelation_probability": 0.0}, image_size=64)
-    s = task.sample(noise_image(64), np.random.default_rng(0))
-    assert s.kept_channels == (-1, -1)
-    along = torch.einsum("nchw,c->nhw", s.inputs, torch.from_numpy(GREEN_MAGENTA))
+    inputs, _ = batch(task, np.stack([noise_image(64, k) for k in range(4)]), 0)
+    assert "keep" not in task.batch_choices(64, 4, torch.Generator().manual_seed(0))
+    along = torch.einsum("bnchw,c->bnhw", inputs, torch.from_numpy(GREEN_MAGENTA))
     assert along.abs().max() < 1e-4
 
 
 def test_pixelation_reduces_detail():
     task = create_task("context", {"colour": "none", "pixelation_probability": 1.0}, image_size=64)
-    for seed in range(6):
-        s = task.sample(noise_image(64, seed), np.random.default_rng(seed))
-        plain = standardise(s.raw, per_channel_std=False)
+    images = np.stack([noise_image(64, k) for k in range(6)])
+    inputs, _ = batch(task, images, 0)
+    side = task.batch_choices(64, 6, torch.Generator().manual_seed(0))["side"]
+    for b in range(6):
         for k in range(2):
-            assert task.min_side <= s.pixelated[k] < task.patch
-            assert detail(s.inputs[k].permute(1, 2, 0).numpy()) < 0.8 * detail(plain[k])
+            assert task.min_side <= int(side[b, k]) < task.patch
+            plain = standardise(crop(images[b], *positions(task, b)[1 + k], task.patch), per_channel_std=False)
+            assert detail(inputs[b, k].permute(1, 2, 0).numpy()) < 0.8 * detail(plain)
     none = create_task("context", {"colour": "none", "pixelation_probability": 0.0}, image_size=64)
-    assert none.sample(noise_image(64), np.random.default_rng(0)).pixelated == (0, 0)
+    assert (none.batch_choices(64, 50, torch.Generator().manual_seed(0))["side"] == none.patch).all()
     default = create_task("context", image_size=64)
-    share = np.mean([default.sample(noise_image(64), np.random.default_rng(k)).pixelated[0] > 0 for k in range(150)])
+    share = float((default.batch_choices(64, 150, torch.Generator().manual_seed(0))["side"][:, 0]
+                   < default.patch).float().mean())
     assert 0.2 < share < 0.47  # a third by default
 
 
@@ -146,7 +156,7 @@ def test_patches_are_normalised_on_their_own(colour):
     img = noise_image(64, 4)
     img[:, :32] = img[:, :32] // 4 + 150  # bright, low-contrast left half
     for seed in range(4):
-        inputs, target = task.make_sample(img, np.random.default_rng(seed))
+        inputs, target = sample(task, img, seed)
         assert inputs.shape == (2, 3, task.patch, task.patch) and target.shape == ()
         flat = inputs.reshape(2, 3, -1)
         assert torch.allclose(flat.mean(-1), torch.zeros(2, 3), atol=1e-4)
@@ -159,7 +169,7 @@ def test_model_shapes(arch, size):
     task = create_task("context", image_size=size)
     model = task.build_head(build_backbone(arch), 512)
     assert sum(1 for name, _ in model.named_children() if name == "backbone") == 1
-    batch = [task.make_sample(noise_image(size, k), np.random.default_rng(k)) for k in range(3)]
+    batch = [sample(task, noise_image(size, k), k) for k in range(3)]
     inputs = torch.stack([b[0] for b in batch])
     target = torch.stack([b[1] for b in batch])
     assert inputs.shape == (3, 2, 3, task.patch, task.patch)
@@ -189,13 +199,13 @@ def test_loss_and_metric():
 
 def test_render_and_preview():
     task = create_task("context", image_size=32)
-    inputs, target = task.make_sample(noise_image(32), np.random.default_rng(0))
+    inputs, target = sample(task, noise_image(32), 0)
     img = task.render(inputs, target)
     assert img.width > 300 and img.height > 100
     pred = task.render(inputs, target, output=torch.nn.functional.one_hot((target + 1) % 8, 8).float()[None])
     assert pred.size == img.size and not np.array_equal(np.asarray(pred), np.asarray(img))
     images = np.stack([noise_image(32, k) for k in range(2)])
-    grid = task.render_preview(images, 4, seed=0)
+    grid = preview_batch(task, images, 4, seed=0).own_drawing(task)  # drawn from the batch it made
     assert grid.width > 2 * img.width and grid.height > 2 * 100
     arr = np.asarray(grid).reshape(-1, 3)
     # both outline colours are drawn on the sources

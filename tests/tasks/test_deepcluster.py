@@ -1,12 +1,14 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sslstudio.errors import ConfigError
+from sslstudio.models.normalise import denormalise
 from sslstudio.tasks import create_task, get_task
-from sslstudio.tasks.base import make_config, to_tensor
-from sslstudio.tasks.deepcluster import DeepClusterConfig, DeepClusterHead, random_resized_crop
+from sslstudio.tasks.base import make_config, normalise_batch, to_tensor
+from sslstudio.tasks.deepcluster import DeepClusterConfig, DeepClusterHead
 
 
 class TinyBackbone(nn.Module):
@@ -124,27 +126,91 @@ def test_resumed_model_reports_nmi_with_the_clustering_it_resumed_from():
     assert plan.info["nmi_previous"] == pytest.approx(1.0)
 
 
-def test_make_item_returns_the_stored_label():
+def batch(task, items, seed=0, index=None):
+    """``make_batch`` of uint8 items, labelled by their position (or ``index``; ``False``: no index)."""
+    index = torch.arange(len(items)) if index is None else index
+    return task.make_batch(torch.from_numpy(np.ascontiguousarray(items)), torch.Generator().manual_seed(seed),
+                           None if index is False else torch.as_tensor(index))
+
+
+def test_make_batch_returns_the_stored_labels():
     task, items, _, model, optimizer = setup()
-    inputs, target = task.make_item(4, items[4], np.random.default_rng(0))
-    assert inputs.shape == (3, 16, 16) and int(target) == -1  # not clustered yet
+    inputs, target = batch(task, items[:6])
+    assert inputs.shape == (6, 3, 16, 16) and inputs.dtype == torch.float32
+    assert target.dtype == torch.long and target.tolist() == [-1] * 6  # not clustered yet
     task.begin_epoch(model, items, 0, torch.device("cpu"), optimizer, seed=0)
-    for index in (0, 4, 47):
-        inputs, target = task.make_item(index, items[index], np.random.default_rng(index))
-        assert inputs.shape == (3, 16, 16) and target.dtype == torch.long
-        assert int(target) == int(task.labels[index])
-    a, _ = task.make_item(3, items[3], np.random.default_rng(9))
-    b, _ = task.make_item(3, items[3], np.random.default_rng(9))
-    assert torch.equal(a, b)
+    index = [0, 4, 47, 4]
+    inputs, target = batch(task, items[index], index=index)
+    assert target.tolist() == [int(task.labels[i]) for i in index]
+    assert batch(task, items[:3], index=False)[1].tolist() == [-1] * 3  # without indices: no cluster
+    a, ta = batch(task, items[:8], seed=9)
+    b, tb = batch(task, items[:8], seed=9)
+    c, _ = batch(task, items[:8], seed=10)
+    assert torch.equal(a, b) and torch.equal(ta, tb) and not torch.equal(a, c)
+    task.load_shared_state(np.zeros(48, np.int64))  # another process's clustering replaces the labels
+    assert batch(task, items[:4])[1].tolist() == [0] * 4
 
 
-def test_random_resized_crop_bounds():
-    img = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
-    for seed in range(10):
-        out = random_resized_crop(img, np.random.default_rng(seed), 16, 0.08)
-        assert out.shape == (16, 16, 3) and out.dtype == np.uint8
-    full = random_resized_crop(img, np.random.default_rng(0), 32, 1.0)  # area 1: the whole image (up to aspect)
-    assert full.shape == (32, 32, 3)
+def coordinate_images(n=4, size=32):
+    """Images whose red channel is the column and green the row (so a crop's pixels say where they are from)."""
+    y, x = np.mgrid[0:size, 0:size]
+    img = np.stack([x * 7 % 256, y * 7 % 256, (x + y) * 3 % 256], -1).astype(np.uint8)
+    return np.repeat(img[None], n, 0)
+
+
+def test_crop_boxes_follow_random_resized_crop():
+    task = create_task("deepcluster", {"crop_scale_min": 0.08}, image_size=32)
+    boxes, flips = task.crop_boxes(2000, 32, 32, torch.Generator().manual_seed(0))
+    x0, y0, w, h = boxes.T
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x0 + w <= 32).all() and (y0 + h <= 32).all()
+    area = (w * h).double() / 32**2
+    assert (area >= 0.08 - (w + h) / 2 / 32**2).all()  # at least crop_scale_min (up to rounding)
+    assert area.min() < 0.12 and area.max() > 0.9  # the range is used
+    aspect = (w / h.double())[(w > 8) & (h > 8) & (w < 32) & (h < 32)]
+    assert aspect.min() > 0.75 * 0.8 and aspect.max() < 4 / 3 * 1.25
+    assert 0.45 < flips.double().mean() < 0.55
+    no_flip = create_task("deepcluster", {"horizontal_flip": False}, image_size=32)
+    assert not no_flip.crop_boxes(200, 32, 32, torch.Generator().manual_seed(0))[1].any()
+    whole = create_task("deepcluster", {"crop_scale_min": 1.0}, image_size=32)
+    boxes, _ = whole.crop_boxes(200, 32, 32, torch.Generator().manual_seed(1))
+    assert (boxes[:, 2] * boxes[:, 3] >= 31 * 32).all()  # area 1: the whole image (up to the aspect's rounding)
+
+
+def test_batch_is_the_box_resized_and_flipped():
+    task = create_task("deepcluster", {"crop_scale_min": 0.08}, image_size=32)
+    images = coordinate_images(12)
+    inputs, _ = batch(task, images, seed=3, index=False)
+    boxes, flips = task.crop_boxes(12, 32, 32, torch.Generator().manual_seed(3))  # the same draws
+    assert flips.any() and not flips.all()
+    for k, ((x0, y0, w, h), flip) in enumerate(zip(boxes.tolist(), flips.tolist())):
+        crop = torch.from_numpy(images[k, y0:y0 + h, x0:x0 + w]).permute(2, 0, 1)[None].float()
+        expected = F.interpolate(crop, size=(32, 32), mode="bilinear", align_corners=False)[0]
+        expected = expected.flip(-1) if flip else expected
+        assert torch.allclose(denormalise(inputs[k]) * 255, expected, atol=1e-3)
+
+
+def test_flip_mirrors_the_image():
+    task = create_task("deepcluster", {"crop_scale_min": 1.0}, image_size=32)
+    images = coordinate_images(16)
+    boxes, flips = task.crop_boxes(16, 32, 32, torch.Generator().manual_seed(2))
+    inputs, _ = batch(task, images, seed=2, index=False)
+    plain = normalise_batch(torch.from_numpy(images))
+    for k in np.flatnonzero((boxes[:, 2] == 32) & (boxes[:, 3] == 32)):
+        expected = plain[k].flip(-1) if flips[k] else plain[k]
+        assert torch.allclose(inputs[k], expected, atol=1e-4)
+    assert flips.any() and not flips.all()
+
+
+def test_batch_on_a_device_equals_the_cpu_batch():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    task, items, _, model, optimizer = setup()
+    task.begin_epoch(model, items, 0, torch.device("cpu"), optimizer, seed=0)
+    images, index = torch.from_numpy(items[:16]), torch.arange(16)
+    cpu = task.make_batch(images, torch.Generator().manual_seed(1), index)
+    gpu = task.make_batch(images.cuda(), torch.Generator().manual_seed(1), index.cuda())
+    assert gpu[0].device.type == "cuda" and gpu[1].device.type == "cuda"
+    assert torch.allclose(cpu[0], gpu[0].cpu(), atol=1e-3) and torch.equal(cpu[1], gpu[1].cpu())
 
 
 def test_loss_and_metric_ignore_unclustered_targets():
@@ -183,12 +249,35 @@ def test_sobel_head_feeds_gradients():
 def test_render_and_preview():
     task, items, _, model, optimizer = setup()
     task.begin_epoch(model, items, 0, torch.device("cpu"), optimizer, seed=0)
-    inputs, target = task.make_item(0, items[0], np.random.default_rng(0))
-    img = task.render(inputs, target)
+    inputs, target = batch(task, items[:8])
+    img = task.render(inputs[0], target[0])
     assert img.width >= 100 and img.height > 100 and np.asarray(img)[-15:-5].max() > 200
-    assert task.render(inputs, target, output=torch.randn(3)).width == img.width
-    preview = task.render_preview(items[:8], 8, 0)
-    assert preview.width > 400 and preview.height > 2 * 100  # a title and at least two cluster rows
+    assert task.render(inputs[0], target[0], output=torch.randn(3)).width == img.width
+    preview = task.render_preview(items[:8], items[:8], torch.arange(8), inputs, target, 0)
+    rows = len(set(target.tolist()))
+    assert rows >= 2 and preview.width > 400 and preview.height > rows * 100  # a title and one row per cluster
+    unclustered = task.render_preview(items[:8], items[:8], torch.arange(8), inputs, torch.full((8,), -1), 0)
+    assert unclustered.height < preview.height  # one row: "not clustered"
+
+
+def test_preview_clusters_as_the_first_epoch_of_training():
+    """begin_preview's labels are the first begin_epoch's labels of a seeded resnet18 head."""
+    from sslstudio.models import build_backbone
+
+    images, _ = coloured_images(24, 16)
+    preview = create_task("deepcluster", {"kmeans_iters": 5}, image_size=16)
+    items = preview.prepare(images, 3)
+    state = torch.get_rng_state()
+    preview.begin_preview(items, 3)
+    assert torch.equal(torch.get_rng_state(), state)
+    training = create_task("deepcluster", {"kmeans_iters": 5}, image_size=16)
+    training.prepare(images, 3)
+    torch.manual_seed(3)  # what pretraining does before building the model
+    backbone = build_backbone("resnet18")
+    model = training.build_head(backbone, backbone.feature_dim)
+    training.begin_epoch(model, items, 0, torch.device("cpu"), torch.optim.SGD(model.parameters(), lr=0.1), 3)
+    assert np.array_equal(preview.labels, training.labels) and len(np.unique(preview.labels)) > 1
+    assert torch.equal(batch(preview, items, seed=1)[1], batch(training, items, seed=1)[1])
 
 
 def test_config_validation_and_paper_defaults():

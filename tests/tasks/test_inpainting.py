@@ -9,7 +9,8 @@ from sslstudio.models import build_backbone
 from sslstudio.tasks import create_task, get_task
 from sslstudio.tasks.base import make_config, to_tensor
 from sslstudio.tasks.decoders import PSNR_CAP_DB, normalise
-from sslstudio.tasks.inpainting import InpaintingConfig, center_mask, random_block_mask
+from sslstudio.tasks.inpainting import InpaintingConfig, center_mask, random_block_masks
+from tests.tasks.reference import sample
 
 
 def image(size=32, seed=0):
@@ -27,7 +28,7 @@ def test_center_mask_is_the_central_quarter(size):
 def test_center_sample_drops_the_hole_and_keeps_the_rest():
     task = create_task("inpainting", image_size=32)
     img = image()
-    inputs, target = task.make_item(0, img, np.random.default_rng(0))
+    inputs, target = sample(task, img, 0)
     assert inputs.shape == (3, 32, 32) and target.shape == (5, 32, 32)
     original = to_tensor(img)
     hole = target[3] > 0.5
@@ -41,14 +42,14 @@ def test_overlap_band_scales_with_the_image_and_weighs_ten():
     for size, px in ((32, 2), (64, 4), (128, 7)):
         task = create_task("inpainting", image_size=size)
         assert task.overlap_px() == px
-        _, target = task.make_item(0, image(size), np.random.default_rng(0))
+        _, target = sample(task, image(size), 0)
         weight, hole = target[4], target[3] > 0.5
         assert torch.all(weight[hole] == 1.0)
         band = (weight == 10.0)
         assert int(band.sum()) == (size // 2 + 2 * px) ** 2 - (size // 2) ** 2
         assert int((weight > 0).sum()) == (size // 2 + 2 * px) ** 2
     off = create_task("inpainting", {"overlap": 0.0}, image_size=32)
-    _, target = off.make_item(0, image(), np.random.default_rng(0))
+    _, target = sample(off, image(), 0)
     assert torch.equal(target[4] > 0, target[3] > 0.5)
 
 
@@ -56,21 +57,20 @@ def test_overlap_band_scales_with_the_image_and_weighs_ten():
 def test_random_blocks_stay_in_bounds_and_cover_the_configured_fraction(coverage, block):
     size = 32
     side = int(round(block * size))
-    for seed in range(20):
-        mask = random_block_mask(size, coverage, side, np.random.default_rng(seed))
-        assert mask.shape == (size, size)
-        frac = mask.mean()
+    holes, _ = random_block_masks(20, size, coverage, side, torch.Generator().manual_seed(0))
+    assert holes.shape == (20, size, size)
+    for frac in holes.double().mean(dim=(1, 2)).tolist():
         assert coverage - side * side / size ** 2 < frac <= coverage + 1e-12
     task = create_task("inpainting", {"mask": "random_blocks", "coverage": coverage, "block_size": block},
                        image_size=size)
-    masks = [task.make_item(i, image(), np.random.default_rng(i))[1][3] > 0.5 for i in range(4)]
+    masks = [sample(task, image(), i)[1][3] > 0.5 for i in range(4)]
     assert not all(torch.equal(masks[0], m) for m in masks[1:])  # random per sample
     assert all(coverage - side * side / size ** 2 < float(m.float().mean()) <= coverage for m in masks)
 
 
 def test_loss_ignores_pixels_outside_the_loss_region():
     task = create_task("inpainting", image_size=32)
-    batch = [task.make_item(i, image(seed=i), np.random.default_rng(i)) for i in range(2)]
+    batch = [sample(task, image(seed=i), i) for i in range(2)]
     target = torch.stack([t for _, t in batch])
     out = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     region = (target[:, 4:5] > 0).expand(-1, 3, -1, -1)
@@ -91,7 +91,7 @@ def test_loss_ignores_pixels_outside_the_loss_region():
 
 def test_psnr_of_perfect_and_known_error_on_the_hole_only():
     task = create_task("inpainting", image_size=32)
-    _, target = task.make_item(0, image(), np.random.default_rng(0))
+    _, target = sample(task, image(), 0)
     target = target[None]
     total, count = task.metric(target[:, :3], target)
     assert count == 1 and total == pytest.approx(PSNR_CAP_DB)
@@ -106,14 +106,14 @@ def test_psnr_of_perfect_and_known_error_on_the_hole_only():
 
 def test_render_before_and_after_training():
     task = create_task("inpainting", image_size=32)
-    inputs, target = task.make_item(0, image(), np.random.default_rng(0))
+    inputs, target = sample(task, image(), 0)
     before = task.render(inputs, target)
     assert before.width > 3 * 100 and before.height > 100
     after = task.render(inputs, target, target[:3] + 0.05)
     assert np.asarray(after).shape == np.asarray(before).shape
     assert not np.array_equal(np.asarray(after), np.asarray(before))
     blocks = create_task("inpainting", {"mask": "random_blocks"}, image_size=32)
-    assert blocks.render(*blocks.make_item(0, image(), np.random.default_rng(0))).width == before.width
+    assert blocks.render(*sample(blocks, image(), 0)).width == before.width
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet18_small"])
@@ -123,7 +123,7 @@ def test_decoder_fills_the_whole_image(arch, size):
     task = create_task("inpainting", image_size=size)
     backbone = build_backbone(arch)
     model = task.build_head(backbone, backbone.feature_dim)
-    inputs, target = zip(*[task.make_item(i, image(size, i), np.random.default_rng(i)) for i in range(2)])
+    inputs, target = zip(*[sample(task, image(size, i), i) for i in range(2)])
     out = model(torch.stack(inputs))
     assert out.shape == (2, 3, size, size)
     task.loss(out, torch.stack(target)).backward()

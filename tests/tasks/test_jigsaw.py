@@ -12,7 +12,7 @@ from sslstudio.tasks.jigsaw import (ARTIFACT_NAME, JigsawConfig, all_permutation
                                     hamming_to_all, load_permutations, min_hamming_distance,
                                     select_permutations)
 from sslstudio.tasks.base import make_config
-from sslstudio.tasks.patches import crop, standardise
+from tests.tasks.reference import batch, crop, sample, standardise
 
 PLAIN = {"greyscale_probability": 0.0, "channel_jitter": 0.0}
 COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255],
@@ -115,76 +115,86 @@ def test_geometry_scales_with_the_image():
     assert create_task("jigsaw", image_size=64).shift == 1 and create_task("jigsaw", image_size=32).shift == 0
 
 
+def tile_positions(task, size, n, seed):
+    """The batch's geometry (drawn as make_batch draws it) and each cell's tile position ``[n, 9, 2]``."""
+    r = task.batch_geometry(size, n, torch.Generator().manual_seed(seed))
+    cells = torch.tensor([divmod(c, 3) for c in range(9)]) * task.cell
+    return r, r["origin"][:, None] + cells + r["offsets"]
+
+
 def test_tiles_come_from_their_cells():
     task = create_task("jigsaw", PLAIN, image_size=30)
     img = cell_image(30)
-    for seed in range(5):
-        s = task.sample(img, np.random.default_rng(seed))
-        assert s.tiles.shape == (9, task.tile, task.tile, 3)
+    _, pos = tile_positions(task, 30, 5, 0)
+    for b in range(5):
         for c in range(9):
-            assert (s.tiles[c] == COLOURS[c]).all(), f"tile {c} is not from cell {c}"
+            y, x = pos[b, c].tolist()
+            assert (crop(img, y, x, task.tile) == COLOURS[c]).all(), f"tile {c} is not from cell {c}"
 
 
 def test_label_is_the_permutation_applied():
     """inputs[i] is the (normalised) tile of cell perm[i], perm = permutations[label]."""
     task = create_task("jigsaw", PLAIN, image_size=32)
-    img = noise_image(32, seed=1)
-    labels = set()
-    for seed in range(6):
-        s = task.sample(img, np.random.default_rng(seed))
-        label = int(s.target)
-        perm = task.permutations[label]
-        labels.add(label)
-        for c in range(9):  # each tile lies inside its cell and is the image there
-            y, x = s.positions[c]
-            r, k = divmod(c, 3)
-            origin_y, origin_x = y - r * task.cell, x - k * task.cell
-            assert 0 <= origin_y <= task.cell - task.tile + 2 and 0 <= origin_x <= task.cell - task.tile + 2
-            assert np.array_equal(s.tiles[c], crop(img, y, x, task.tile))
+    images = np.stack([noise_image(32, seed=1)] * 6)
+    inputs, target = batch(task, images, 0)
+    r, pos = tile_positions(task, 32, 6, 0)
+    assert torch.equal(r["label"], target) and len(set(target.tolist())) > 1
+    for b in range(6):
+        perm = task.permutations[int(target[b])]
+        for c in range(9):  # each tile lies inside its cell
+            y, x = pos[b, c].tolist()
+            r_, k = divmod(c, 3)
+            assert 0 <= y - r_ * task.cell <= task.cell - task.tile + 2
+            assert 0 <= x - k * task.cell <= task.cell - task.tile + 2
         for i in range(9):
-            expected = torch.from_numpy(standardise(s.tiles[perm[i]])).permute(2, 0, 1)
-            assert torch.allclose(s.inputs[i], expected, atol=1e-5)
-        inputs, target = task.make_sample(img, np.random.default_rng(seed))
-        assert torch.equal(inputs, s.inputs) and int(target) == label
-    assert len(labels) > 1
+            y, x = pos[b, int(perm[i])].tolist()
+            expected = torch.from_numpy(standardise(crop(images[b], y, x, task.tile))).permute(2, 0, 1)
+            assert torch.allclose(inputs[b, i], expected, atol=1e-5)
 
 
 def test_inverting_the_permutation_solves_the_puzzle():
     task = create_task("jigsaw", PLAIN, image_size=30)
-    for img in (cell_image(30), noise_image(30, 2)):
-        for seed in range(4):
-            s = task.sample(img, np.random.default_rng(seed))
-            solved = task.solve(s.inputs, task.permutations[int(s.target)])
-            assert torch.allclose(solved, task.process_tiles(s.tiles), atol=1e-6)
+    images = np.stack([cell_image(30), noise_image(30, 2)] * 2)
+    inputs, target = batch(task, images, 0)
+    _, pos = tile_positions(task, 30, 4, 0)
+    for b in range(4):
+        solved = task.solve(inputs[b], task.permutations[int(target[b])])
+        for c in range(9):
+            y, x = pos[b, c].tolist()
+            expected = torch.from_numpy(standardise(crop(images[b], y, x, task.tile))).permute(2, 0, 1)
+            assert torch.allclose(solved[c], expected, atol=1e-5)
 
 
 def test_tiles_are_normalised_on_their_own():
     task = create_task("jigsaw", {"greyscale_probability": 0.0}, image_size=64)
     img = noise_image(64, 3)
     img[:32] = img[:32] // 3  # dark top half: normalisation removes the difference
-    inputs, _ = task.make_sample(img, np.random.default_rng(0))
+    inputs, _ = sample(task, img, 0)
     assert inputs.shape == (9, 3, 18, 18)
     flat = inputs.reshape(9, 3, -1)
     assert torch.allclose(flat.mean(-1), torch.zeros(9, 3), atol=1e-4)
     assert torch.allclose(flat.std(-1, unbiased=False), torch.ones(9, 3), atol=1e-3)
 
 
+def is_grey(inputs):
+    return (inputs[:, :, 0] == inputs[:, :, 1]).flatten(1).all(1) & (inputs[:, :, 1] == inputs[:, :, 2]).flatten(1).all(1)
+
+
 def test_greyscale_puzzles():
-    task = create_task("jigsaw", {"greyscale_probability": 1.0}, image_size=32)
-    s = task.sample(noise_image(32), np.random.default_rng(0))
-    assert s.grey and torch.equal(s.inputs[:, 0], s.inputs[:, 1]) and torch.equal(s.inputs[:, 1], s.inputs[:, 2])
-    never = create_task("jigsaw", {"greyscale_probability": 0.0}, image_size=32)
-    assert not never.sample(noise_image(32), np.random.default_rng(0)).grey
-    often = sum(create_task("jigsaw", image_size=32).sample(noise_image(32), np.random.default_rng(k)).grey
-                for k in range(200))
+    images = np.stack([noise_image(32, k) for k in range(200)])
+    always, _ = batch(create_task("jigsaw", {"greyscale_probability": 1.0}, image_size=32), images[:8])
+    assert is_grey(always).all()
+    never, _ = batch(create_task("jigsaw", {"greyscale_probability": 0.0}, image_size=32), images[:8])
+    assert not is_grey(never).any()
+    often = int(is_grey(batch(create_task("jigsaw", image_size=32), images)[0]).sum())
     assert 30 < often < 90  # default 0.3
 
 
 def test_samples_are_reproducible_from_the_generator():
     task = create_task("jigsaw", image_size=64)
     img = noise_image(64)
-    a = task.make_sample(img, np.random.default_rng(5))
-    b = task.make_sample(img, np.random.default_rng(5))
+    a = sample(task, img, 5)
+    b = sample(task, img, 5)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
@@ -195,7 +205,7 @@ def test_model_shapes(arch, size):
     task = create_task("jigsaw", {"permutations": 10}, image_size=size)
     model = task.build_head(build_backbone(arch), 512)
     assert sum(1 for name, _ in model.named_children() if name == "backbone") == 1
-    batch = [task.make_sample(noise_image(size, k), np.random.default_rng(k)) for k in range(2)]
+    batch = [sample(task, noise_image(size, k), k) for k in range(2)]
     inputs = torch.stack([b[0] for b in batch])
     target = torch.stack([b[1] for b in batch])
     out = model(inputs)
@@ -225,7 +235,7 @@ def test_loss_and_metric():
 
 def test_render_shows_shuffled_and_solved_grids_with_the_label():
     task = create_task("jigsaw", image_size=32)
-    inputs, target = task.make_sample(noise_image(32), np.random.default_rng(0))
+    inputs, target = sample(task, noise_image(32), 0)
     img = task.render(inputs, target)
     assert img.width > 300 and img.height > 180
     arr = np.asarray(img)

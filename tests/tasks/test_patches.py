@@ -3,116 +3,100 @@ import pytest
 import torch
 from PIL import Image
 
-from sslstudio.tasks.patches import (GREEN_MAGENTA, crop, crop_channels, detail, display, dominant_channel,
-                                     drop_colour, greyscale, pixelate, project_colour, standardise, to_chw)
+from sslstudio.tasks.patches import (GREEN_MAGENTA, crop_batch, display, dominant_channel, greyscale_batch,
+                                     pixelate_batch, pixelation_matrices, project_colour_batch, standardise_batch)
+from tests.tasks.reference import detail, noise_images
 
 
 def noise_image(size=24, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return noise_images(1, size, seed)[0]
 
 
-def test_crop_takes_the_window_and_refuses_to_leave_the_image():
+def chw(x):
+    return torch.from_numpy(np.ascontiguousarray(x)).movedim(-1, -3)
+
+
+def test_crop_batch_takes_the_windows_and_refuses_to_leave_the_image():
     img = noise_image(10)
-    assert np.array_equal(crop(img, 2, 3, 4), img[2:6, 3:7])
-    with pytest.raises(ValueError):
-        crop(img, 7, 0, 4)
-    with pytest.raises(ValueError):
-        crop(img, -1, 0, 4)
+    out = crop_batch(torch.from_numpy(img)[None], torch.tensor([[2]]), torch.tensor([[3]]), 4)
+    assert np.array_equal(out[0, 0].permute(1, 2, 0).numpy(), img[2:6, 3:7])
+    for y in (7, -1):
+        with pytest.raises(ValueError):
+            crop_batch(torch.from_numpy(img)[None], torch.tensor([[y]]), torch.tensor([[0]]), 4)
 
 
-def test_crop_channels_shifts_each_channel_and_clamps_at_the_border():
+def test_crop_batch_shifts_each_channel_and_clamps_at_the_border():
     img = noise_image(12)
-    assert np.array_equal(crop_channels(img, 3, 3, 5, np.zeros((3, 2), int)), crop(img, 3, 3, 5))
-    shifts = np.array([[1, 0], [0, -2], [-1, 1]])
-    out = crop_channels(img, 3, 3, 5, shifts)
-    for c, (dy, dx) in enumerate(shifts):
-        assert np.array_equal(out[..., c], img[3 + dy:8 + dy, 3 + dx:8 + dx, c])
-    clamped = crop_channels(img, 0, 7, 5, np.array([[-2, 2], [0, 0], [0, 0]]))
-    assert np.array_equal(clamped[..., 0], img[0:5, 7:12, 0])  # already at the top-right corner
+    images = torch.from_numpy(img)[None]
+    shifts = torch.tensor([[1, 0], [0, -2], [-1, 1]])
+    out = crop_batch(images, torch.tensor([[3]]), torch.tensor([[3]]), 5, shifts.view(1, 1, 3, 2))[0, 0]
+    for c, (dy, dx) in enumerate(shifts.tolist()):
+        assert np.array_equal(out[c].numpy(), img[3 + dy:8 + dy, 3 + dx:8 + dx, c])
+    clamped = crop_batch(images, torch.tensor([[0]]), torch.tensor([[7]]), 5,
+                         torch.tensor([[-2, 2], [0, 0], [0, 0]]).view(1, 1, 3, 2))[0, 0]
+    assert np.array_equal(clamped[0].numpy(), img[0:5, 7:12, 0])  # already at the top-right corner
 
 
 def test_standardise_per_channel_gives_zero_mean_unit_std_per_channel():
     rng = np.random.default_rng(1)
     patches = rng.integers(0, 256, (4, 9, 9, 3)).astype(np.uint8)
     patches[1] = patches[1] // 4 + 100  # low contrast, bright: normalised all the same
-    out = standardise(patches, per_channel_std=True)
-    assert out.shape == patches.shape and out.dtype == np.float32
-    assert np.allclose(out.mean(axis=(1, 2)), 0, atol=1e-5)
-    assert np.allclose(out.std(axis=(1, 2)), 1, atol=1e-4)
+    out = standardise_batch(chw(patches), per_channel_std=True)
+    assert out.shape == (4, 3, 9, 9) and out.dtype == torch.float32
+    assert torch.allclose(out.mean(dim=(-2, -1)), torch.zeros(4, 3), atol=1e-5)
+    assert torch.allclose(out.std(dim=(-2, -1), unbiased=False), torch.ones(4, 3), atol=1e-4)
 
 
 def test_standardise_whole_patch_keeps_faint_channels_faint():
     x = np.zeros((8, 8, 3), np.float32)
     x[..., 0] = np.linspace(0, 1, 64).reshape(8, 8)
     x[..., 1] = 0.5 + 0.02 * np.random.default_rng(0).normal(size=(8, 8))
-    out = standardise(x, per_channel_std=False)
-    assert np.allclose(out.mean(axis=(0, 1)), 0, atol=1e-5)
-    assert abs(out.std() - 1) < 1e-4
-    assert out[..., 1].std() < 0.1 * out[..., 0].std()
+    out = standardise_batch(chw(x), per_channel_std=False)
+    assert torch.allclose(out.mean(dim=(-2, -1)), torch.zeros(3), atol=1e-5)
+    assert abs(float(out.std(unbiased=False)) - 1) < 1e-4
+    assert out[1].std() < 0.1 * out[0].std()
     # the per-channel variant would blow the faint channel up to unit variance
-    assert abs(standardise(x, per_channel_std=True)[..., 1].std() - 1) < 1e-3
+    assert abs(float(standardise_batch(chw(x), per_channel_std=True)[1].std(unbiased=False)) - 1) < 1e-3
 
 
 def test_standardise_flat_patch_is_zeros_not_noise():
     flat = np.full((6, 6, 3), 77, np.uint8)
-    assert np.array_equal(standardise(flat), np.zeros((6, 6, 3), np.float32))
-
-
-def test_to_chw_moves_channels_first():
-    x = np.random.default_rng(0).normal(size=(2, 5, 6, 3)).astype(np.float32)
-    t = to_chw(x)
-    assert t.shape == (2, 3, 5, 6) and t.dtype == torch.float32
-    assert torch.equal(t[1, 2], torch.from_numpy(x[1, :, :, 2]))
+    assert torch.equal(standardise_batch(chw(flat)), torch.zeros(3, 6, 6))
 
 
 def test_greyscale_matches_pil_luminance():
     img = noise_image(16)
-    grey = greyscale(img)
-    assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 0], grey[..., 2])
+    grey = greyscale_batch(chw(img))
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[0], grey[2])
     pil = np.asarray(Image.fromarray(img).convert("L")).astype(np.float32) / 255
-    assert np.abs(grey[..., 0] - pil).max() < 1.5 / 255
-
-
-def test_colour_dropping_keeps_exactly_one_original_channel():
-    img = noise_image(16)
-    x = img.astype(np.float32) / 255
-    kept_seen = set()
-    for seed in range(12):
-        out, keep = drop_colour(img, np.random.default_rng(seed), noise=0.01)
-        same = [c for c in range(3) if np.array_equal(out[..., c], x[..., c])]
-        assert same == [keep]
-        for c in range(3):
-            if c != keep:
-                ratio = out[..., c].std() / x[..., keep].std()
-                assert 0.005 < ratio < 0.02  # Gaussian noise of ~1/100 the kept channel's deviation
-                assert abs(out[..., c].mean() - x[..., keep].mean()) < 0.01
-        assert dominant_channel(to_chw(standardise(out, per_channel_std=False))) == keep
-        kept_seen.add(keep)
-    assert kept_seen == {0, 1, 2}
+    assert np.abs(grey[0].numpy() - pil).max() < 1.5 / 255
 
 
 def test_colour_projection_removes_green_magenta_and_keeps_greys():
     img = noise_image(16)
-    out = project_colour(img)
-    assert np.abs(out @ GREEN_MAGENTA).max() < 1e-5
-    removed = img.astype(np.float32) / 255 - out
+    axis = torch.from_numpy(GREEN_MAGENTA).view(3, 1, 1)
+    out = project_colour_batch(chw(img))
+    assert float((out * axis).sum(0).abs().max()) < 1e-5
+    removed = chw(img).float() / 255 - out
     # what is removed lies along the green-magenta axis only
-    residual = removed - (removed @ GREEN_MAGENTA)[..., None] * GREEN_MAGENTA
-    assert np.abs(residual).max() < 1e-5
+    residual = removed - (removed * axis).sum(0, keepdim=True) * axis
+    assert float(residual.abs().max()) < 1e-5
     grey = np.full((4, 4, 3), 90, np.uint8)
-    assert np.allclose(project_colour(grey), 90 / 255, atol=1e-6)
+    assert torch.allclose(project_colour_batch(chw(grey)), torch.full((3, 4, 4), 90 / 255), atol=1e-6)
     assert abs(GREEN_MAGENTA.sum()) < 1e-6  # orthogonal to grey: brightness is kept
 
 
 def test_pixelation_reduces_detail():
     img = noise_image(24)
-    for side in (3, 6, 12):
-        out = pixelate(img, side)
-        assert out.shape == img.shape and out.dtype == np.uint8
-        assert detail(out) < 0.6 * detail(img)
-    assert detail(pixelate(img, 3)) < detail(pixelate(img, 12))
-    assert np.array_equal(pixelate(img, 24), img)
-    one = pixelate(img, 1)
+    sides = [1, 3, 6, 12, 24]
+    down, up = pixelation_matrices(24, sides)
+    out = pixelate_batch(chw(img)[None].expand(len(sides), -1, -1, -1), down, up)
+    views = [o.permute(1, 2, 0).numpy().astype(np.uint8) for o in out]
+    for k in (1, 2, 3):
+        assert views[k].shape == img.shape and detail(views[k]) < 0.6 * detail(img)
+    assert detail(views[1]) < detail(views[3])
+    assert np.array_equal(views[4], img)
+    one = views[0]
     assert np.ptp(one.reshape(-1, 3), axis=0).max() <= 1  # a single colour: the mean
     assert np.abs(one[0, 0].astype(float) - img.reshape(-1, 3).mean(0)).max() < 1.5
 

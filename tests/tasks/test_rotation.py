@@ -6,6 +6,7 @@ from sslstudio.errors import ConfigError
 from sslstudio.tasks import create_task, get_task, list_tasks
 from sslstudio.tasks.base import MEAN, STD, make_config, to_image, to_tensor
 from sslstudio.tasks.rotation import RotationConfig
+from tests.tasks.reference import sample
 
 
 def asymmetric_image(size=16):
@@ -25,7 +26,7 @@ def test_registry_lists_rotation_and_unknown_name_lists_known():
 def test_label_is_the_rotation_applied():
     task = create_task("rotation", {"horizontal_flip": False}, image_size=16)
     img = asymmetric_image()
-    inputs, target = task.make_sample(img, np.random.default_rng(0))
+    inputs, target = sample(task, img, 0)
     assert inputs.shape == (4, 3, 16, 16)
     assert target.tolist() == [0, 1, 2, 3]
     for k in range(4):
@@ -41,7 +42,7 @@ def test_flip_keeps_labels_true():
     img = asymmetric_image()
     flipped_seen = False
     for seed in range(8):
-        inputs, target = task.make_sample(img, np.random.default_rng(seed))
+        inputs, target = sample(task, img, seed)
         base = np.asarray(to_image(inputs[0]))
         assert np.array_equal(base, img) or np.array_equal(base, img[:, ::-1])
         flipped_seen |= np.array_equal(base, img[:, ::-1]) and not np.array_equal(img, img[:, ::-1])
@@ -81,7 +82,7 @@ def test_paper_defaults():
 
 def test_render_draws_four_labelled_tiles():
     task = create_task("rotation", image_size=16)
-    inputs, target = task.make_sample(asymmetric_image(), np.random.default_rng(0))
+    inputs, target = sample(task, asymmetric_image(), 0)
     img = task.render(inputs, target)
     assert img.width > 4 * 100 and img.height > 100
     pixels = np.asarray(img)
@@ -89,7 +90,7 @@ def test_render_draws_four_labelled_tiles():
     assert band.max() > 200
 
 
-def test_make_batch_equals_the_per_sample_path_and_labels_are_the_angles():
+def test_make_batch_labels_are_the_angles_of_whole_batches():
     task = create_task("rotation", {"horizontal_flip": False}, image_size=16)
     images = np.stack([asymmetric_image(), asymmetric_image()[::-1].copy()])
     inputs, target = task.make_batch(torch.from_numpy(images), torch.Generator().manual_seed(0))
