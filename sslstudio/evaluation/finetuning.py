@@ -175,19 +175,47 @@ def finetune(config: FinetuneConfig, on_event: EventSink | None = None, control:
         raise
 
 
+@dataclass
+class _Job:
+    """What the set-up phase resolved for one fine-tuning job (the later phases read it)."""
+
+    cfg: FinetuneConfig
+    backbone: nn.Module
+    info: dict
+    data: LabelledData
+    layer: str
+    image_size: int
+    epochs: int
+    lr: float
+    device: torch.device
+    precision: str
+    run: RunDir | None
+    t0: float
+
+    @property
+    def label(self) -> dict:
+        return {"init": self.cfg.init, "mode": self.cfg.mode, "layer": self.layer}
+
+
 def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: LabelledData | None,
               init: tuple | None) -> dict:
+    """The job's phases: set up, open the run folder, fit (one record per epoch), finish."""
+    job = _setup(cfg, emit, data, init)
+    _open_run(job)
+    torch.manual_seed(cfg.seed)
+    history, cancelled = _fit(job, control, _epoch_reporter(job, emit))
+    return _finish(job, history, cancelled, emit)
+
+
+def _setup(cfg: FinetuneConfig, emit: EventSink, data: LabelledData | None, init: tuple | None) -> _Job:
+    """Resolve the defaults, build the backbone, check the stage and read the labelled images."""
     if cfg.mode not in MODES:
         raise ConfigError(f"mode must be head or all; got {cfg.mode!r}.")
+    t0 = time.perf_counter()
     defaults = run_defaults(cfg.init)
     image_size = int(cfg.image_size or defaults.get("image_size") or 64)
     arch = cfg.arch or defaults.get("arch") or "resnet18"
-    epochs = int(cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS[cfg.mode])  # None: default; 0 is refused
-    lr = float(cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.mode])
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    t0 = time.perf_counter()
-
     backbone, info = init or resolve_init(cfg.init, arch, cfg.seed, cfg.weights, cfg.trust_code)
     stages = backbone.stage_names()
     layer = stages[-1] if cfg.layer in (None, "last") else cfg.layer
@@ -198,56 +226,79 @@ def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: L
         data = load_labelled_data(cfg.labelled, cfg.test, image_size, cfg.per_class, cfg.test_fraction, cfg.seed,
                                   cfg.fraction)
     emit(LogEvent(data.summary()))
-    if cfg.mode == "all":  # progress counts evaluation points of the step budget, not nominal epochs
+    return _Job(cfg, backbone, info, data, layer, image_size, _epochs(cfg, len(data.train_y)),
+                float(cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.mode]), device,
+                resolve_precision(cfg.precision, device), RunDir(cfg.out) if cfg.out else None, t0)
+
+
+def _epochs(cfg: FinetuneConfig, n_train: int) -> int:
+    """Epochs of a head job (None: the mode's default; 0 is refused earlier); for ``all``, the number of
+    evaluation points of its step budget, which is what its progress counts."""
+    if cfg.mode == "all":
         from sslstudio.evaluation.finetune_all import MIN_STEPS, resolve_settings
 
-        epochs = resolve_settings(len(data.train_y), epochs=cfg.epochs,
-                                  batch_size=_all_batch_size(len(data.train_y), cfg.batch_size),
-                                  min_steps=1 if cfg.epochs is not None else MIN_STEPS)["eval_points"]
+        return resolve_settings(n_train, epochs=cfg.epochs, batch_size=_all_batch_size(n_train, cfg.batch_size),
+                                min_steps=1 if cfg.epochs is not None else MIN_STEPS)["eval_points"]
+    return int(cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS[cfg.mode])
 
-    run = RunDir(cfg.out) if cfg.out else None
-    settings = {**dataclasses.asdict(cfg), "arch": info["arch"], "image_size": image_size, "epochs": epochs,
-                "lr": lr, "layer": layer, "classes": data.classes, "device": str(device),
-                "device_name": device_name(device), "precision": precision, "versions": library_versions()}
-    if run:
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(settings)
-        if run.metrics_path.exists():
-            run.metrics_path.unlink()
 
-    torch.manual_seed(cfg.seed)
-    label = {"init": cfg.init, "mode": cfg.mode, "layer": layer}
+def _open_run(job: _Job) -> None:
+    """Write ``config.json`` (every resolved setting) and start a fresh ``metrics.jsonl``."""
+    if not job.run:
+        return
+    settings = {**dataclasses.asdict(job.cfg), "arch": job.info["arch"], "image_size": job.image_size,
+                "epochs": job.epochs, "lr": job.lr, "layer": job.layer, "classes": job.data.classes,
+                "device": str(job.device), "device_name": device_name(job.device), "precision": job.precision,
+                "versions": library_versions()}
+    job.run.path.mkdir(parents=True, exist_ok=True)
+    job.run.write_config(settings)
+    if job.run.metrics_path.exists():
+        job.run.metrics_path.unlink()
 
+
+def _epoch_reporter(job: _Job, emit: EventSink):
+    """The per-epoch callback: one record in ``metrics.jsonl`` and one :class:`EpochEvent` with its ETA."""
     def on_epoch(epoch: int, train_loss: float, train_acc: float, test_acc: float) -> None:
-        record = {"type": "epoch", "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                  "test_accuracy": test_acc}
-        if run:
-            run.append_metrics([record])
-        elapsed = time.perf_counter() - t0
-        emit(EpochEvent(epoch=epoch, epochs=epochs, train_loss=train_loss, train_metric=train_acc, val_loss=None,
-                        val_metric=test_acc, metric_name="accuracy", lr=lr, images_per_s=0.0, samples_per_s=0.0,
-                        elapsed_s=elapsed, eta_s=elapsed / (epoch + 1) * (epochs - epoch - 1), extra=label))
+        if job.run:
+            job.run.append_metrics([{"type": "epoch", "epoch": epoch, "train_loss": train_loss,
+                                     "train_accuracy": train_acc, "test_accuracy": test_acc}])
+        elapsed = time.perf_counter() - job.t0
+        emit(EpochEvent(epoch=epoch, epochs=job.epochs, train_loss=train_loss, train_metric=train_acc,
+                        val_loss=None, val_metric=test_acc, metric_name="accuracy", lr=job.lr, images_per_s=0.0,
+                        samples_per_s=0.0, elapsed_s=elapsed, eta_s=elapsed / (epoch + 1) * (job.epochs - epoch - 1),
+                        extra=job.label))
+    return on_epoch
 
-    cancelled = False
-    history: list[tuple[float, float, float]] = []
+
+def _fit(job: _Job, control: RunControl, on_epoch) -> tuple[list, bool]:
+    """Train the probe or all layers; returns the per-epoch history and whether the user stopped it."""
+    train = _train_probe if job.cfg.mode == "head" else _train_all
+    history: list = []
+
+    def record(*point) -> None:
+        history.append(point[1:])
+        on_epoch(*point)
     try:
-        if cfg.mode == "head":
-            history = _train_probe(backbone, layer, data, epochs, lr, cfg, device, precision, control, on_epoch)
-        else:
-            history = _train_all(backbone, data, epochs, lr, cfg, device, precision, control, on_epoch)
+        train(job, control, record)
     except Cancelled:
-        cancelled = True
-    summary = {"status": "cancelled" if cancelled else "finished", **label, "arch": info["arch"],
-               "image_size": image_size, "epochs": epochs, "epochs_completed": len(history),
+        return history, True
+    return history, False
+
+
+def _finish(job: _Job, history: list, cancelled: bool, emit: EventSink) -> dict:
+    """The summary (last epoch's figures, counts, skipped files, time), written and announced."""
+    data = job.data
+    summary = {"status": "cancelled" if cancelled else "finished", **job.label, "arch": job.info["arch"],
+               "image_size": job.image_size, "epochs": job.epochs, "epochs_completed": len(history),
                "test_accuracy": history[-1][2] if history else None,
                "train_accuracy": history[-1][1] if history else None,
                "classes": len(data.classes), "train_images": int(len(data.train_y)),
                "test_images": int(len(data.test_y)), "test_source": data.test_source,
                "skipped": len(data.skipped), "skipped_by_reason": dict(Counter(r for _, r in data.skipped)),
                "skipped_files": [{"path": str(p), "reason": r} for p, r in data.skipped],
-               "time_s": time.perf_counter() - t0, "device": str(device)}
-    if run:
-        run.write_summary(summary)
+               "time_s": time.perf_counter() - job.t0, "device": str(job.device)}
+    if job.run:
+        job.run.write_summary(summary)
     emit(FinishedEvent(summary=summary, cancelled=cancelled))
     return summary
 
@@ -278,56 +329,69 @@ def stage_features(backbone: nn.Module, images: np.ndarray, layer: str, device: 
     return torch.cat(out)
 
 
-def _train_probe(backbone, layer, data: LabelledData, epochs, lr, cfg, device, precision, control, on_epoch):
-    train_f = stage_features(backbone, data.train_x, layer, device, precision, control=control)
-    test_f = stage_features(backbone, data.test_x, layer, device, precision, control=control)
-    mean, std = train_f.mean(0, keepdim=True), train_f.std(0, keepdim=True).clamp_min(1e-6)
-    train_f, test_f = (train_f - mean) / std, (test_f - mean) / std
-    train_y, test_y = torch.from_numpy(data.train_y), torch.from_numpy(data.test_y)
+def _train_probe(job: _Job, control: RunControl, on_epoch) -> None:
+    """A linear classifier (Adam, cosine) on the standardised pooled features of ``job.layer``; calls
+    ``on_epoch(epoch, train_loss, train_acc, test_acc)`` after each epoch."""
+    cfg = job.cfg
+    train_f, test_f = _probe_features(job, control)
+    train_y, test_y = torch.from_numpy(job.data.train_y), torch.from_numpy(job.data.test_y)
     torch.manual_seed(cfg.seed)
-    head = nn.Linear(train_f.shape[1], len(data.classes))
-    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
-    steps = epochs * math.ceil(len(train_y) / cfg.batch_size)
+    head = nn.Linear(train_f.shape[1], len(job.data.classes))
+    opt = torch.optim.Adam(head.parameters(), lr=job.lr, weight_decay=cfg.weight_decay)
+    steps = job.epochs * math.ceil(len(train_y) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
     g = torch.Generator().manual_seed(cfg.seed)
-    history = []
-    for epoch in range(epochs):
+    for epoch in range(job.epochs):
         control.checkpoint()
-        perm = torch.randperm(len(train_y), generator=g)
-        loss_sum = correct = 0.0
-        for start in range(0, len(perm), cfg.batch_size):
-            idx = perm[start:start + cfg.batch_size]
-            logits = head(train_f[idx])
-            loss = F.cross_entropy(logits, train_y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += float((logits.argmax(1) == train_y[idx]).sum())
+        train_loss, train_acc = _probe_epoch(head, opt, sched, train_f, train_y, cfg.batch_size, g)
         with torch.no_grad():
             test_acc = float((head(test_f).argmax(1) == test_y).float().mean())
-        history.append((loss_sum / len(train_y), correct / len(train_y), test_acc))
-        on_epoch(epoch, *history[-1])
-    return history
+        on_epoch(epoch, train_loss, train_acc, test_acc)
 
 
-def _train_all(backbone, data: LabelledData, epochs, lr, cfg, device, precision, control, on_epoch):
+def _probe_features(job: _Job, control: RunControl) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and test features of the probed stage, standardised with the training split's statistics."""
+    train_f = stage_features(job.backbone, job.data.train_x, job.layer, job.device, job.precision, control=control)
+    test_f = stage_features(job.backbone, job.data.test_x, job.layer, job.device, job.precision, control=control)
+    mean, std = train_f.mean(0, keepdim=True), train_f.std(0, keepdim=True).clamp_min(1e-6)
+    return (train_f - mean) / std, (test_f - mean) / std
+
+
+def _probe_epoch(head: nn.Linear, opt, sched, train_f: torch.Tensor, train_y: torch.Tensor, batch_size: int,
+                 g: torch.Generator) -> tuple[float, float]:
+    """One seeded pass over the features; returns the epoch's mean loss and accuracy."""
+    perm = torch.randperm(len(train_y), generator=g)
+    loss_sum = correct = 0.0
+    for start in range(0, len(perm), batch_size):
+        idx = perm[start:start + batch_size]
+        logits = head(train_f[idx])
+        loss = F.cross_entropy(logits, train_y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += float(loss.detach()) * len(idx)
+        correct += float((logits.argmax(1) == train_y[idx]).sum())
+    return loss_sum / len(train_y), correct / len(train_y)
+
+
+def _train_all(job: _Job, control: RunControl, on_epoch) -> None:
     """All layers, via :func:`sslstudio.evaluation.finetune_all.train_all_layers` (LP-FT on a grid head,
     a step budget of at least ``MIN_STEPS`` updates, warm-up then cosine, BatchNorm statistics frozen
-    for small sets). ``epochs`` sets the budget (``epochs`` passes over the set, as given); when the user gave none (``cfg.epochs`` is None) the function's own default
-    budget is used. ``cfg.lr`` (when given) is the peak learning rate; ``cfg.batch_size`` is an upper
-    bound (small sets use smaller batches). ``on_epoch`` is called at each evaluation point, which is
-    an epoch for larger sets and an equal share of the steps for tiny ones."""
+    for small sets). ``cfg.epochs`` sets the budget (passes over the set); when the user gave none
+    the function's own default budget is used. ``cfg.lr`` (when given) is the peak learning rate;
+    ``cfg.batch_size`` is an upper bound (small sets use smaller batches). ``on_epoch`` is called at
+    each evaluation point, which is an epoch for larger sets and an equal share of the steps for
+    tiny ones."""
     from sslstudio.evaluation.finetune_all import MIN_STEPS, train_all_layers
 
-    result = train_all_layers(backbone, data.train_x, data.train_y, data.test_x, data.test_y, len(data.classes),
-                              seed=cfg.seed, device=device, precision=precision, control=control,
-                              on_epoch=on_epoch, epochs=cfg.epochs,
-                              batch_size=_all_batch_size(len(data.train_y), cfg.batch_size),
-                              lr=cfg.lr, weight_decay=cfg.weight_decay,
-                              min_steps=1 if cfg.epochs is not None else MIN_STEPS)
-    return result["history"]
+    cfg, data = job.cfg, job.data
+    train_all_layers(job.backbone, data.train_x, data.train_y, data.test_x, data.test_y, len(data.classes),
+                     seed=cfg.seed, device=job.device, precision=job.precision, control=control,
+                     on_epoch=on_epoch, epochs=cfg.epochs,
+                     batch_size=_all_batch_size(len(data.train_y), cfg.batch_size),
+                     lr=cfg.lr, weight_decay=cfg.weight_decay,
+                     min_steps=1 if cfg.epochs is not None else MIN_STEPS)
 
 
 def _all_batch_size(n: int, requested: int | None) -> int | None:
