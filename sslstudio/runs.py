@@ -393,3 +393,47 @@ def _remove_if_empty(path: Path) -> None:
 
 def is_run_dir(path: os.PathLike | str) -> bool:
     return (Path(path) / CONFIG).is_file()
+
+
+# -- the runs of a workspace -------------------------------------------------------------------
+def final_metric(summary: dict, config: dict | None = None) -> tuple[str, float | None]:
+    """A run's headline figure: ``(metric, value)``, the held-out value, else the training one."""
+    metric = summary.get("metric") or (config or {}).get("metric") or "accuracy"
+    value = summary.get(f"final_val_{metric}")
+    return metric, summary.get(f"final_train_{metric}") if value is None else value
+
+
+def list_runs(root: os.PathLike | str) -> list[dict]:
+    """The run folders under ``root`` (a workspace's ``runs``), newest first: ``path``, ``name``, ``task``,
+    ``arch``, ``date``, ``status``, ``metric``, ``value`` (:func:`final_metric`), ``has_checkpoint`` and
+    ``resumable`` (a checkpoint and not finished). An unreadable run is listed as ``unreadable``."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for path in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+        run = RunDir(path)
+        if not run.config_path.is_file():
+            continue
+        try:
+            config, summary = run.read_config(), run.read_summary() or {}
+        except Exception:  # noqa: BLE001 - an unreadable run is listed as broken
+            config, summary = {}, {"status": "unreadable"}
+        metric, value = final_metric(summary, config)
+        has_checkpoint = run.last_checkpoint.is_file()
+        status = summary.get("status") or ("has checkpoint" if has_checkpoint else "incomplete")
+        out.append({"path": str(path), "name": path.name, "task": config.get("task", "?"),
+                    "arch": config.get("arch", "?"),
+                    "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.config_path.stat().st_mtime)),
+                    "status": status, "metric": metric, "value": value, "has_checkpoint": has_checkpoint,
+                    "resumable": status != "finished" and has_checkpoint})
+    return out
+
+
+def new_run_path(root: os.PathLike | str, name: str) -> Path:
+    """A fresh folder name under ``root``: ``<name>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``… if taken."""
+    root, stamp = Path(root), time.strftime("%Y%m%d-%H%M%S")
+    path, k = root / f"{name}-{stamp}", 2
+    while path.exists():
+        path, k = root / f"{name}-{stamp}-{k}", k + 1
+    return path

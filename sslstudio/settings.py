@@ -17,6 +17,17 @@ A setting is a dataclass field made with :func:`param`; its ``field.metadata`` h
     how a user names the setting in messages: the command-line spelling (``--image-size``) when
     there is one, else the plain name; absent means ``--`` + the field name with dashes.
 
+and, for the window's form (:class:`sslstudio.gui.config_form.ConfigForm`), which reads nothing else:
+
+``label``
+    the form's name for the setting (``lr`` -> ``Learning rate``); absent means the field name in words;
+``form``
+    ``False`` for a setting the form does not show (a path the page supplies, an option for experts);
+    absent means ``True``; a field without a default (``task``, ``data``...) is never in a form;
+``unit`` / ``step`` / ``decimals``
+    the spin box's suffix (``px``), its arrow step and a float's decimals; absent means none, 1 and
+    enough decimals for the default and the bounds.
+
 Task configs (:mod:`sslstudio.tasks.base`), the run configs (``PretrainConfig``,
 ``FinetuneConfig``) and the small declarations of ``compare`` and ``preview`` use the same keys,
 and :func:`check_settings` enforces them at each engine entry, so the command line, the window and
@@ -50,12 +61,15 @@ _FLOAT_LIMIT = 1e9
 def param(default: Any = dataclasses.MISSING, help: str = "", *, min: float | None = None,
           max: float | None = None, choices: tuple | None = None, min_exclusive: bool = False,
           max_exclusive: bool = False, flag: str | None = None,
-          default_factory: Any = dataclasses.MISSING, free_on_resume: bool = False) -> Any:
+          default_factory: Any = dataclasses.MISSING, free_on_resume: bool = False, label: str | None = None,
+          form: bool = True, unit: str | None = None, step: float | None = None,
+          decimals: int | None = None) -> Any:
     """A dataclass field with its help text and allowed range (what a form shows and what is checked).
 
     ``free_on_resume`` marks a run setting that may change when a run is resumed (the device, the
     loader workers...): it does not change what the run computes. Every other run setting is the run's
-    own and is refused if changed (see :func:`sslstudio.engine.resume_config`)."""
+    own and is refused if changed (see :func:`sslstudio.engine.resume_config`). ``label``, ``form``,
+    ``unit``, ``step`` and ``decimals`` say how the window's form shows it (see the module's docstring)."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults in frozen configs")
     meta: dict[str, Any] = {"help": help, "min": min, "max": max, "choices": choices}
@@ -67,6 +81,10 @@ def param(default: Any = dataclasses.MISSING, help: str = "", *, min: float | No
         meta["flag"] = flag
     if free_on_resume:
         meta["free_on_resume"] = True
+    shown = {"label": label, "unit": unit, "step": step, "decimals": decimals}
+    meta.update({k: v for k, v in shown.items() if v is not None})
+    if not form:
+        meta["form"] = False
     kwargs: dict[str, Any] = {}
     if default is not dataclasses.MISSING:
         kwargs["default"] = default
@@ -83,6 +101,12 @@ def _fields(declaration: Any) -> dict[str, dataclasses.Field]:
 def declared(declaration: Any, name: str) -> dict:
     """The metadata (help, min, max, ...) of setting ``name`` of a declaration (class or instance)."""
     return dict(_fields(declaration)[name].metadata)
+
+
+def label_of(f: dataclasses.Field) -> str:
+    """How the window names a setting: its ``label``, else the field name in words (``image_size`` ->
+    ``Image size``)."""
+    return f.metadata.get("label") or f.name.replace("_", " ").capitalize()
 
 
 def flag_of(f: dataclasses.Field) -> str:
@@ -169,7 +193,7 @@ def spin_range(declaration: Any, name: str, decimals: int = 0) -> tuple:
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
-def _base_type(f: dataclasses.Field) -> type | None:
+def base_type(f: dataclasses.Field) -> type | None:
     """``int`` for a field annotated ``int`` or ``int | None`` (also as a string annotation)."""
     annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     names = [part.strip() for part in str(annotation).split("|") if part.strip() != "None"]
@@ -197,7 +221,7 @@ def add_arguments(parser: Any, declaration: type, names: Any, *, defaults: Mappi
         if not (default is None or default is False or default is dataclasses.MISSING) and "default" not in text:
             text += f" (default {default})"
         flag = "--" + name.replace("_", "-")
-        kind = _base_type(f)
+        kind = base_type(f)
         if kind is bool:
             parser.add_argument(flag, action="store_true", default=None, help=text)
             continue

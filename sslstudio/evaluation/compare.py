@@ -31,7 +31,8 @@ from sslstudio.evaluation.features import FeatureCache, cached_features, global_
 from sslstudio.evaluation.finetuning import load_labelled_data, resolve_init, run_defaults
 from sslstudio.evaluation.knn import KNN_K, KNN_T
 from sslstudio.evaluation.probes import HEADS, knn_probe, linear_probe, mlp_probe, single_threaded_blas
-from sslstudio.evaluation.report import budget_text, interpretation_notes, run_facts, write_results
+from sslstudio.evaluation.report import interpretation_notes, run_facts, write_results
+from sslstudio.evaluation.table import budget_text
 from sslstudio.runs import RunDir, is_run_dir
 from sslstudio.settings import MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_PER_CLASS, MIN_IMAGE_SIZE, check_settings, param
 

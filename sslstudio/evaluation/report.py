@@ -14,6 +14,7 @@ import io
 import json
 from pathlib import Path
 
+from sslstudio.evaluation.table import budget_text, column_name, mode_label, results_table, row_label
 from sslstudio.runs import RunDir, atomic_write_bytes, atomic_write_json
 
 CHANCE_MARGIN = 0.10  # a pretext accuracy within 10 points of chance has barely been learnt
@@ -87,22 +88,6 @@ def _epoch_records(path: Path) -> list[dict]:
 
 
 # -- sentences ---------------------------------------------------------------------------------
-def column_name(mode: str, layer: str, head: str = "linear") -> str:
-    if mode == "all":
-        return "all layers"
-    if mode == "knn":
-        return f"kNN {layer}"
-    return f"{'MLP' if head == 'mlp' else 'linear'} {layer}"
-
-
-def budget_text(budget) -> str:
-    if budget == "all":
-        return "all labels"
-    if isinstance(budget, str):
-        return f"{budget} of the labels"
-    return f"{budget} per class"
-
-
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -174,47 +159,7 @@ def interpretation_notes(result: dict, init_facts: dict) -> list[str]:
     return notes
 
 
-# -- tables ------------------------------------------------------------------------------------
-def cell_text(row: dict | None) -> str:
-    """``51.3 ± 0.8`` (mean ± std over repeats) or ``51.3 [48.2, 54.4]`` (one draw, bootstrap)."""
-    if row is None:
-        return ""
-    if row.get("test_accuracy") is None:
-        return "n/a"
-    mean = 100 * row["test_accuracy"]
-    if row.get("std") is not None:
-        return f"{mean:.1f} ± {100 * row['std']:.1f}"
-    if row.get("ci_low") is not None:
-        return f"{mean:.1f} [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
-    return f"{mean:.1f}"
-
-
-def results_tables(result: dict) -> list[tuple[object, list[str], list[list[str]]]]:
-    """One ``(budget, header, body)`` per label budget: rows = initialisation, columns = kNN and head
-    probes per stage, then all layers."""
-    rows, head = result["rows"], result["meta"].get("head", "linear")
-    budgets = list(dict.fromkeys(r["per_class"] for r in rows))
-    out = []
-    for budget in budgets:
-        sub = [r for r in rows if r["per_class"] == budget]
-        cols = []
-        for mode in ("knn", "head", "all"):
-            for r in sub:
-                if r["mode"] == mode and (mode, r["layer"]) not in cols:
-                    cols.append((mode, r["layer"]))
-        inits = list(dict.fromkeys(r["init_label"] for r in sub))
-        body = []
-        for label in inits:
-            line = [label]
-            for mode, layer in cols:
-                match = next((r for r in sub if r["init_label"] == label and r["mode"] == mode
-                              and r["layer"] == layer), None)
-                line.append(cell_text(match))
-            body.append(line)
-        out.append((budget, ["initialisation"] + [column_name(m, lay, head) for m, lay in cols], body))
-    return out
-
-
+# -- files -------------------------------------------------------------------------------------
 def results_markdown(result: dict) -> str:
     meta = result["meta"]
     reps = meta.get("repeats", {})
@@ -241,7 +186,9 @@ def results_markdown(result: dict) -> str:
                     "(LP-FT; the head reads all stages), a budget of at least 100 steps with warm-up; the last "
                     "evaluation is reported, not the best." if "all" in meta.get("modes", []) else ""))
     errors: list[str] = []
-    for budget, header, body in results_tables(result):
+    table = results_table(result)
+    for budget in table.budgets:
+        header, body = table.for_budget(budget)
         lines += ["", f"## {budget_text(budget).capitalize()}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join(["---"] * len(header)) + "|"]
         lines += ["| " + " | ".join(b) + " |" for b in body]
@@ -286,27 +233,94 @@ def write_results(out_dir, result: dict, curve: bool = False) -> None:
         write_label_curve(result, out_dir / "label_curve.png")
 
 
-# -- the label-efficiency plot -----------------------------------------------------------------
+# -- the charts: label-efficiency curves, accuracy per stage ------------------------------------
 def curve_series(result: dict) -> dict[tuple[str, str], dict[str, dict]]:
-    """``{(mode, layer): {init_label: {"x", "y", "lo", "hi"}}}`` for numeric budgets (``all`` = class size)."""
+    """``{(mode, layer): {label: {"x", "y", "lo", "hi", "budget"}}}`` (accuracies in %), sorted by x.
+
+    x is the budget in images per class; for every label or a share of each class, the mean number of
+    labelled images per class of the row (twice the largest numeric budget when that is unknown). All-layer
+    fine-tuning is one series, ``("all", "")``, the window's and the report's column."""
     rows = [r for r in result["rows"] if r.get("test_accuracy") is not None]
+    n_classes = len(result.get("meta", {}).get("classes") or [])
+    numeric = [r["per_class"] for r in rows if isinstance(r.get("per_class"), (int, float))]
     out: dict = {}
     for r in rows:
-        x = r.get("train_images") / max(1, len(result["meta"].get("classes", [])) or 1) if r["per_class"] == "all" \
-            else r["per_class"]
-        if isinstance(x, str):
-            continue
-        s = out.setdefault((r["mode"], r["layer"]), {}).setdefault(r["init_label"], {"x": [], "y": [], "lo": [], "hi": []})
+        budget = r.get("per_class", "all")
+        if isinstance(budget, (int, float)):
+            x = float(budget)
+        elif n_classes and r.get("train_images"):
+            x = r["train_images"] / n_classes
+        else:
+            x = float(max(numeric or [1]) * 2)
+        key = (str(r.get("mode")), "" if r.get("mode") == "all" else str(r.get("layer")))
+        s = out.setdefault(key, {}).setdefault(row_label(r), {"x": [], "y": [], "lo": [], "hi": [], "budget": []})
         s["x"].append(float(x))
         s["y"].append(100 * r["test_accuracy"])
         s["lo"].append(100 * (r["ci_low"] if r.get("ci_low") is not None else r["test_accuracy"]))
         s["hi"].append(100 * (r["ci_high"] if r.get("ci_high") is not None else r["test_accuracy"]))
+        s["budget"].append(budget)
     for series in out.values():
         for s in series.values():
             order = sorted(range(len(s["x"])), key=s["x"].__getitem__)
-            for key in ("x", "y", "lo", "hi"):
+            for key in s:
                 s[key] = [s[key][i] for i in order]
     return out
+
+
+def stage_series(rows: list[dict], budget=None, stage_order: list[str] | None = None
+                 ) -> tuple[list[str], dict[str, list[dict | None]]]:
+    """The per-stage chart of one label budget (None: every row): the stages probed (x, in
+    ``stage_order``) and, per line (``label · mode`` when several modes, else ``label``), the row at
+    each stage; all-layer fine-tuning sits at the last stage."""
+    rows = [r for r in rows if budget is None or r.get("per_class", "all") == budget]
+    stages = list(dict.fromkeys(r.get("layer") for r in rows if r.get("mode") != "all"))
+    order = list(stage_order or [])
+    stages.sort(key=lambda s: order.index(s) if s in order else len(order))
+    several_modes = len({r.get("mode") for r in rows}) > 1
+    out: dict[str, list[dict | None]] = {}
+    for r in rows:
+        if r.get("mode") == "all" and not stages:
+            continue
+        x = len(stages) - 1 if r.get("mode") == "all" else stages.index(r.get("layer"))
+        name = f"{row_label(r)} · {mode_label(r)}" if several_modes else row_label(r)
+        out.setdefault(name, [None] * len(stages))[x] = r
+    return stages, out
+
+
+# -- reading results back ----------------------------------------------------------------------
+def normalise_result(data) -> dict:
+    """A results.json of either format as the current dict (an old file is a bare list of rows)."""
+    if isinstance(data, list):
+        data = {"format": 1, "rows": data}
+    if not isinstance(data, dict):
+        data = {}
+    out = dict(data)
+    out["rows"] = [r for r in (out.get("rows") or []) if isinstance(r, dict)]
+    out["notes"] = [str(n) for n in (out.get("notes") or [])]
+    out["paired"] = [p for p in (out.get("paired") or []) if isinstance(p, dict)]
+    out["meta"] = dict(out.get("meta") or {})
+    return out
+
+
+def latest_results_for(root, run) -> tuple[Path, dict] | None:
+    """The newest comparison folder under ``root`` (``<workspace>/compare``) whose results used the run
+    folder ``run``: ``(folder, result)``, or None."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    target = Path(run).resolve()
+    folders = sorted((p for p in root.iterdir() if (p / "results.json").is_file()),
+                     key=lambda p: (p / "results.json").stat().st_mtime, reverse=True)
+    for folder in folders:
+        try:
+            result = normalise_result(json.loads((folder / "results.json").read_text()))
+        except (OSError, ValueError):
+            continue
+        for r in result["rows"]:
+            init = r.get("init")
+            if init not in (None, "random", "imagenet") and Path(str(init)).resolve() == target:
+                return folder, result
+    return None
 
 
 def write_label_curve(result: dict, path) -> Path:
@@ -352,5 +366,5 @@ def write_label_curve(result: dict, path) -> Path:
     return Path(path)
 
 
-__all__ = ["CSV_FIELDS", "cell_text", "column_name", "curve_series", "interpretation_notes", "results_csv",
-           "results_markdown", "results_tables", "run_facts", "write_label_curve", "write_results"]
+__all__ = ["CSV_FIELDS", "curve_series", "interpretation_notes", "latest_results_for", "normalise_result",
+           "results_csv", "results_markdown", "run_facts", "stage_series", "write_label_curve", "write_results"]

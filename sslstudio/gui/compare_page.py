@@ -10,7 +10,6 @@ The tables and files are the engine's: "Save…" copies the ``results.md`` / ``r
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from datetime import datetime
@@ -25,18 +24,21 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleS
                                QListWidgetItem, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
                                QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
+from sslstudio.engine.durations import in_words
 from sslstudio.evaluation.compare import CompareSettings
+from sslstudio.evaluation.report import curve_series, latest_results_for, normalise_result, stage_series
+from sslstudio.evaluation.table import (budget_order, budget_text, cell_details, cell_text, mode_label,
+                                        results_table, row_key, row_label)
 from sslstudio.gui.plots import (PALETTE, IntegerAxis, add_band, apply_palette, make_plot, remove_band,
                                  set_tick_labels, styled_pen)
-from sslstudio.gui.workers import Job
+from sslstudio.gui.workers import Job, JobRunner
 from sslstudio.settings import spin_range
 
-__all__ = ["ComparePage", "cell_text", "latest_results_for", "normalise_result", "parse_curve", "stage_names",
-           "table_text"]
+__all__ = ["ComparePage", "parse_curve", "stage_names"]
 
-ALL_LAYERS = "all layers"
-MODE_ORDER = ("head", "knn", "all")
 DEFAULT_CURVE = "1, 5, 10, 20, 50, all"
+#: The label-efficiency selector offers the probes first (the table's columns start with kNN).
+CURVE_MODES = ("head", "knn", "all")
 #: Verdict -> (tint of the cell, sign shown): tints are light enough for dark and light palettes.
 VERDICT_TINT = {"ahead": "#2ca02c", "behind": "#d62728"}
 
@@ -47,14 +49,6 @@ def compare(*args, **kwargs):
     from sslstudio.evaluation import compare as engine_compare
 
     return engine_compare(*args, **kwargs)
-
-
-def _short_label(init: str) -> str:
-    return init if init in ("random", "imagenet") else Path(init).name
-
-
-def _label(row: dict) -> str:
-    return str(row.get("init_label") or _short_label(str(row.get("init"))))
 
 
 def leave_headroom(item, ys, entries: int) -> None:
@@ -79,20 +73,6 @@ def stage_names(arch: str) -> list[str]:
     return arch_stages(arch)
 
 
-def normalise_result(data) -> dict:
-    """A results.json of either format as the current dict (an old file is a bare list of rows)."""
-    if isinstance(data, list):
-        data = {"format": 1, "rows": data}
-    if not isinstance(data, dict):
-        data = {}
-    out = dict(data)
-    out["rows"] = [r for r in (out.get("rows") or []) if isinstance(r, dict)]
-    out["notes"] = [str(n) for n in (out.get("notes") or [])]
-    out["paired"] = [p for p in (out.get("paired") or []) if isinstance(p, dict)]
-    out["meta"] = dict(out.get("meta") or {})
-    return out
-
-
 def parse_curve(text: str) -> list[int | str]:
     """``"1, 5, 10, all"`` -> ``[1, 5, 10, "all"]`` (the engine's rule); raises ValueError."""
     from sslstudio.errors import ConfigError
@@ -104,200 +84,8 @@ def parse_curve(text: str) -> list[int | str]:
         raise ValueError(str(exc)) from None
 
 
-def _budget_key(b) -> float:
-    """Images per class in order, then shares of each class ("25%"), then every label."""
-    if isinstance(b, (int, float)):
-        return float(b)
-    if isinstance(b, str) and b.endswith("%"):
-        try:
-            return 1e9 + float(b[:-1])
-        except ValueError:
-            pass
-    return math.inf
-
-
-def budget_text(b) -> str:
-    if b in (None, "all"):
-        return "all labels"
-    if isinstance(b, str) and b.endswith("%"):
-        return f"{b} of each class"
-    return f"{b} / class"
-
-
-def mode_label(row_or_mode, head: str | None = None) -> str:
-    """``linear probe`` / ``MLP probe`` / ``kNN`` / ``all layers``."""
-    if isinstance(row_or_mode, dict):
-        mode, head = row_or_mode.get("mode"), row_or_mode.get("head", head)
-    else:
-        mode = row_or_mode
-    if mode == "head":
-        return "MLP probe" if head == "mlp" else "linear probe"
-    return {"knn": "kNN", "all": ALL_LAYERS}.get(mode, str(mode))
-
-
-def column_key(row: dict) -> tuple[str, str]:
-    mode = str(row.get("mode"))
-    return (mode, "" if mode == "all" else str(row.get("layer")))
-
-
-def column_title(key: tuple[str, str], head: str | None = None, lines: int = 2) -> str:
-    mode, layer = key
-    if mode == "all":
-        return "all\nlayers" if lines == 2 else ALL_LAYERS
-    name = {"head": "MLP" if head == "mlp" else "linear", "knn": "kNN"}.get(mode, mode)
-    return f"{name}\n{layer}" if lines == 2 else f"{name} ({layer})"
-
-
-def _pct(v) -> str:
-    return f"{100 * v:.1f}"
-
-
-def cell_text(row: dict | None) -> str:
-    """``51.3 ± 0.8`` (mean ± std over repeats), ``51.3 [48.2, 54.4]`` (one repeat: its interval),
-    or why the row could not run."""
-    if row is None:
-        return ""
-    acc = row.get("test_accuracy")
-    if acc is None:
-        return f"unavailable: {row['error']}" if row.get("error") else "—"
-    if row.get("std") is not None and (row.get("repeats") or 1) > 1:
-        return f"{_pct(acc)} ± {_pct(row['std'])}"
-    if row.get("ci_low") is not None and row.get("ci_high") is not None:
-        return f"{_pct(acc)} [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]"
-    return _pct(acc)
-
-
-def paired_text(p: dict | None) -> str:
-    """``+2.1 ahead`` (difference to random init in points, and the verdict)."""
-    if not p or p.get("delta") is None:
-        return ""
-    return f"{100 * p['delta']:+.1f} {p.get('verdict', '')}".strip()
-
-
-def _row_key(row: dict) -> tuple:
-    return (str(row.get("init")), str(row.get("mode")), str(row.get("layer")), str(row.get("per_class", "all")))
-
-
-def paired_index(result: dict) -> dict[tuple, dict]:
-    return {_row_key(p): p for p in result.get("paired", [])}
-
-
-def cell_tooltip(row: dict, paired: dict | None = None, classes: int | None = None) -> str:
-    """Everything behind a cell: repeats and their accuracies, the interval, L2 strengths, k / T."""
-    if row.get("test_accuracy") is None:
-        return str(row.get("error") or "not run")
-    lines = [f"{_label(row)} — {mode_label(row)}" + (f" at {row['layer']}" if row.get("mode") != "all" else "")
-             + f", {budget_text(row.get('per_class', 'all'))}"]
-    n = row.get("repeats") or len(row.get("accuracies") or []) or 1
-    accs = row.get("accuracies") or []
-    lines.append(f"test accuracy {_pct(row['test_accuracy'])} % (mean of {n} repeat{'s' if n != 1 else ''})")
-    if len(accs) > 1:
-        lines.append("per repeat: " + ", ".join(_pct(a) for a in accs) + " %")
-    if row.get("std") is not None:
-        lines.append(f"standard deviation over repeats: {_pct(row['std'])} points")
-    if row.get("ci_low") is not None and row.get("ci_high") is not None:
-        how = ("bootstrap over the test images" if row.get("interval") == "bootstrap"
-               else "over the repeated label draws")
-        lines.append(f"interval [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}] % ({how})")
-    if row.get("train_images"):
-        lines.append(f"{row['train_images']} labelled training images")
-    if row.get("l2"):
-        lines.append("chosen L2 strength C per repeat: " + ", ".join(f"{c:g}" for c in row["l2"]))
-    if row.get("mode") == "knn":
-        lines.append(f"k = {row.get('k')}, T = {row.get('t')}")
-    if row.get("mode") == "all" and row.get("epochs"):
-        lines.append(f"epochs: {row['epochs']}")
-    if paired and paired.get("delta") is not None:
-        ci = ""
-        if paired.get("ci_low") is not None and paired.get("ci_high") is not None:
-            ci = f" [{100 * paired['ci_low']:+.1f}, {100 * paired['ci_high']:+.1f}]"
-        lines.append(f"vs random init: {100 * paired['delta']:+.1f} points{ci} — {paired.get('verdict', '')}")
-    if row.get("per_class_accuracy"):
-        lines.append("select the cell and open “Per class” for per-class accuracy and the confusion matrix")
-    if row.get("error"):
-        lines.append(str(row["error"]))
-    return "\n".join(lines)
-
-
-def table_grid(rows: list[dict], stage_order: list[str] | None = None):
-    """Row keys ``(per_class, label)``, column keys ``(mode, layer)`` and the cells."""
-    labels: list[str] = []
-    budgets: list = []
-    cols: list[tuple[str, str]] = []
-    cells: dict[tuple, dict] = {}
-    for r in rows:
-        label, budget = _label(r), r.get("per_class", "all")
-        if label not in labels:
-            labels.append(label)
-        if budget not in budgets:
-            budgets.append(budget)
-        col = column_key(r)
-        if col not in cols:
-            cols.append(col)
-        cells[((budget, label), col)] = r
-    budgets.sort(key=_budget_key)
-    order = list(stage_order or [])
-    layer_seen = [c[1] for c in cols]
-    cols.sort(key=lambda c: (MODE_ORDER.index(c[0]) if c[0] in MODE_ORDER else 9,
-                             order.index(c[1]) if c[1] in order else len(order) + layer_seen.index(c[1])))
-    keys = [(b, label) for b in budgets for label in labels
-            if any(((b, label), c) in cells for c in cols)]
-    return keys, cols, cells
-
-
-def row_title(key: tuple, several_budgets: bool) -> str:
-    budget, label = key
-    return f"{label} · {budget_text(budget)}" if several_budgets else label
-
-
-def table_text(result: dict | list, sep: str = "\t", stage_order: list[str] | None = None) -> str:
-    """What the table shows, as text: a header line, then one line per initialisation (and budget)."""
-    result = normalise_result(result)
-    rows, paired = result["rows"], paired_index(result)
-    keys, cols, cells = table_grid(rows, stage_order)
-    heads = {r.get("head") for r in rows if r.get("mode") == "head"}
-    head = "mlp" if heads == {"mlp"} else None
-    lines = [sep.join(["initialisation", "labels per class"] + [column_title(c, head, 1) for c in cols])]
-    for key in keys:
-        texts = []
-        for c in cols:
-            r = cells.get((key, c))
-            t = cell_text(r)
-            p = paired_text(paired.get(_row_key(r))) if r else ""
-            texts.append(f"{t} ({p})" if p else t)
-        lines.append(sep.join([key[1], "all" if key[0] is None else str(key[0])] + texts))
-    return "\n".join(lines) + "\n"
-
-
-def latest_results_for(workspace: Path, run: str) -> tuple[Path, dict] | None:
-    """The newest comparison under ``<workspace>/compare`` that used ``run``: (folder, result dict)."""
-    root = Path(workspace) / "compare"
-    if not root.is_dir():
-        return None
-    target = Path(run).resolve()
-    folders = sorted((p for p in root.iterdir() if (p / "results.json").is_file()),
-                     key=lambda p: (p / "results.json").stat().st_mtime, reverse=True)
-    for folder in folders:
-        try:
-            result = normalise_result(json.loads((folder / "results.json").read_text()))
-        except (OSError, ValueError):
-            continue
-        for r in result["rows"]:
-            init = r.get("init")
-            if init not in (None, "random", "imagenet") and Path(str(init)).resolve() == target:
-                return folder, result
-    return None
-
-
 def _fmt_seconds(s: float | None) -> str:
-    if s is None or not math.isfinite(s):
-        return ""
-    s = int(round(s))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+    return in_words(s)
 
 
 def _tint(colour: str, alpha: int) -> QColor:
@@ -365,13 +153,12 @@ class ComparePage(QWidget):
     def __init__(self, window, parent: QWidget | None = None):
         super().__init__(parent)
         self.window_ = window
+        self.jobs = JobRunner(self, track=window.track)  # slot "compare": one comparison at a time
         self.job: Job | None = None
         self.out_dir: Path | None = None
         self.result: dict = normalise_result({})
         self.rows: list[dict] = []
-        self.columns: list[str] = []  # the table's columns, one line each: "linear (layer4)", ..., "all layers"
-        self._row_keys: list[tuple] = []
-        self._col_keys: list[tuple] = []
+        self.columns: list[str] = []  # the table's column titles: "kNN layer4", "linear layer4", ..., "all layers"
         self._cell_rows: dict[tuple[int, int], dict] = {}
         self._colours: dict[str, str] = {}
         self._runs: list[dict] = []
@@ -945,19 +732,14 @@ class ComparePage(QWidget):
                                               datetime.now().strftime("%Y%m%d-%H%M%S"))
         self.clear_results()
         inits = kwargs.pop("inits")
-        job = Job(compare, labelled, str(self.out_dir), inits, **kwargs, parent=self, name="sslstudio-compare")
-        job.worker.event.connect(self.on_event)
-        job.worker.finished.connect(self._on_finished)
-        job.worker.failed.connect(self._on_failed)
-        job.worker.cancelled.connect(self._on_cancelled)
-        job.ended.connect(self._on_ended)
-        self.job = job
-        self.window_.track(job)
+        self.job = self.jobs.start("compare", compare, labelled, str(self.out_dir), inits, kwargs=kwargs,
+                                   on_event=self.on_event, on_result=self._on_finished, on_error=self._on_failed,
+                                   on_cancelled=self._on_cancelled, on_ended=self._on_ended, pass_control=True,
+                                   replace=False)
         self.run_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the first progress event tells the total
         self.status.setText("Running…")
-        job.start()
 
     def stop(self) -> None:
         if self.is_running():
@@ -972,7 +754,7 @@ class ComparePage(QWidget):
         self.table.clear()
         self.table.setRowCount(0)
         self.table.setColumnCount(0)
-        self._row_keys, self._col_keys, self.columns = [], [], []
+        self.columns = []
         self._cell_rows = {}
         self._epoch_data.clear()
         for item in self._epoch_items.values():
@@ -997,7 +779,7 @@ class ComparePage(QWidget):
         kind = getattr(ev, "kind", None)
         if kind == "epoch" and ev.extra:
             x = ev.extra
-            key = (str(x.get("init")), str(x.get("init_label") or _short_label(str(x.get("init")))),
+            key = (str(x.get("init")), row_label(x),
                    str(x.get("layer")), x.get("per_class", "all"), int(x.get("repeat", 0) or 0))
             xs, ys = self._epoch_data.setdefault(key, ([], []))
             xs.append(ev.epoch + 1)
@@ -1063,8 +845,8 @@ class ComparePage(QWidget):
         self._fill_table()
         self._refresh_plots()
         if self.selected_row is not None:
-            key = _row_key(self.selected_row)
-            self.show_row(next((r for r in self.rows if _row_key(r) == key), None))
+            key = row_key(self.selected_row)
+            self.show_row(next((r for r in self.rows if row_key(r) == key), None))
 
     def set_rows(self, rows: list[dict]) -> None:
         """Fill the table from rows alone (no notes, no paired differences)."""
@@ -1093,65 +875,58 @@ class ComparePage(QWidget):
 
     # -- the table -----------------------------------------------------------------------------
     def _fill_table(self) -> None:
-        rows = self.rows
-        keys, cols, cells = table_grid(rows, self._stage_list())
-        paired = paired_index(self.result)
-        several = len({k[0] for k in keys}) > 1
-        heads = {r.get("head") for r in rows if r.get("mode") == "head"}
-        head = "mlp" if heads == {"mlp"} else None
-        self._row_keys, self._col_keys = keys, cols
+        """Show the engine's results table (:func:`results_table`, the one ``results.md`` writes): every
+        budget in one grid, a cell's difference to random init on a second line, tinted by its verdict."""
+        table = results_table(self.result, self._stage_list())
+        several = len(table.budgets) > 1
         self._cell_rows = {}
-        self.columns = [column_title(c, head, 1) for c in cols]
+        self.columns = [c.title for c in table.columns]
         self.table.blockSignals(True)
         self.table.clearSpans()
         self.table.clearContents()
-        self.table.setRowCount(len(keys))
-        self.table.setColumnCount(len(cols))
-        self.table.setVerticalHeaderLabels([row_title(k, several) for k in keys])
-        self.table.setHorizontalHeaderLabels([column_title(c, head) for c in cols])
-        for j, c in enumerate(cols):
-            self.table.horizontalHeaderItem(j).setToolTip(self.columns[j])
+        self.table.setRowCount(len(table.rows))
+        self.table.setColumnCount(len(table.columns))
+        self.table.setVerticalHeaderLabels([f"{r.label} · {budget_text(r.budget)}" if several else r.label
+                                            for r in table.rows])
+        self.table.setHorizontalHeaderLabels([t.replace(" ", "\n", 1) for t in self.columns])
+        for j, title in enumerate(self.columns):
+            self.table.horizontalHeaderItem(j).setToolTip(title)
         muted = self.palette().color(self.palette().ColorRole.PlaceholderText)
-        spans = []
-        for i, key in enumerate(keys):  # a row unavailable everywhere, for one reason: one wide cell
-            row_cells = [r for r in (cells.get((key, c)) for c in cols) if r is not None]
-            errors = {r.get("error") for r in row_cells}
-            if (len(cols) > 1 and row_cells and all(r.get("test_accuracy") is None for r in row_cells)
-                    and len(errors) == 1 and None not in errors):
-                spans.append((i, row_cells[0]))
-                for c in cols:
-                    cells.pop((key, c), None)
-        for (key, col), r in cells.items():
-            i, j = keys.index(key), cols.index(col)
-            p = paired.get(_row_key(r))
-            text = cell_text(r)
-            verdict = paired_text(p)
-            item = QTableWidgetItem(f"{text}\n{verdict}" if verdict else text)
-            self._cell_rows[(i, j)] = r
-            item.setToolTip(cell_tooltip(r, p))
-            if r.get("test_accuracy") is not None:
-                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
-                tint = VERDICT_TINT.get((p or {}).get("verdict"))
-                if tint:
-                    item.setBackground(_tint(tint, 60))
-            else:
-                item.setForeground(muted)
-            self.table.setItem(i, j, item)
+        spans = [(i, r.error) for i, r in enumerate(table.rows) if r.error]  # no cell ran, for one reason
+        for i, trow in enumerate(table.rows):
+            for j, cell in enumerate(trow.cells):
+                if cell is None or (i, trow.error) in spans:
+                    continue
+                item = QTableWidgetItem(f"{cell.text}\n{cell.difference}" if cell.difference else cell.text)
+                self._cell_rows[(i, j)] = cell.row
+                details = cell_details(cell.row, cell.paired)
+                if cell.row.get("per_class_accuracy"):
+                    details += "\nselect the cell and open “Per class” for per-class accuracy and the confusion matrix"
+                item.setToolTip(details)
+                if cell.available:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                    tint = VERDICT_TINT.get(cell.verdict)
+                    if tint:
+                        item.setBackground(_tint(tint, 60))
+                else:
+                    item.setForeground(muted)
+                self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
         for j in range(self.table.columnCount()):
             self.table.setColumnWidth(j, min(max(self.table.columnWidth(j), 70), 150))
-        for i, r in spans:  # after the widths: a wide cell must not widen its first column
-            item = QTableWidgetItem(cell_text(r))
-            item.setToolTip(r.get("error") or "")
+        for i, error in spans:  # after the widths: a wide cell must not widen its first column
+            item = QTableWidgetItem(f"unavailable: {error}")
+            item.setToolTip(error)
             item.setForeground(muted)
             self.table.setItem(i, 0, item)
-            self.table.setSpan(i, 0, 1, len(cols))
+            if len(table.columns) > 1:
+                self.table.setSpan(i, 0, 1, len(table.columns))
         self.table.resizeRowsToContents()
-        for i, key in enumerate(keys):
-            self.table.verticalHeaderItem(i).setToolTip(f"{key[1]}, {budget_text(key[0])}")
+        for i, trow in enumerate(table.rows):
+            self.table.verticalHeaderItem(i).setToolTip(f"{trow.label}, {budget_text(trow.budget)}")
         self.table.blockSignals(False)
-        self.copy_button.setEnabled(bool(rows))
-        self.save_button.setEnabled(bool(rows))
+        self.copy_button.setEnabled(bool(self.rows))
+        self.save_button.setEnabled(bool(self.rows))
 
     def cell_row(self, i: int, j: int) -> dict | None:
         """The engine's row behind table cell (i, j)."""
@@ -1171,20 +946,13 @@ class ComparePage(QWidget):
         self._plots_stale = {"curve", "stage"}
         self.flush()
 
-    def _combos(self) -> list[tuple[str, str]]:
-        """(mode, layer) of the rows, in table order."""
-        _keys, cols, _cells = table_grid(self.rows, self._stage_list())
-        return cols
-
     def _update_curve_choices(self) -> None:
-        heads = {r.get("head") for r in self.rows if r.get("mode") == "head"}
-        head = "mlp" if heads == {"mlp"} else None
-        combos = self._combos()
-        # the last stage first: it is what a reader looks for
+        table = results_table(self.result, self._stage_list())
+        # the probes first, the last stage first: it is what a reader looks for
         def order(c):
-            return (MODE_ORDER.index(c[0]) if c[0] in MODE_ORDER else 9, c[1] != self._last_layer())
-        choices = [(column_title(c, head, 1).replace("linear", "linear probe").replace("MLP (", "MLP probe ("), c)
-                   for c in sorted(combos, key=order)]
+            return (CURVE_MODES.index(c.mode) if c.mode in CURVE_MODES else 9, c.layer != self._last_layer())
+        choices = [(mode_label(c.mode, table.head) + (f" ({c.layer})" if c.layer else ""), (c.mode, c.layer))
+                   for c in sorted(table.columns, key=order)]
         self.curve_tab.set_choices(choices)
         if not self._curve_chosen and choices:
             self.curve_tab.combo.blockSignals(True)
@@ -1197,33 +965,6 @@ class ComparePage(QWidget):
         known = [x for x in layers if x in order]
         return max(known, key=order.index) if known else (layers[-1] if layers else "")
 
-    def curve_series(self, combo: tuple[str, str] | None = None) -> dict[str, list[tuple]]:
-        """Per initialisation label: ``(x, mean %, low %, high %, budget)`` sorted by budget, for the
-        (mode, layer) ``combo`` (default: the selector's)."""
-        combo = combo if combo is not None else self.curve_tab.value()
-        if combo is None:
-            return {}
-        combo = tuple(combo)
-        n_classes = len(self.result["meta"].get("classes") or []) or None
-        numeric = [r.get("per_class") for r in self.rows if isinstance(r.get("per_class"), (int, float))]
-        out: dict[str, list[tuple]] = {}
-        for r in self.rows:
-            if column_key(r) != combo or r.get("test_accuracy") is None:
-                continue
-            b = r.get("per_class", "all")
-            if isinstance(b, (int, float)):
-                x = float(b)
-            else:  # every label: the mean number of images per class
-                per = (r.get("train_images") / n_classes) if (n_classes and r.get("train_images")) else None
-                x = float(per) if per else float(max(numeric or [1]) * 2)
-            m = 100 * r["test_accuracy"]
-            lo = 100 * r["ci_low"] if r.get("ci_low") is not None else m
-            hi = 100 * r["ci_high"] if r.get("ci_high") is not None else m
-            out.setdefault(_label(r), []).append((x, m, lo, hi, b))
-        for label in out:
-            out[label].sort(key=lambda t: t[0])
-        return out
-
     def _update_curve_plot(self, *_args) -> None:
         item = self.curve_plot.getPlotItem()
         for it in self._curve_items:
@@ -1234,20 +975,20 @@ class ComparePage(QWidget):
         self._curve_items.clear()
         if item.legend is not None:
             item.legend.clear()
-        series = self.curve_series()
+        combo = self.curve_tab.value()
+        series = curve_series(self.result).get(tuple(combo), {}) if combo is not None else {}
         ticks: dict[float, str] = {}
         ys = []
-        for label, pts in series.items():
-            init = next((str(r.get("init")) for r in self.rows if _label(r) == label), label)
+        for label, s in series.items():
+            init = next((str(r.get("init")) for r in self.rows if row_label(r) == label), label)
             colour = self._colour(init)
-            x = [p[0] for p in pts]
-            band = add_band(item, x, [p[2] for p in pts], [p[3] for p in pts], colour)
-            line = item.plot(x, [p[1] for p in pts], pen=styled_pen(colour), name=label, symbol="o",
+            band = add_band(item, s["x"], s["lo"], s["hi"], colour)
+            line = item.plot(s["x"], s["y"], pen=styled_pen(colour), name=label, symbol="o",
                              symbolSize=7, symbolBrush=colour, symbolPen=None)
             self._curve_items += [band, line]
-            ys += [p[2] for p in pts] + [p[3] for p in pts]
-            for p in pts:
-                ticks[p[0]] = str(p[4]) if p[4] not in (None, "all") else "all"
+            ys += s["lo"] + s["hi"]
+            for x, b in zip(s["x"], s["budget"]):
+                ticks[x] = str(b) if b not in (None, "all") else "all"
         shown = []  # tick labels closer than ~0.15 decades overlap: "all" wins, else the first one
         for x, t in sorted(ticks.items()):
             if shown and math.log10(x) - shown[-1][0] < 0.15:
@@ -1274,36 +1015,17 @@ class ComparePage(QWidget):
         apply_palette(self.curve_plot)
 
     def _update_stage_choices(self) -> None:
-        budgets = sorted({r.get("per_class", "all") for r in self.rows}, key=_budget_key, reverse=True)
+        budgets = sorted({r.get("per_class", "all") for r in self.rows}, key=budget_order, reverse=True)
         self.stage_tab.set_choices([(budget_text(b), b) for b in budgets])
 
     def stage_series(self, budget=None) -> tuple[list[str], dict[str, list[float | None]]]:
         """Stages (x) and, per "initialisation · mode" line, the test accuracy (fraction) at each stage,
-        for one label budget (default: the selector's, else the largest)."""
+        for one label budget (default: the selector's, else the largest); the engine's :func:`stage_series`."""
         if budget is None:
             budget = self.stage_tab.value()
-        rows = [r for r in self.rows if budget is None or r.get("per_class", "all") == budget]
-        stages = []
-        for r in rows:
-            if r.get("mode") != "all" and r.get("layer") not in stages:
-                stages.append(r.get("layer"))
-        order = self._stage_list()
-        stages.sort(key=lambda s: order.index(s) if s in order else len(order))
-        several_modes = len({r.get("mode") for r in rows}) > 1
-        series: dict[str, list[float | None]] = {}
-        self._series_rows: dict[str, list[dict | None]] = {}
-        for r in rows:
-            if r.get("mode") == "all":
-                if not stages:
-                    continue
-                x = len(stages) - 1  # fine-tuning every layer ends at the last stage
-            else:
-                x = stages.index(r.get("layer"))
-            name = f"{_label(r)} · {mode_label(r)}" if several_modes else _label(r)
-            values = series.setdefault(name, [None] * len(stages))
-            self._series_rows.setdefault(name, [None] * len(stages))[x] = r
-            values[x] = r.get("test_accuracy")
-        return stages, series
+        stages, self._series_rows = stage_series(self.rows, budget, self._stage_list())
+        return stages, {name: [None if r is None else r.get("test_accuracy") for r in rows]
+                        for name, rows in self._series_rows.items()}
 
     def _update_stage_plot(self, *_args) -> None:
         item = self.stage_plot.getPlotItem()
@@ -1358,7 +1080,7 @@ class ComparePage(QWidget):
         for k in list(self._epoch_items):
             if k not in wanted:
                 item.removeItem(self._epoch_items.pop(k))
-        budgets = sorted({k[3] for k in wanted}, key=_budget_key)
+        budgets = sorted({k[3] for k in wanted}, key=budget_order)
         styles = ("solid", "dash", "dot", "dashdot")
         rebuilt = False
         for k in sorted(wanted, key=lambda k: (budgets.index(k[3]), k[4])):
@@ -1398,7 +1120,7 @@ class ComparePage(QWidget):
         per = row.get("per_class_accuracy") or {}
         if not classes:
             classes = list(per)
-        where = f"{_label(row)} — {mode_label(row)}" + (f" at {row.get('layer')}" if row.get("mode") != "all"
+        where = f"{row_label(row)} — {mode_label(row)}" + (f" at {row.get('layer')}" if row.get("mode") != "all"
                                                         else "") + f", {budget_text(row.get('per_class', 'all'))}"
         if not per and not row.get("confusion"):
             self.class_caption.setText(f"{where}: no per-class results in this row.")
@@ -1446,7 +1168,7 @@ class ComparePage(QWidget):
     # -- copy / save ---------------------------------------------------------------------------
     def copy_table(self) -> str:
         """Copy the results table to the clipboard, tab-separated; returns the text."""
-        text = table_text(self.result, stage_order=self._stage_list())
+        text = results_table(self.result, self._stage_list()).text()
         QGuiApplication.clipboard().setText(text)
         self.window_.statusBar().showMessage("Results table copied (tab-separated).", 5000)
         return text
@@ -1481,7 +1203,7 @@ class ComparePage(QWidget):
         """Show the newest comparison of the workspace that used ``run``; returns its folder."""
         if self.is_running():
             return None
-        found = latest_results_for(self.window_.workspace, run)
+        found = latest_results_for(self.window_.workspace / "compare", run)
         if found is None:
             return None
         folder, result = found
@@ -1521,5 +1243,4 @@ class ComparePage(QWidget):
 
     def shutdown(self) -> None:
         self._timer.stop()
-        if self.job is not None:
-            self.job.stop()
+        self.jobs.stop_all()

@@ -1,44 +1,68 @@
-"""A settings form generated from a task's frozen config dataclass.
+"""A settings form generated from a declaration: a task's frozen config or a run's config dataclass.
 
-Field types, ranges, choices and help text come from :func:`sslstudio.tasks.config_fields`:
-``bool`` -> check box, ``int`` -> spin box, ``float`` -> double spin box, a field with
-``choices`` -> combo box, a tuple -> a line edit of comma-separated numbers, anything else ->
-a line edit. Every widget's tooltip is the field's help text.
+Each field made with :func:`sslstudio.settings.param` carries its type, range, choices, help and how
+the form shows it (``label``, ``form``, ``unit``, ``step``, ``decimals``). A field with ``choices`` ->
+combo box, ``bool`` -> check box, ``int`` -> spin box, ``float`` -> double spin box (the type is the
+default's, or the annotation's when the default is ``None``), a tuple -> a line edit of
+comma-separated numbers, anything else -> a line edit. Ranges come from
+:func:`~sslstudio.settings.spin_range`, tooltips from the help text, labels from
+:func:`~sslstudio.settings.label_of`. Fields without a default or declared ``form=False`` are left to
+the page. :meth:`ConfigForm.check` refuses a value the declaration refuses, with its sentence.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QSpinBox, QWidget)
 
-from sslstudio.tasks import config_fields
+from sslstudio.settings import base_type, check_settings, flag_of, label_of, spin_range
 
 __all__ = ["ConfigForm"]
 
 
-def _label(name: str) -> str:
-    return name.replace("_", " ").capitalize()
-
-
-def _decimals(value: float, lo: float | None, hi: float | None) -> int:
+def _decimals(value: float | None, lo: float | None, hi: float | None) -> int:
     vals = [abs(v) for v in (value, lo, hi) if v not in (None, 0)]
     smallest = min(vals) if vals else 1.0
     return max(3, min(8, int(-math.floor(math.log10(smallest))) + 3)) if smallest < 1 else 3
 
 
+def _describe(config_cls: type) -> list[dict]:
+    """The form's fields of ``config_cls``: name, default, kind (int, float...), label and metadata."""
+    out = []
+    for f in dataclasses.fields(config_cls):
+        meta = f.metadata
+        if f.default is dataclasses.MISSING or meta.get("form", True) is False:
+            continue
+        kind = type(f.default) if f.default is not None else base_type(f)
+        out.append({**meta, "name": f.name, "default": f.default, "kind": kind, "label": label_of(f)})
+    return out
+
+
 class ConfigForm(QWidget):
-    """Widgets for every field of ``config_cls``; :meth:`values` returns the changed options."""
+    """Widgets for the form's fields of ``config_cls``; :meth:`values` returns the changed options,
+    :meth:`all_values` every shown setting.
+
+    ``choices`` gives a field choices its declaration cannot hold (the backbones, the GPUs found):
+    values, or ``(text, value)`` pairs. ``beside`` puts a widget to the right of a field's (a Browse…
+    button).
+    """
 
     changed = Signal()
 
-    def __init__(self, config_cls: type | None = None, parent: QWidget | None = None):
+    def __init__(self, config_cls: type | None = None, parent: QWidget | None = None, *,
+                 choices: Mapping[str, Sequence] | None = None, beside: Mapping[str, QWidget] | None = None):
         super().__init__(parent)
         self._layout = QFormLayout(self)
         self._layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        self._choices = dict(choices or {})
+        self._beside = dict(beside or {})
+        self._config_cls: type | None = None
         self._fields: list[dict] = []
         self._widgets: dict[str, QWidget] = {}
         if config_cls is not None:
@@ -48,52 +72,61 @@ class ConfigForm(QWidget):
         while self._layout.rowCount():
             self._layout.removeRow(0)
         self._widgets.clear()
-        try:
-            self._fields = config_fields(config_cls)
-        except TypeError:  # not a dataclass: nothing to set
-            self._fields = []
+        self._config_cls = config_cls if dataclasses.is_dataclass(config_cls) else None
+        self._fields = _describe(config_cls) if self._config_cls else []  # not a dataclass: nothing to set
         for f in self._fields:
             widget = self._make_widget(f)
             help_text = f.get("help") or ""
             widget.setToolTip(help_text)
             widget.setObjectName(f"option_{f['name']}")
-            label = QLabel(_label(f["name"]))
+            label = QLabel(f["label"])
             label.setToolTip(help_text)
-            self._layout.addRow(label, widget)
             self._widgets[f["name"]] = widget
+            extra = self._beside.get(f["name"])
+            if extra is None:
+                self._layout.addRow(label, widget)
+                continue
+            row = QHBoxLayout()
+            row.setContentsMargins(0, 0, 0, 0)
+            row.addWidget(widget, 1)
+            row.addWidget(extra)
+            self._layout.addRow(label, row)
         if not self._fields:
             note = QLabel("This task has no settings.")
             note.setEnabled(False)
             self._layout.addRow(note)
 
     def _make_widget(self, f: dict) -> QWidget:
-        default, lo, hi, choices = f["default"], f.get("min"), f.get("max"), f.get("choices")
+        default, kind, name = f["default"], f["kind"], f["name"]
+        choices = self._choices.get(name) or f.get("choices")
         if choices:
             w = QComboBox()
             for c in choices:
-                w.addItem(str(c), c)
-            w.setCurrentIndex(max(0, list(choices).index(default)) if default in choices else 0)
+                text, value = c if isinstance(c, tuple) and name in self._choices else (str(c), c)
+                w.addItem(text, value)
+            w.setCurrentIndex(max(0, w.findData(default)))
             w.currentIndexChanged.connect(self.changed)
-        elif isinstance(default, bool):
+        elif kind is bool:
             w = QCheckBox()
-            w.setChecked(default)
+            w.setChecked(bool(default))
             w.toggled.connect(self.changed)
-        elif isinstance(default, int):
-            w = QSpinBox()
-            w.setRange(int(lo) if lo is not None else -2**31 + 1, int(hi) if hi is not None else 2**31 - 1)
-            w.setValue(default)
-            w.setKeyboardTracking(False)
-            w.valueChanged.connect(self.changed)
-        elif isinstance(default, float):
-            w = QDoubleSpinBox()
-            w.setDecimals(_decimals(default, lo, hi))
-            w.setRange(float(lo) if lo is not None else -1e9, float(hi) if hi is not None else 1e9)
-            w.setSingleStep(10 ** -(w.decimals() - 1) if default < 1 else 0.1)
-            w.setValue(default)
+        elif kind in (int, float):
+            w = QSpinBox() if kind is int else QDoubleSpinBox()
+            if kind is float:
+                w.setDecimals(f.get("decimals") or _decimals(default, f.get("min"), f.get("max")))
+                w.setSingleStep(f.get("step") or (10 ** -(w.decimals() - 1) if (default or 0) < 1 else 0.1))
+            elif f.get("step"):
+                w.setSingleStep(int(f["step"]))
+            w.setRange(*spin_range(self._config_cls, name, w.decimals() if kind is float else 0))
+            if f.get("unit"):
+                w.setSuffix(f" {f['unit']}")
+            if default is not None:
+                w.setValue(default)
             w.setKeyboardTracking(False)
             w.valueChanged.connect(self.changed)
         else:
-            w = QLineEdit(", ".join(map(str, default)) if isinstance(default, tuple) else str(default))
+            w = QLineEdit("" if default is None else ", ".join(map(str, default)) if isinstance(default, tuple)
+                          else str(default))
             w.editingFinished.connect(self.changed)
         return w
 
@@ -113,7 +146,7 @@ class ConfigForm(QWidget):
                 return tuple(kind(x) for x in text.replace(";", ",").split(",") if x.strip())
             except ValueError:
                 return default
-        return text
+        return None if default is None and not text else text
 
     def values(self) -> dict:
         """Options that differ from the paper defaults (what ``create_task`` takes)."""
@@ -126,6 +159,18 @@ class ConfigForm(QWidget):
             if value != default:
                 out[f["name"]] = list(value) if isinstance(value, tuple) else value
         return out
+
+    def all_values(self) -> dict:
+        """Every setting the form shows, as the declaration's types (an empty optional text: ``None``)."""
+        return {f["name"]: self._value(f) for f in self._fields}
+
+    def check(self) -> None:
+        """Raise :class:`~sslstudio.errors.ConfigError` with the declaration's sentence for the first value it
+        refuses, naming the setting by its label."""
+        if self._config_cls is not None:
+            shown = {f["name"] for f in self._fields}
+            check_settings(self.all_values(), self._config_cls,
+                           name=lambda f: label_of(f) if f.name in shown else flag_of(f))
 
     def set_values(self, values: dict) -> None:
         self.blockSignals(True)
@@ -146,7 +191,8 @@ class ConfigForm(QWidget):
                     elif isinstance(w, QDoubleSpinBox):
                         w.setValue(float(v))
                     else:
-                        w.setText(", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
+                        w.setText("" if v is None else ", ".join(map(str, v)) if isinstance(v, (list, tuple))
+                                  else str(v))
                 except (TypeError, ValueError):
                     continue
         finally:
@@ -154,8 +200,12 @@ class ConfigForm(QWidget):
         self.changed.emit()
 
     def reset(self) -> None:
-        """Back to the paper defaults."""
-        self.set_values({f["name"]: f["default"] for f in self._fields})
+        """Back to the declared defaults (a ``None`` default leaves its widget as it is)."""
+        self.set_values({f["name"]: f["default"] for f in self._fields if f["default"] is not None})
+
+    def names(self) -> list[str]:
+        """The settings the form shows, in the declaration's order."""
+        return [f["name"] for f in self._fields]
 
     def widget(self, name: str) -> QWidget:
         return self._widgets[name]

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
 
 from sslstudio.data import inspect_images, scan_folder
 from sslstudio.gui.thumbnails import ThumbnailModel
-from sslstudio.gui.workers import Job
+from sslstudio.gui.workers import Job, JobRunner
 
 __all__ = ["DataPage"]
 
@@ -44,8 +44,7 @@ class DataPage(QWidget):
         self.folder: str | None = None
         self.report = None
         self.inspection = None
-        self.job: Job | None = None
-        self.inspect_job: Job | None = None
+        self.jobs = JobRunner(self, track=window.track)  # slots "scan" and "inspect"
         self.setAcceptDrops(True)
 
         self.choose_button = QPushButton("Choose folder…")
@@ -166,10 +165,7 @@ class DataPage(QWidget):
     def set_folder(self, folder: str) -> None:
         """Scan ``folder`` in the background (what the button, the recent list and a drop call)."""
         folder = str(Path(folder).expanduser())
-        if self.job is not None and self.job.is_running():
-            self.job.cancel()  # the old scan stops at its next progress report; its result is ignored
-        if self.inspect_job is not None and self.inspect_job.is_running():
-            self.inspect_job.cancel()
+        self.jobs.cancel("inspect")  # the old folder's check; the old scan is superseded below
         self.folder = folder
         self.report = None
         self.inspection = None
@@ -179,38 +175,21 @@ class DataPage(QWidget):
         self.path_label.setText(folder)
         self.summary_label.setText("Scanning…")
         self.progress.show()
-        job = Job(scan_for_page, folder, parent=self, name="sslstudio-scan",
-                  pass_events=False, pass_control=False, pass_progress=True)
-        # bound methods (not lambdas): queued to the GUI thread; a superseded scan's signals are ignored
-        job.worker.progress.connect(self._on_progress)
-        job.worker.finished.connect(self._on_scanned)
-        job.worker.failed.connect(self._on_failed)
-        job.ended.connect(self._on_scan_ended)
-        self.job = job
-        self.window_.track(job)
+        # a running scan of another folder is cancelled (at its next progress report) and superseded
+        self.jobs.start("scan", scan_for_page, folder, on_progress=self._on_progress, on_result=self._on_scanned,
+                        on_error=self._on_failed, on_ended=self.progress.hide)
         self.scan_started.emit(folder)
-        job.start()
 
-    def _current(self) -> bool:
-        """True when the signal being handled comes from the current scan."""
-        sender = self.sender()
-        return self.job is not None and sender in (self.job.worker, self.job)
-
-    def _on_scan_ended(self) -> None:
-        if self._current():
-            self.progress.hide()
+    @property
+    def job(self) -> Job | None:
+        """The current (newest) scan."""
+        return self.jobs.get("scan")
 
     def _on_progress(self, done: int, total: int) -> None:
-        if not self._current():
-            return
         self.summary_label.setText(f"Scanning… {done:,} images found so far")
 
     def _on_scanned(self, result) -> None:
-        if not self._current():
-            return
         report, paths = result
-        if self.folder is None or Path(report.root) != Path(self.folder).expanduser():
-            return
         self.report = report
         self._remember(self.folder)
         self.model.set_files(paths, copy=False)  # the worker's list of str, handed over
@@ -230,25 +209,13 @@ class DataPage(QWidget):
     # -- sizes and unreadable files (headers only, in the background) -------------------------
     def _start_inspection(self, files) -> None:
         self.check_label.setText("Checking image sizes…")
-        job = Job(inspect_images, files, parent=self, name="sslstudio-inspect",
-                  pass_events=False, pass_control=False, pass_progress=True)
-        job.worker.progress.connect(self._on_inspect_progress)
-        job.worker.finished.connect(self._on_inspected)
-        job.worker.failed.connect(self._on_inspect_failed)
-        self.inspect_job = job
-        self.window_.track(job)
-        job.start()
-
-    def _current_inspection(self) -> bool:
-        return self.inspect_job is not None and self.sender() in (self.inspect_job.worker, self.inspect_job)
+        self.jobs.start("inspect", inspect_images, files, on_progress=self._on_inspect_progress,
+                        on_result=self._on_inspected, on_error=self._on_inspect_failed)
 
     def _on_inspect_progress(self, done: int, total: int) -> None:
-        if self._current_inspection():
-            self.check_label.setText(f"Checking image sizes… {done:,} / {total:,}")
+        self.check_label.setText(f"Checking image sizes… {done:,} / {total:,}")
 
     def _on_inspected(self, inspection) -> None:
-        if not self._current_inspection():
-            return
         self.inspection = inspection
         text = f"Sizes: {inspection.size_range()}."
         if inspection.unreadable:
@@ -260,8 +227,7 @@ class DataPage(QWidget):
         self.inspect_finished.emit(inspection)
 
     def _on_inspect_failed(self, message: str, details: str) -> None:
-        if self._current_inspection():
-            self.check_label.setText(f"Could not check the images: {message}")
+        self.check_label.setText(f"Could not check the images: {message}")
 
     def skipped_dialog(self) -> QDialog:
         """A dialog listing the unreadable files and why (built, not shown)."""
@@ -292,8 +258,6 @@ class DataPage(QWidget):
         self.skipped_dialog().show()
 
     def _on_failed(self, message: str, details: str) -> None:
-        if not self._current():
-            return
         self.summary_label.setText(f"<span style='color:#d62728'>{message}</span>")
         self.window_.log(details or message, "warning")
         self.scan_failed.emit(message)
@@ -302,8 +266,5 @@ class DataPage(QWidget):
         return len(self.report.files) if self.report else 0
 
     def shutdown(self) -> None:
-        if self.job is not None:
-            self.job.stop()
-        if self.inspect_job is not None:
-            self.inspect_job.stop()
+        self.jobs.stop_all()
         self.model.shutdown()

@@ -10,7 +10,9 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
                                QLineEdit, QListWidget, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget)
 
 from sslstudio.export import FORMATS, export_run
-from sslstudio.gui.workers import Job
+from sslstudio.export.snippet import default_export_dir
+from sslstudio.export.snippet import load_snippet as export_snippet
+from sslstudio.gui.workers import Job, JobRunner
 
 __all__ = ["ExportPage"]
 
@@ -21,9 +23,7 @@ FORMAT_HELP = {"pt": "backbone.pt: a plain state dict (torchvision key names)",
 
 
 def load_snippet(folder: str) -> str:
-    return ("from sslstudio.export import load_backbone\n\n"
-            f"backbone = load_backbone({folder!r})  # eval mode, on the CPU\n"
-            "features = backbone(images)  # images: [N, 3, H, W], ImageNet-normalised\n")
+    return export_snippet(folder)
 
 
 class ExportPage(QWidget):
@@ -35,7 +35,7 @@ class ExportPage(QWidget):
     def __init__(self, window, parent: QWidget | None = None):
         super().__init__(parent)
         self.window_ = window
-        self.job: Job | None = None
+        self.jobs = JobRunner(self, track=window.track)  # slot "export": one at a time
         self.run = QComboBox()
         self.run.setToolTip("The pretraining run whose backbone is exported")
         self.run.setMinimumContentsLength(40)
@@ -105,7 +105,7 @@ class ExportPage(QWidget):
     def _default_destination(self, *_args) -> None:
         path = self.run.currentData()
         if path and (not self.destination.text() or self.destination.isModified() is False):
-            self.destination.setText(str(self.window_.workspace / "exports" / Path(path).name))
+            self.destination.setText(str(default_export_dir(self.window_.workspace, path)))
 
     def choose_destination(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export to", self.destination.text())
@@ -116,8 +116,12 @@ class ExportPage(QWidget):
     def formats(self) -> list[str]:
         return [f for f, box in self.format_boxes.items() if box.isChecked()]
 
+    @property
+    def job(self) -> Job | None:
+        return self.jobs.get("export")
+
     def start(self) -> None:
-        if self.job is not None and self.job.is_running():
+        if self.jobs.is_running("export"):
             return
         run, out = self.run.currentData(), self.destination.text().strip()
         if not run:
@@ -129,14 +133,9 @@ class ExportPage(QWidget):
         self.files.clear()
         self.status.setText("Exporting…")
         self.export_button.setEnabled(False)
-        job = Job(export_run, run, out, self.formats(), parent=self, name="sslstudio-export",
-                  pass_events=False, pass_control=False)
-        job.worker.finished.connect(self._on_finished)
-        job.worker.failed.connect(self._on_failed)
-        job.ended.connect(lambda: self.export_button.setEnabled(True))
-        self.job = job
-        self.window_.track(job)
-        job.start()
+        self.jobs.start("export", export_run, run, out, self.formats(), on_result=self._on_finished,
+                        on_error=self._on_failed, on_ended=lambda: self.export_button.setEnabled(True),
+                        replace=False)
 
     def _on_finished(self, paths: list) -> None:
         paths = [str(p) for p in paths]
@@ -154,5 +153,4 @@ class ExportPage(QWidget):
         self.export_failed.emit(message)
 
     def shutdown(self) -> None:
-        if self.job is not None:
-            self.job.stop()
+        self.jobs.stop_all()

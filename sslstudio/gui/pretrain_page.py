@@ -2,65 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPlainTextEdit, QProgressBar,
-                               QPushButton, QSpinBox, QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QMessageBox,
+                               QPlainTextEdit, QProgressBar, QPushButton, QSplitter, QTreeWidget, QTreeWidgetItem,
+                               QVBoxLayout, QWidget)
 
 from sslstudio.data.cache import default_cache_dir
+from sslstudio.engine.durations import clock
 from sslstudio.engine.pretrain import PretrainConfig, pretrain
 from sslstudio.engine.pretrain import resume_config as engine_resume_config
+from sslstudio.errors import ConfigError
+from sslstudio.gui.config_form import ConfigForm
 from sslstudio.gui.plots import (PALETTE, LiveCurve, legend_below, make_plot, reference_line, set_reference_line,
                                  stage_curve)
-from sslstudio.gui.workers import Job
+from sslstudio.gui.workers import Job, JobRunner
 from sslstudio.models import list_archs
-from sslstudio.runs import RunDir
-from sslstudio.settings import spin_range
+from sslstudio.runs import RunDir, final_metric, new_run_path
+from sslstudio.runs import list_runs as runs_in
 from sslstudio.tasks import get_task
 
 __all__ = ["PretrainPage", "list_runs", "format_duration"]
 
 
 def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    """``m:ss`` / ``h:mm:ss`` (the engine's :func:`~sslstudio.engine.durations.clock`)."""
+    return clock(seconds)
 
 
 def list_runs(workspace: Path) -> list[dict]:
-    """Runs under ``<workspace>/runs``: folder, task, backbone, date, status and key metric."""
-    out = []
-    root = Path(workspace) / "runs"
-    if not root.is_dir():
-        return out
-    for path in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-        run = RunDir(path)
-        if not run.config_path.is_file():
-            continue
-        try:
-            config = run.read_config()
-            summary = run.read_summary() or {}
-        except Exception:  # noqa: BLE001 - an unreadable run is listed as broken
-            config, summary = {}, {"status": "unreadable"}
-        metric = summary.get("metric") or config.get("metric") or "accuracy"
-        value = summary.get(f"final_val_{metric}")
-        if value is None:
-            value = summary.get(f"final_train_{metric}")
-        status = summary.get("status") or ("has checkpoint" if run.last_checkpoint.is_file() else "incomplete")
-        out.append({"path": str(path), "name": path.name, "task": config.get("task", "?"),
-                    "arch": config.get("arch", "?"),
-                    "date": datetime.fromtimestamp(run.config_path.stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
-                    "status": status, "metric": metric, "value": value,
-                    "has_checkpoint": run.last_checkpoint.is_file(),
-                    "resumable": status != "finished" and run.last_checkpoint.is_file()})
-    return out
+    """Runs under ``<workspace>/runs`` (:func:`sslstudio.runs.list_runs`)."""
+    return runs_in(Path(workspace) / "runs")
 
 
 def resume_config(path: str | Path, device: str | None = None, workers: int | None = None) -> PretrainConfig:
@@ -68,6 +44,19 @@ def resume_config(path: str | Path, device: str | None = None, workers: int | No
     (decided by the engine's :func:`sslstudio.engine.resume_config`), optionally on another device or
     with other loader workers."""
     return engine_resume_config(path, device=device, workers=workers)
+
+
+def _devices() -> list[tuple[str, str]]:
+    """The device combo's ``(text, value)`` items: auto, cpu and each GPU found, with its name."""
+    items = [("auto", "auto"), ("cpu", "cpu")]
+    try:
+        import torch
+
+        for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+            items.append((f"cuda:{i} ({torch.cuda.get_device_name(i)})", f"cuda:{i}"))
+    except Exception:  # noqa: BLE001 - no GPU information: auto and cpu remain
+        pass
+    return items
 
 
 class PretrainPage(QWidget):
@@ -83,89 +72,32 @@ class PretrainPage(QWidget):
     def __init__(self, window, parent: QWidget | None = None):
         super().__init__(parent)
         self.window_ = window
+        self.jobs = JobRunner(self, track=window.track)  # slot "pretrain": one run at a time
         self.job: Job | None = None
         self.run_dir: str | None = None
         self.shown_run: str | None = None
         self._last_step = None
 
-        # -- settings ---------------------------------------------------------------------------
-        self.arch = QComboBox()
-        self.arch.addItems(list_archs())
-        self.arch.setCurrentText("resnet18")
-        self.arch.setToolTip("Backbone architecture (resnet18_small suits 32-64 px images)")
-        self.arch.setMinimumContentsLength(14)
-        self.image_size_box = QSpinBox()
-        self.image_size_box.setRange(*spin_range(PretrainConfig, "image_size"))
-        self.image_size_box.setSingleStep(16)
-        self.image_size_box.setValue(64)
-        self.image_size_box.setSuffix(" px")
-        self.image_size_box.setToolTip("Side of the square network inputs")
-        self.epochs = QSpinBox()
-        self.epochs.setRange(*spin_range(PretrainConfig, "epochs"))
-        self.epochs.setToolTip("Training epochs (the paper's value is set when the task changes)")
-        self.batch_size = QSpinBox()
-        self.batch_size.setRange(*spin_range(PretrainConfig, "batch_size"))
-        self.batch_size.setToolTip("Source images per batch")
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(5)
-        self.lr.setRange(*spin_range(PretrainConfig, "lr", self.lr.decimals()))  # > 0: from 1e-05
-        self.lr.setSingleStep(0.01)
-        self.lr.setToolTip("Peak learning rate (SGD)")
-        self.device = QComboBox()
-        self.device.addItem("auto", "auto")
-        self.device.addItem("cpu", "cpu")
-        try:
-            import torch
-
-            for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
-                self.device.addItem(f"cuda:{i} ({torch.cuda.get_device_name(i)})", f"cuda:{i}")
-        except Exception:  # noqa: BLE001 - no GPU information: auto and cpu remain
-            pass
-        self.device.setToolTip("auto: the GPU when there is one, else the CPU")
-        self.precision = QComboBox()
-        self.precision.addItems(["auto", "fp32", "bf16"])
-        self.precision.setToolTip("auto: bf16 mixed precision on a GPU, fp32 on the CPU")
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.seed.setToolTip("Seed of the run (recorded with it; the same seed repeats the run)")
-        self.workers = QSpinBox()
-        self.workers.setRange(*spin_range(PretrainConfig, "workers"))
-        self.workers.setValue(2)
-        self.workers.setToolTip("Data-loading worker processes (0: load in the training thread)")
-        self.compile = QCheckBox("torch.compile")
-        self.compile.setToolTip("Compile the training step with torch.compile: the first steps wait for the "
-                                "compiler; it pays off on GPUs, not on a small CPU (see docs/benchmarks.md)")
-        self.monitor_folder = QLineEdit()
-        self.monitor_folder.setClearButtonEnabled(True)
-        self.monitor_folder.setPlaceholderText("off (optional labelled folder)")
-        self.monitor_folder.setToolTip(
-            "Optional live kNN monitor: a labelled folder (DIR/<class>/... or DIR/train + DIR/test). After every "
-            "N epochs the current backbone's frozen features of every stage are scored by a kNN classifier on it "
-            "and plotted beside the loss, with a randomly initialised backbone as a dashed reference. It does "
-            "not change the training. Empty: no monitor. Default: the labelled folder of step 4.")
-        self.monitor_folder.textEdited.connect(self._monitor_edited)
-        self.monitor_folder.textChanged.connect(lambda _t: self._update_knn_visibility())
+        # -- settings: generated from PretrainConfig's declaration -----------------------------------
         self.monitor_browse = QPushButton("Browse…")
         self.monitor_browse.setToolTip("Choose the labelled folder of the kNN monitor")
         self.monitor_browse.clicked.connect(self.choose_monitor_folder)
-        monitor_row = QHBoxLayout()
-        monitor_row.setContentsMargins(0, 0, 0, 0)
-        monitor_row.addWidget(self.monitor_folder, 1)
-        monitor_row.addWidget(self.monitor_browse)
-        self.monitor_every = QSpinBox()
-        self.monitor_every.setRange(*spin_range(PretrainConfig, "monitor_every"))
-        self.monitor_every.setPrefix("every ")
-        self.monitor_every.setSuffix(" epoch(s)")
-        self.monitor_every.setToolTip("Run the kNN monitor every N epochs (and after the last); a larger N "
-                                      "costs less time on long runs")
+        self.form = ConfigForm(PretrainConfig, choices={"arch": list_archs(), "device": _devices()},
+                               beside={"monitor_labelled": self.monitor_browse})
+        self.form.layout().setContentsMargins(0, 0, 0, 0)
+        self.form.layout().setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        w = self.form.widget  # the widgets other pages, the tests and the session read by name
+        self.arch, self.image_size_box, self.epochs, self.batch_size, self.lr = (
+            w("arch"), w("image_size"), w("epochs"), w("batch_size"), w("lr"))
+        self.device, self.precision, self.seed, self.workers, self.compile = (
+            w("device"), w("precision"), w("seed"), w("workers"), w("compile"))
+        self.monitor_folder, self.monitor_every = w("monitor_labelled"), w("monitor_every")
+        self.arch.setMinimumContentsLength(14)
+        self.monitor_folder.setClearButtonEnabled(True)
+        self.monitor_folder.setPlaceholderText("off (optional labelled folder)")
+        self.monitor_folder.textEdited.connect(self._monitor_edited)
+        self.monitor_folder.textChanged.connect(lambda _t: self._update_knn_visibility())
         self._monitor_follow = True  # the field follows step 4's labelled folder until the user edits it
-        form = QFormLayout()
-        for label, w in (("Backbone", self.arch), ("Image size", self.image_size_box), ("Epochs", self.epochs),
-                         ("Batch size", self.batch_size), ("Learning rate", self.lr), ("Device", self.device),
-                         ("Precision", self.precision), ("Seed", self.seed), ("Loader workers", self.workers),
-                         ("Compile", self.compile), ("Monitor (labelled folder)", monitor_row),
-                         ("Monitor every", self.monitor_every)):
-            form.addRow(label, w)
 
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Start pretraining (Ctrl+R)")
@@ -184,7 +116,7 @@ class PretrainPage(QWidget):
 
         settings_box = QGroupBox("Pretraining")
         sl = QVBoxLayout(settings_box)
-        sl.addLayout(form)
+        sl.addWidget(self.form)
         sl.addLayout(buttons)
 
         # -- run list ---------------------------------------------------------------------------
@@ -293,51 +225,28 @@ class PretrainPage(QWidget):
         return self.image_size_box.value()
 
     def set_task_defaults(self, task_name: str) -> None:
+        """Fill the settings whose declared default is the paper's (epochs, batch size, lr) from the task's recipe."""
         try:
-            optim = get_task(task_name).optim
+            task = get_task(task_name)
         except Exception:  # noqa: BLE001
             return
-        self.epochs.setValue(int(optim.epochs))
-        self.batch_size.setValue(int(optim.batch_size))
-        self.lr.setValue(float(optim.lr))
-        self.metric_plot.getPlotItem().setLabel("left", get_task(task_name).metric_name)
+        paper = {f.name for f in dataclasses.fields(PretrainConfig) if f.default is None}
+        self.form.set_values({n: getattr(task.optim, n) for n in self.form.names()
+                              if n in paper and getattr(task.optim, n, None) is not None})
+        self.metric_plot.getPlotItem().setLabel("left", task.metric_name)
 
     def values(self) -> dict:
-        return {"arch": self.arch.currentText(), "image_size": self.image_size_box.value(),
-                "epochs": self.epochs.value(), "batch_size": self.batch_size.value(), "lr": self.lr.value(),
-                "device": self.device.currentData(), "precision": self.precision.currentText(),
-                "seed": self.seed.value(), "workers": self.workers.value(), "compile": self.compile.isChecked(),
-                "monitor_labelled": self.monitor_folder.text().strip(), "monitor_every": self.monitor_every.value(),
-                "monitor_follow": self._monitor_follow}
+        """The form's settings (what the session keeps), the monitor folder as text."""
+        v = self.form.all_values()
+        return {**v, "monitor_labelled": v["monitor_labelled"] or "", "monitor_follow": self._monitor_follow}
 
     def set_values(self, v: dict) -> None:
-        def get(key, kind):
-            try:
-                return kind(v[key])
-            except (KeyError, TypeError, ValueError):
-                return None
-
-        if get("arch", str) in list_archs():
-            self.arch.setCurrentText(v["arch"])
-        for key, box in (("image_size", self.image_size_box), ("epochs", self.epochs),
-                         ("batch_size", self.batch_size), ("seed", self.seed), ("workers", self.workers)):
-            if get(key, int) is not None:
-                box.setValue(get(key, int))
-        if get("lr", float) is not None:
-            self.lr.setValue(get("lr", float))
-        i = self.device.findData(v.get("device"))
-        if i >= 0:
-            self.device.setCurrentIndex(i)
-        if v.get("precision") in ("auto", "fp32", "bf16"):
-            self.precision.setCurrentText(v["precision"])
-        if isinstance(v.get("compile"), bool):
-            self.compile.setChecked(v["compile"])
+        v = dict(v)
         if isinstance(v.get("monitor_follow"), bool):
             self._monitor_follow = v["monitor_follow"]
-        if isinstance(v.get("monitor_labelled"), str) and not self._monitor_follow:
-            self.monitor_folder.setText(v["monitor_labelled"])
-        if get("monitor_every", int) is not None:
-            self.monitor_every.setValue(get("monitor_every", int))
+        if self._monitor_follow or not isinstance(v.get("monitor_labelled"), str):
+            v.pop("monitor_labelled", None)  # the field follows step 4's folder
+        self.form.set_values(v)
 
     # -- kNN monitor -----------------------------------------------------------------------------
     def _follow_labelled_folder(self) -> None:
@@ -410,11 +319,9 @@ class PretrainPage(QWidget):
             w.setEnabled(True)
 
     def settings_widgets(self) -> tuple:
-        """Every widget of a run setting: none may change while a run goes on (a running job has read
-        them already), so all are disabled until it ends."""
-        return (self.arch, self.image_size_box, self.epochs, self.batch_size, self.lr, self.device,
-                self.precision, self.seed, self.workers, self.compile, self.monitor_folder, self.monitor_browse,
-                self.monitor_every)
+        """Every widget of a run setting (the form's, and the monitor's Browse…): none may change while a run
+        goes on (a running job has read them already), so all are disabled until it ends."""
+        return (*(self.form.widget(name) for name in self.form.names()), self.monitor_browse)
 
     def _set_running(self) -> None:
         self.resume_run_button.setEnabled(False)
@@ -437,14 +344,7 @@ class PretrainPage(QWidget):
         self._update_knn_visibility()
 
     def new_run_dir(self, task: str) -> Path:
-        root = self.window_.workspace / "runs"
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = root / f"{task}-{stamp}"
-        k = 2
-        while path.exists():
-            path = root / f"{task}-{stamp}-{k}"
-            k += 1
-        return path
+        return new_run_path(self.window_.workspace / "runs", task)
 
     # -- actions -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -457,15 +357,18 @@ class PretrainPage(QWidget):
             self.status.setText("Choose a folder of unlabelled images first (step 1).")
             self.run_failed.emit("no folder")
             return
+        try:
+            self.form.check()  # the declaration's ranges, with its sentence, before a folder is made
+        except ConfigError as exc:
+            self.status.setText(f"<span style='color:#d62728'>Cannot start: {exc}</span>")
+            self.window_.show_error("Cannot start pretraining", str(exc))
+            self.run_failed.emit(str(exc))
+            return
         task = self.window_.task_page.task_name()
-        v = self.values()
         out = self.new_run_dir(task)
-        config = PretrainConfig(task=task, data=data.folder, out=str(out), arch=v["arch"], epochs=v["epochs"],
-                                batch_size=v["batch_size"], lr=v["lr"], image_size=v["image_size"],
-                                device=v["device"], precision=v["precision"], seed=v["seed"],
-                                workers=v["workers"], compile=v["compile"], task_options=self.window_.task_page.options(),
-                                cache_dir=str(default_cache_dir()),  # the CLI's rule: one cache for both
-                                monitor_labelled=v["monitor_labelled"] or None, monitor_every=v["monitor_every"])
+        config = PretrainConfig(task=task, data=data.folder, out=str(out), **self.form.all_values(),
+                                task_options=self.window_.task_page.options(),
+                                cache_dir=str(default_cache_dir()))  # the CLI's rule: one cache for both
         self.clear_plots()
         self.log(f"run {out}")
         self._launch(config)
@@ -497,16 +400,11 @@ class PretrainPage(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.status.setText("Resuming…" if config.resume else "Starting…")
-        job = Job(pretrain, config, parent=self, name="sslstudio-pretrain")
-        job.worker.event.connect(self.on_event)
-        job.worker.failed.connect(self._on_failed)
-        job.worker.finished.connect(self._on_finished)
-        job.ended.connect(self._on_ended)
-        self.job = job
-        self.window_.track(job)
         self._set_running()
         self._t0 = time.perf_counter()
-        job.start()
+        self.job = self.jobs.start("pretrain", pretrain, config, on_event=self.on_event, on_error=self._on_failed,
+                                   on_result=self._on_finished, on_ended=self._on_ended, pass_control=True,
+                                   replace=False)
         self.run_started.emit(str(out))
 
     def pause(self) -> None:
@@ -582,8 +480,7 @@ class PretrainPage(QWidget):
     def _on_finished(self, summary: dict) -> None:
         self.flush()
         cancelled = summary.get("status") == "cancelled"
-        metric = summary.get("metric", "accuracy")
-        value = summary.get(f"final_val_{metric}") or summary.get(f"final_train_{metric}")
+        metric, value = final_metric(summary)
         text = (f"{'Stopped' if cancelled else 'Finished'}: {summary.get('epochs_completed', 0)} epoch(s) in "
                 f"{format_duration(summary.get('time_s'))}")
         if value is not None:
@@ -689,5 +586,4 @@ class PretrainPage(QWidget):
 
     def shutdown(self) -> None:
         self._timer.stop()
-        if self.job is not None:
-            self.job.stop()
+        self.jobs.stop_all()

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QListWidget, QLis
                                QScrollArea, QSizePolicy, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
 from sslstudio.gui.config_form import ConfigForm
-from sslstudio.gui.workers import Job
+from sslstudio.gui.workers import Job, JobRunner
 from sslstudio.tasks import get_task, list_tasks
 
 __all__ = ["TaskPage", "render_preview", "PreviewSample"]
@@ -58,7 +58,7 @@ def render_preview(task_name: str, options: dict, image_size: int, files: list |
     """
     check = control.checkpoint if control is not None else (lambda: None)
     from sslstudio.data import decode_images
-    from sslstudio.engine.preview import check_preview, preview_images, preview_samples
+    from sslstudio.engine.preview import check_preview, preview_batch, preview_images
     from sslstudio.errors import DataError
     from sslstudio.tasks import create_task
 
@@ -78,11 +78,13 @@ def render_preview(task_name: str, options: dict, image_size: int, files: list |
     else:
         images = preview_images(task, folder, n, seed)
     check()
-    own = task.render_preview(images, n, seed)
+    batch = preview_batch(task, images, n, seed)  # the training transform on a small batch
+    check()
+    own = batch.own_drawing(task)
     if own is not None:
         return [PreviewSample(pil_to_qimage(own), f"{task.name} preview", task.description)]
     out = []
-    for k, (inputs, target) in enumerate(preview_samples(task, images, n, seed)):
+    for k, (inputs, target) in enumerate(batch.samples()):
         check()
         out.append(PreviewSample(pil_to_qimage(task.render(inputs, target)), f"sample {k + 1}",
                                  f"Sample {k + 1} of the {task.name} task (seed {seed}): {_describe_target(target)}. "
@@ -101,8 +103,7 @@ class TaskPage(QWidget):
     def __init__(self, window, parent: QWidget | None = None):
         super().__init__(parent)
         self.window_ = window
-        self.job: Job | None = None
-        self.request_id = 0  # the newest preview request; older results are discarded
+        self.jobs = JobRunner(self, track=window.track)  # slot "preview": the newest request wins
         self.samples: list[PreviewSample] = []
 
         self.task_list = QListWidget()
@@ -244,29 +245,19 @@ class TaskPage(QWidget):
         if not data.folder or not data.image_count():
             self.preview_status.setText("Choose a folder of images (step 1) to see samples.")
             return
-        if self.job is not None and self.job.is_running():
-            self.job.cancel()  # superseded: it stops at its next sample, and its result is discarded
-        self.request_id += 1
-        rid = self.request_id
         self.preview_status.setText("Drawing samples…")
-        job = Job(render_preview, self.task_name(), self.options(), self.window_.pretrain_page.image_size(),
-                  data.report.files, data.folder, PREVIEW_N, self.seed.value(), parent=self,
-                  name="sslstudio-preview", pass_events=False, pass_control=True)
-        job.worker.request_id = rid
-        # bound methods (not lambdas): queued to the GUI thread; they drop results of older requests
-        job.worker.finished.connect(self._on_preview)
-        job.worker.failed.connect(self._on_preview_failed)
-        self.job = job
-        self.window_.track(job)
-        job.start()
+        # a running preview is superseded: it stops at its next sample and delivers nothing
+        self.jobs.start("preview", render_preview, self.task_name(), self.options(),
+                        self.window_.pretrain_page.image_size(), data.report.files, data.folder, PREVIEW_N,
+                        self.seed.value(), on_result=self._on_preview, on_error=self._on_preview_failed,
+                        pass_control=True)
 
-    def _stale(self) -> bool:
-        rid = getattr(self.sender(), "request_id", None)
-        return rid is not None and rid != self.request_id
+    @property
+    def job(self) -> Job | None:
+        """The current (newest) preview request."""
+        return self.jobs.get("preview")
 
     def _on_preview(self, samples: list) -> None:
-        if self._stale():
-            return  # a newer request superseded this one
         self.samples = samples
         self.grid.clear()
         for s in samples:
@@ -283,8 +274,6 @@ class TaskPage(QWidget):
         self.preview_ready.emit(len(samples))
 
     def _on_preview_failed(self, message: str, details: str) -> None:
-        if self._stale():
-            return
         self.preview_status.setText(f"<span style='color:#d62728'>{message}</span>")
         self.window_.log(details or message, "warning")
         self.preview_failed.emit(message)
@@ -302,5 +291,4 @@ class TaskPage(QWidget):
 
     def shutdown(self) -> None:
         self._debounce.stop()
-        if self.job is not None:
-            self.job.stop()
+        self.jobs.stop_all()

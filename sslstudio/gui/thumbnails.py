@@ -1,23 +1,29 @@
 """A list model of image files whose thumbnails load lazily, off the GUI thread.
 
 The view asks :meth:`ThumbnailModel.data` only for the rows it paints, so only visible rows are
-requested. Requests go to one loader thread through a small last-in-first-out queue without
-duplicates: the rows scrolled to last load first, and requests that fell far behind are dropped
-(a row painted again is requested again). Decoded thumbnails
-come back as :class:`QImage` (safe to make off the GUI thread) and are kept in a bounded cache.
-With ``uniformItemSizes`` on the view, 100,000 rows scroll smoothly.
+requested. Requests go through a small last-in-first-out queue without duplicates to one long
+loader job (the page's :class:`~sslstudio.gui.workers.JobRunner`, slot "thumbnails"): the rows
+scrolled to last load first, and requests that fell far behind are dropped (a row painted again is
+requested again). Each new file list starts a new loader job, so the runner's stale-result rule
+drops thumbnails of the previous list. Decoded thumbnails come back as :class:`QImage` (safe to
+make off the GUI thread) and are kept in a bounded cache. With ``uniformItemSizes`` on the view,
+100,000 rows scroll smoothly.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QSize, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QSize, Qt
 from PySide6.QtGui import QColor, QImage, QImageReader, QPixmap
 
-__all__ = ["ThumbnailModel", "ThumbnailLoader"]
+from sslstudio.engine.events import Cancelled, RunControl
+from sslstudio.gui.workers import JobRunner
+
+__all__ = ["ThumbnailModel", "ThumbnailQueue", "ThumbnailLoaded", "load_requested"]
 
 THUMB = 96
 
@@ -38,48 +44,57 @@ def load_thumbnail(path: str, size: int = THUMB) -> QImage:
     return image
 
 
-class ThumbnailLoader(QObject):
-    """Loads requested thumbnails in its own thread; ``loaded(row, generation, image)`` per file."""
+@dataclass
+class ThumbnailLoaded:
+    """One loaded thumbnail (a null image when the file cannot be read)."""
 
-    loaded = Signal(int, int, QImage)
+    row: int
+    image: QImage
+    kind: str = "thumbnail"
+
+
+class ThumbnailQueue:
+    """Pending thumbnail requests: newest first, one per row, at most ``MAX_PENDING``. Thread-safe."""
 
     MAX_PENDING = 256
 
-    def __init__(self, size: int = THUMB):
-        super().__init__()
-        self.size = size
-        self._queue: OrderedDict[int, tuple[int, str]] = OrderedDict()
+    def __init__(self) -> None:
+        self._queue: OrderedDict[int, str] = OrderedDict()
         self._cond = threading.Condition()
-        self._stop = False
 
-    def request(self, row: int, generation: int, path: str) -> None:
+    def put(self, row: int, path: str) -> None:
         with self._cond:
-            self._queue[row] = (generation, path)
+            self._queue[row] = path
             self._queue.move_to_end(row)
             while len(self._queue) > self.MAX_PENDING:
                 self._queue.popitem(last=False)  # oldest requests: rows scrolled past long ago
-            self._cond.notify()
+            self._cond.notify_all()  # a superseded loader may be waiting too
 
     def clear(self) -> None:
         with self._cond:
             self._queue.clear()
 
-    def stop(self) -> None:
+    def wake(self) -> None:
+        """Wake a waiting :meth:`take` so that it sees its control's cancellation at once."""
         with self._cond:
-            self._stop = True
-            self._queue.clear()
-            self._cond.notify()
+            self._cond.notify_all()
 
-    @Slot()
-    def run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._stop:
-                    self._cond.wait(0.5)
-                if self._stop:
-                    return
-                row, (generation, path) = self._queue.popitem(last=True)  # newest first
-            self.loaded.emit(row, generation, load_thumbnail(path, self.size))
+    def take(self, control: RunControl) -> tuple[int, str]:
+        """The newest request; blocks until there is one. Raises ``Cancelled`` once ``control`` is."""
+        with self._cond:
+            while True:
+                if control.cancelled:
+                    raise Cancelled()
+                if self._queue:
+                    return self._queue.popitem(last=True)
+                self._cond.wait(0.5)
+
+
+def load_requested(queue: ThumbnailQueue, size: int, on_event, control: RunControl) -> None:
+    """The loader job: load each request taken from ``queue`` until ``control`` is cancelled."""
+    while True:
+        row, path = queue.take(control)
+        on_event(ThumbnailLoaded(row, load_thumbnail(path, size)))
 
 
 class ThumbnailModel(QAbstractListModel):
@@ -91,7 +106,6 @@ class ThumbnailModel(QAbstractListModel):
         super().__init__(parent)
         self._files: list[str] = []
         self._cache: OrderedDict[int, QPixmap] = OrderedDict()
-        self._generation = 0
         self.size = size
         placeholder = QPixmap(size, size)
         placeholder.fill(QColor(128, 128, 128, 60))
@@ -99,13 +113,8 @@ class ThumbnailModel(QAbstractListModel):
         broken = QPixmap(size, size)
         broken.fill(QColor(200, 60, 60, 90))
         self._broken = broken
-        self._loader = ThumbnailLoader(size)
-        self._thread = QThread()
-        self._thread.setObjectName("sslstudio-thumbnails")
-        self._loader.moveToThread(self._thread)
-        self._thread.started.connect(self._loader.run)
-        self._loader.loaded.connect(self._on_loaded)
-        self._thread.start()
+        self._queue = ThumbnailQueue()
+        self.jobs = JobRunner(self)
 
     # -- model API ---------------------------------------------------------------------------
     def set_files(self, files: list, copy: bool = True) -> None:
@@ -114,8 +123,13 @@ class ThumbnailModel(QAbstractListModel):
         self.beginResetModel()
         self._files = [str(f) for f in files] if copy else files
         self._cache.clear()
-        self._generation += 1
-        self._loader.clear()
+        self._queue.clear()
+        if self._files:  # a new loader: the old one's thumbnails are stale and never delivered
+            self.jobs.start("thumbnails", load_requested, self._queue, self.size, on_event=self._on_loaded,
+                            pass_control=True)
+        else:
+            self.jobs.cancel("thumbnails")
+        self._queue.wake()  # the superseded loader stops now rather than at its next wait
         self.endResetModel()
 
     def files(self) -> list[str]:
@@ -133,8 +147,8 @@ class ThumbnailModel(QAbstractListModel):
             if pix is not None:
                 self._cache.move_to_end(row)
                 return pix
-            # the view asks only for rows it paints; the loader drops duplicates
-            self._loader.request(row, self._generation, self._files[row])
+            # the view asks only for rows it paints; the queue drops duplicates
+            self._queue.put(row, self._files[row])
             return self._placeholder
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._files[row]
@@ -147,10 +161,8 @@ class ThumbnailModel(QAbstractListModel):
     def loaded_count(self) -> int:
         return len(self._cache)
 
-    @Slot(int, int, QImage)
-    def _on_loaded(self, row: int, generation: int, image: QImage) -> None:
-        if generation != self._generation or row >= len(self._files):
-            return
+    def _on_loaded(self, loaded: ThumbnailLoaded) -> None:
+        row, image = loaded.row, loaded.image
         self._cache[row] = QPixmap.fromImage(image) if not image.isNull() else self._broken
         while len(self._cache) > self.CACHE:
             old, _ = self._cache.popitem(last=False)
@@ -158,8 +170,9 @@ class ThumbnailModel(QAbstractListModel):
         self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
 
     def shutdown(self) -> None:
-        """Stop the loader thread and wait for it (call before the model goes away)."""
-        if self._thread.isRunning():
-            self._loader.stop()
-            self._thread.quit()
-            self._thread.wait()
+        """Stop the loader job and wait for its thread (call before the model goes away)."""
+        self._queue.clear()
+        for job in self.jobs.running():
+            job.cancel()
+        self._queue.wake()
+        self.jobs.stop_all()

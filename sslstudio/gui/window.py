@@ -12,9 +12,10 @@ from PySide6.QtWidgets import (QHBoxLayout, QListWidget, QMainWindow, QMessageBo
 from sslstudio.gui.compare_page import ComparePage
 from sslstudio.gui.data_page import DataPage
 from sslstudio.gui.export_page import ExportPage
-from sslstudio.gui.pretrain_page import PretrainPage, list_runs
+from sslstudio.gui.pretrain_page import PretrainPage
 from sslstudio.gui.task_page import TaskPage
 from sslstudio.gui.workers import Job, MainThreadGarbageCollector, share_one_malloc_arena
+from sslstudio.runs import list_runs
 
 __all__ = ["MainWindow", "default_workspace"]
 
@@ -139,7 +140,7 @@ class MainWindow(QMainWindow):
         self.step_changed.emit(row)
 
     def _on_runs_changed(self) -> None:
-        runs = list_runs(self.workspace)
+        runs = list_runs(self.workspace / "runs")
         self.compare_page.set_runs(runs)
         self.export_page.set_runs(runs)
 

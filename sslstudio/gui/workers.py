@@ -5,6 +5,10 @@ preview render...) in a worker object moved to its own :class:`QThread`. The eng
 come back as Qt signals, queued to the GUI thread, so only the GUI thread touches widgets.
 A :class:`~sslstudio.engine.events.RunControl` gives pause / resume / cancel; :meth:`Job.stop`
 cancels and waits for the thread, so no thread outlives its window.
+
+Pages never wire a :class:`Job` by hand: each owns a :class:`JobRunner`, which starts jobs by slot
+("scan", "preview", "thumbnails", ...), delivers their callbacks on the GUI thread under one
+stale-result rule, and cancels and waits for all of them when the page shuts down.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from sslstudio.engine.events import Cancelled, RunControl
 from sslstudio import errors
 from sslstudio.errors import SSLStudioError
 
-__all__ = ["Job", "Worker"]
+__all__ = ["Job", "JobRunner", "Worker"]
 
 
 class Worker(QObject):
@@ -118,6 +122,7 @@ class Job(QObject):
         self.worker.done.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
         self.thread.finished.connect(self._on_thread_finished)
         self._running = False
+        self.slot: str | None = None  # set by the JobRunner that started it
 
     @property
     def control(self) -> RunControl:
@@ -155,6 +160,153 @@ class Job(QObject):
     def _on_thread_finished(self) -> None:
         self._running = False
         self.ended.emit()
+
+
+
+class _Delivery(QObject):
+    """Receives one job's signals in the GUI thread (queued there) and hands them to its runner."""
+
+    def __init__(self, runner: "JobRunner", job: Job):
+        super().__init__(job)
+        self._runner, self._job = runner, job
+        worker = job.worker
+        worker.event.connect(self.on_event)
+        worker.progress.connect(self.on_progress)
+        worker.finished.connect(self.on_result)
+        worker.failed.connect(self.on_error)
+        worker.cancelled.connect(self.on_cancelled)
+        job.ended.connect(self.on_ended)
+
+    @Slot(object)
+    def on_event(self, ev: Any) -> None:
+        self._runner._deliver(self._job, "event", ev)
+
+    @Slot(int, int)
+    def on_progress(self, done: int, total: int) -> None:
+        self._runner._deliver(self._job, "progress", done, total)
+
+    @Slot(object)
+    def on_result(self, value: Any) -> None:
+        self._runner._deliver(self._job, "result", value)
+
+    @Slot(str, str)
+    def on_error(self, message: str, details: str) -> None:
+        self._runner._deliver(self._job, "error", message, details)
+
+    @Slot()
+    def on_cancelled(self) -> None:
+        self._runner._deliver(self._job, "cancelled")
+
+    @Slot()
+    def on_ended(self) -> None:
+        self._runner._ended(self._job)
+
+
+class JobRunner(QObject):
+    """The one way a page runs background work: a :class:`Job` per call, one current job per slot.
+
+    :meth:`start` runs ``fn(*args, **kwargs)`` in its own thread under a slot name ("scan",
+    "preview", "pretrain", ...). By default it first cancels the slot's running job (the newest
+    request wins); ``replace=False`` refuses instead while one runs (a training run, an export).
+
+    **The stale-result rule** (enforced in :meth:`_deliver` and nowhere else): a job's events,
+    progress, result, error, cancellation and end reach their callbacks, on the GUI thread, only
+    while it is the current job of its slot. A job stops being current when a newer one starts in
+    its slot, when :meth:`cancel` retires it, or when :meth:`stop_all` shuts the page down; from then
+    on it delivers nothing. Asking the job itself to stop (``job.cancel()``, the token a Stop button
+    uses) keeps it current, so its own last word (a cancelled run's summary, ``on_cancelled``) still
+    arrives. Errors arrive as ``on_error(message, details)``: the engine's sentence, and a traceback
+    only for the unexpected.
+
+    Callbacks are plain callables (lambdas too): the runner calls them in the GUI thread.
+    ``on_event`` and ``on_progress`` also decide whether ``fn`` gets ``on_event=`` / ``progress=``;
+    ``pass_control`` gives it ``control=`` (the job's :class:`RunControl`: pause, resume, cancel).
+    ``track`` (e.g. the window's) is told of each job started. :meth:`stop_all` cancels every job,
+    superseded ones included, and waits for their threads: none outlives the page.
+    """
+
+    def __init__(self, parent: QObject | None = None, track: Callable[[Job], None] | None = None):
+        super().__init__(parent)
+        self._current: dict[str, Job] = {}
+        self._live: set[Job] = set()  # started and not yet ended, current or not
+        self._callbacks: dict[Job, dict[str, Callable]] = {}
+        self._track = track
+
+    def start(self, slot: str, fn: Callable[..., Any], *args: Any, kwargs: dict | None = None,
+              on_result: Callable | None = None, on_error: Callable | None = None,
+              on_event: Callable | None = None, on_progress: Callable | None = None,
+              on_cancelled: Callable | None = None, on_ended: Callable | None = None,
+              pass_control: bool = False, replace: bool = True) -> Job | None:
+        """Start ``fn`` in slot ``slot``; returns its :class:`Job`, or None if ``replace=False`` and
+        the slot's job still runs."""
+        if self.is_running(slot) and not replace:
+            return None
+        self.cancel(slot)
+        job = Job(fn, *args, parent=self, name=f"sslstudio-{slot}", pass_events=on_event is not None,
+                  pass_control=pass_control, pass_progress=on_progress is not None, **(kwargs or {}))
+        job.slot = slot
+        _Delivery(self, job)
+        self._callbacks[job] = {"event": on_event, "progress": on_progress, "result": on_result,
+                                "error": on_error, "cancelled": on_cancelled, "ended": on_ended}
+        self._current[slot] = job
+        self._live.add(job)
+        if self._track is not None:
+            self._track(job)
+        return job.start()
+
+    def get(self, slot: str) -> Job | None:
+        """The slot's current job (running or ended), or None."""
+        return self._current.get(slot)
+
+    def is_running(self, slot: str) -> bool:
+        job = self._current.get(slot)
+        return job is not None and job.is_running()
+
+    def running(self) -> list[Job]:
+        """Every job whose thread still runs, superseded ones included."""
+        return [job for job in self._live if job.is_running()]
+
+    def cancel(self, slot: str) -> None:
+        """Retire the slot's job: ask it to stop and deliver nothing more of it (no waiting)."""
+        job = self._current.pop(slot, None)
+        if job is not None:
+            job.cancel()
+            if not job.is_running():
+                self._free(job)
+
+    def stop_all(self, timeout_ms: int = -1) -> bool:
+        """Retire every job, cancel it and wait for its thread (page or window closing). True if
+        every thread has ended."""
+        self._current.clear()
+        jobs = list(self._live)
+        for job in jobs:
+            job.cancel()
+        ended = all([job.wait(timeout_ms) for job in jobs])
+        for job in jobs:
+            if not job.is_running():
+                self._free(job)
+        return ended
+
+    def _deliver(self, job: Job, kind: str, *args: Any) -> None:
+        """The stale-result rule: only the current job of its slot reaches its callbacks."""
+        if self._current.get(job.slot) is not job:
+            return
+        callback = self._callbacks[job][kind]
+        if callback is not None:
+            callback(*args)
+
+    def _ended(self, job: Job) -> None:
+        self._deliver(job, "ended")
+        if self._current.get(job.slot) is not job:
+            self._free(job)
+        else:
+            self._live.discard(job)
+
+    def _free(self, job: Job) -> None:
+        """Let go of a retired job whose thread has ended."""
+        self._callbacks.pop(job, None)
+        self._live.discard(job)
+        job.deleteLater()
 
 
 def share_one_malloc_arena() -> bool:

@@ -59,7 +59,8 @@ def window(qtbot, tmp_path, settings):
 
     for job in list(w._jobs):
         assert not job.thread.isRunning()
-    assert not w.data_page.model._thread.isRunning()
+    for page in (w.data_page, w.data_page.model, w.task_page, w.pretrain_page, w.compare_page, w.export_page):
+        assert not page.jobs.running()  # no thread of any page outlives the window
     del QThread
 
 

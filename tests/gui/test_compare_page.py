@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from sslstudio.engine.events import EpochEvent, ProgressEvent, RowEvent
-from sslstudio.gui.compare_page import cell_text, latest_results_for, normalise_result, parse_curve, table_text
+from sslstudio.evaluation.report import latest_results_for, normalise_result
+from sslstudio.evaluation.table import cell_text, results_table
+from sslstudio.gui.compare_page import parse_curve
 
 CLASSES = ["cat", "dog", "fox"]
 RUN = "/ws/runs/rotation-1"
@@ -50,7 +52,7 @@ def test_cell_text_reads_like_a_paper():
     assert cell_text(row) == "51.3 ± 0.8"
     assert cell_text({"test_accuracy": 0.513, "std": None, "repeats": 1, "ci_low": 0.482,
                       "ci_high": 0.544}) == "51.3 [48.2, 54.4]"
-    assert cell_text({"test_accuracy": None, "error": "no weights"}) == "unavailable: no weights"
+    assert cell_text({"test_accuracy": None, "error": "no weights"}) == "n/a"
     assert parse_curve("50, 1 5,all, 5") == [1, 5, 50, "all"]
     with pytest.raises(ValueError):
         parse_curve("0, 5")
@@ -71,18 +73,18 @@ def test_events_fill_table_notes_verdicts_and_progress(window):
     assert seen[0] == 1  # the table fills from the first row on
     assert "about 1 min 15 s left" in page.status.text()
     assert page.table.rowCount() == 2 and page.table.columnCount() == 4
-    assert page.columns == ["linear (layer3)", "linear (layer4)", "kNN (layer3)", "kNN (layer4)"]
+    assert page.columns == ["kNN layer3", "kNN layer4", "linear layer3", "linear layer4"]
     assert page.table.item(0, 0).text() == cell_text(result["rows"][0])
     assert "±" in page.table.item(0, 0).text()
     page._on_finished(result)  # the worker's finished signal: notes and paired differences arrive
     assert "differences under 10 points are noise" in page.notes.text()
     assert page.notes_scroll.isVisibleTo(page) and page.notes.wordWrap()
-    assert page.table.item(1, 0).text().endswith("within noise")
+    assert page.table.item(1, 2).text().endswith("within noise")  # columns: kNN, then linear
     assert page.table.item(1, 1).text().splitlines()[1] == "+10.0 ahead"
     assert page.table.item(0, 0).text().count("\n") == 0  # random init has no verdict against itself
     assert "vs random init" in page.table.item(1, 1).toolTip()
-    assert "L2 strength" in page.table.item(1, 1).toolTip()
-    assert "k = 20, T = 0.07" in page.table.item(1, 2).toolTip()
+    assert "L2 strength" in page.table.item(1, 3).toolTip()
+    assert "k = 20, T = 0.07" in page.table.item(1, 0).toolTip()
     text = page.copy_table()
     assert text.splitlines()[2].startswith("rotation (rotation-1)\t5\t") and "(+10.0 ahead)" in text
     assert page.progress.value() == page.progress.maximum()
@@ -113,7 +115,7 @@ def test_label_curve_has_a_line_and_band_per_init_on_a_log_axis(qtbot, window):
     assert "kNN (layer3)" in item.titleLabel.text
     # the table has a row per initialisation and budget
     assert page.table.rowCount() == 6
-    assert page.table.verticalHeaderItem(0).text() == "random · 1 / class"
+    assert page.table.verticalHeaderItem(0).text() == "random · 1 per class"
 
 
 @pytest.mark.slow
@@ -167,7 +169,7 @@ def test_save_copies_the_engines_files_and_old_results_still_open(window, tmp_pa
     result = make_result(budgets=("all",))
     (folder / "results.json").write_text(json.dumps(result))
     (folder / "results.md").write_text("# the engine's report\n")
-    found = latest_results_for(window.workspace, RUN)
+    found = latest_results_for(window.workspace / "compare", RUN)
     assert found and found[0] == folder and found[1]["notes"] == result["notes"]
     assert page.show_results_for_run(RUN) == str(folder)
     assert page.table.rowCount() == 2 and page.notes_scroll.isVisibleTo(page)
@@ -181,8 +183,52 @@ def test_save_copies_the_engines_files_and_old_results_still_open(window, tmp_pa
                                                    "layer": "layer4", "test_accuracy": 0.4}]))
     assert page.show_results_for_run(RUN) == str(old)
     assert page.table.item(0, 0).text() == "40.0" and not page.notes_scroll.isVisibleTo(page)
-    assert table_text([{"init": "random", "mode": "all", "layer": "layer4", "test_accuracy": 0.5}]) == \
+    old_rows = [{"init": "random", "mode": "all", "layer": "layer4", "test_accuracy": 0.5}]
+    assert results_table(normalise_result(old_rows)).text() == \
         "initialisation\tlabels per class\tall layers\nrandom\tall\t50.0\n"
+
+
+def markdown_tables(text: str) -> dict[str, list[list[str]]]:
+    """The tables of a results.md under their ``## `` headings, as rows of cell strings."""
+    out, heading = {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            heading = line[3:]
+        elif line.startswith("| ") and heading:
+            out.setdefault(heading, []).append([c.strip() for c in line.strip("|").split(" | ")])
+    return out
+
+
+@pytest.mark.slow
+def test_the_window_shows_the_table_results_md_writes(window, tmp_path):
+    """One table: the window's cells are results_table's cells and the cells of results.md; "Save…"
+    hands over the engine's results.md byte for byte."""
+    from sslstudio.evaluation.report import write_results
+
+    page = window.compare_page
+    result = make_result(budgets=(1, 5, "all"), modes=("head", "knn", "all"))
+    result["rows"][2]["test_accuracy"], result["rows"][2]["error"] = None, "no weights"
+    result["meta"].update(modes=["head", "knn", "all"], layers=["layer3", "layer4"], head="linear")
+    page.out_dir = tmp_path / "cmp"
+    write_results(page.out_dir, result)
+    page.set_result(result)
+    table = results_table(normalise_result(result))
+    assert page.columns == [c.title for c in table.columns] == ["kNN layer3", "kNN layer4", "linear layer3",
+                                                                "linear layer4", "all layers"]
+    assert page.table.rowCount() == len(table.rows) == 6
+    shown = [[page.table.item(i, j).text().split("\n")[0] for j in range(page.table.columnCount())]
+             for i in range(page.table.rowCount())]
+    assert shown == [[c.text for c in r.cells] for r in table.rows]
+    assert "n/a" in shown[0] and any("±" in t for t in shown[0])
+    md = markdown_tables((page.out_dir / "results.md").read_text())
+    for budget, heading in ((1, "1 per class"), (5, "5 per class"), ("all", "All labels")):
+        header, *body = md[heading]
+        assert header == ["initialisation"] + page.columns
+        rows = [i for i, r in enumerate(table.rows) if r.budget == budget]
+        assert body == [[table.rows[i].label] + shown[i] for i in rows]
+    saved = page.save_table(str(tmp_path / "saved.md"))
+    assert saved.read_bytes() == (page.out_dir / "results.md").read_bytes()
+    assert page.save_table(str(tmp_path / "saved.json")).read_bytes() == (page.out_dir / "results.json").read_bytes()
 
 
 @pytest.mark.slow

@@ -58,8 +58,8 @@ def test_job_stop_cancels_and_waits(qtbot):
 def test_thumbnails_requested_for_visible_rows_only(qtbot, tmp_path, monkeypatch):
     model = ThumbnailModel()
     requested = set()
-    original = model._loader.request
-    monkeypatch.setattr(model._loader, "request", lambda row, gen, path: (requested.add(row), original(row, gen, path)))
+    original = model._queue.put
+    monkeypatch.setattr(model._queue, "put", lambda row, path: (requested.add(row), original(row, path)))
     view = QListView()
     view.setViewMode(QListView.ViewMode.IconMode)
     view.setUniformItemSizes(True)
@@ -76,8 +76,9 @@ def test_thumbnails_requested_for_visible_rows_only(qtbot, tmp_path, monkeypatch
     view.scrollToBottom()
     qtbot.wait(100)
     assert max(requested) > 99_000 and len(requested) < 400
+    loader = model.jobs.get("thumbnails")
     model.shutdown()
-    assert not model._thread.isRunning()
+    assert not loader.thread.isRunning() and not model.jobs.running()
 
 
 def test_growing_buffer_and_curve(qtbot):

@@ -210,9 +210,9 @@ def test_compare_against_random_fills_the_table(qtbot, window, demo_root):
     assert [r["layer"] for r in rows] == ["layer2", "layer4"] and rows[0]["init"] == "random"
     assert len(seen) == 2 and seen[0][1] == 1  # the table filled from the first row event on
     assert page.table.rowCount() == 1 and page.table.columnCount() == 2
-    assert page.columns == ["linear (layer2)", "linear (layer4)"]
+    assert page.columns == ["linear layer2", "linear layer4"]
     assert page.table.horizontalHeaderItem(0).text() == "linear\nlayer2"
-    assert page.table.horizontalHeaderItem(0).toolTip() == "linear (layer2)"
+    assert page.table.horizontalHeaderItem(0).toolTip() == "linear layer2"
     assert "[" in page.table.item(0, 0).text()  # one repeat: an interval, not a std
     assert page.table.verticalHeaderItem(0).text() == "random"
     stages, series = page.stage_series()
@@ -380,7 +380,7 @@ def test_results_table_copy_and_save(qtbot, window, tmp_path):
     text = page.copy_table()
     assert QGuiApplication.clipboard().text() == text
     lines = text.splitlines()
-    assert lines[0] == "initialisation\tlabels per class\tlinear (layer2)\tlinear (layer4)\tall layers"
+    assert lines[0] == "initialisation\tlabels per class\tlinear layer2\tlinear layer4\tall layers"
     assert lines[1] == "random\tall\t25.0\t50.0\t75.0"
     assert lines[2].startswith("imagenet\tall\tunavailable: missing file")
     # "Save…" writes the engine's own files, never a second formatter's
@@ -407,10 +407,10 @@ def test_newer_preview_request_supersedes_an_older_one(qtbot, window, tiny_image
     ready = []
     tp.preview_ready.connect(ready.append)
     tp.start_preview()
-    first = tp.request_id
+    first = tp.job
     tp.seed.setValue(5)
     tp.start_preview()
-    assert tp.request_id == first + 1
+    assert tp.job is not first and first.control.cancelled  # the older request is superseded
     qtbot.waitUntil(lambda: len(ready) >= 1 and not any(j.is_running() for j in window.running_jobs()),
                     timeout=15_000)
     assert len(ready) == 1  # the stale result was discarded
