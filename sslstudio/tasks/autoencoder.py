@@ -23,6 +23,8 @@ and the number of pretraining epochs per benchmark on validation data, and gives
 for convolutional networks on photographs. The defaults here are SGD with learning rate 0.01,
 Nesterov momentum 0.9, weight decay 5e-4, batch 64 and 100 epochs (stable with the
 batch-normalised decoder at 32 and 64 px).
+
+Every default against the paper and the released code: docs/fidelity.md.
 """
 
 from __future__ import annotations

@@ -196,6 +196,15 @@ class PretextTask:
         """Called before each training epoch (DeepCluster clusters here). Returns the epoch's plan."""
         return EpochPlan()
 
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        """The SGD optimiser's parameter groups for ``model`` (what :meth:`build_head` made).
+
+        Each group is ``{"params": [...]}`` plus any SGD options in which it differs from the run's
+        settings (DeepCluster trains its classifier without momentum). The first group's learning
+        rate is the one reported. Default: one group of every parameter.
+        """
+        return [{"params": list(model.parameters())}]
+
     def begin_preview(self, items: np.ndarray, seed: int) -> None:
         """Called by the preview after :meth:`prepare`, before :meth:`make_batch` (DeepCluster clusters here)."""
 

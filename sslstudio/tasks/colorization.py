@@ -5,21 +5,32 @@ Lab (D65, sRGB with its gamma; :mod:`sslstudio.tasks.lab`); the network sees the
 predicts, at every position of a map at a quarter of the input side (the paper: 56x56 for
 224x224 inputs), a distribution over quantised ab colours:
 
-* **ab grid**: bins of side 10 restricted to the in-gamut ones. The paper reports Q = 313; the
-  criterion used here (a bin is kept when some 8-bit sRGB colour falls in it) gives **Q = 261**
-  (see :mod:`sslstudio.tasks.lab` for why the numbers differ).
-* **Targets**: the true ab at the output resolution (area-averaged over each output cell),
-  soft-encoded on its 5 nearest bins with a Gaussian of sigma 5. The soft encoding is done in
-  :meth:`ColorizationTask.loss` on the device, so samples carry only a ``[3, S/4, S/4]`` target
-  (a, b and the image's loss weight) instead of ``[Q, S/4, S/4]``.
+* **ab grid**: the Q = 313 bins of side 10 around the sRGB gamut, as in the paper: the grid
+  points within one bin (Chebyshev distance 10) of the convex hull of the ab of all 8-bit sRGB
+  colours (:func:`~sslstudio.tasks.lab.gamut_bins`; the rule and why it gives 313 are in
+  :mod:`sslstudio.tasks.lab`). Computed, not read from the released code's file.
+* **Augmentation**: a random square crop (``crop_fraction``: the released training prototxt
+  crops 176 px out of its 256 px images, 0.6875 of the side; 44 px at 64 px, 24 px at 32 px,
+  rounded to a multiple of ``output_stride``) and a left-right mirror with probability 0.5
+  (``mirror``; the prototxt's ``mirror: true``), drawn for the whole batch from the batch's
+  generator in :meth:`ColorizationTask.make_batch`. The network is trained at the crop's size, as
+  the released code is (fully convolutional).
+* **Targets**: the true ab point-sampled at the output resolution, as the released code does (a
+  1x1 convolution of stride 4 on the ab map: the pixels ``0, 4, 8, ...`` of the crop, offset 0,
+  in both directions; no averaging), soft-encoded on its 5 nearest bins with a Gaussian of sigma
+  5 (the paper). The released code's encoding layer uses the 10 nearest bins
+  (``NNEncLayer``: ``NN = 10``, sigma 5); 5 is kept here as the paper writes it (``neighbours``).
+  The soft encoding is done in :meth:`ColorizationTask.loss` on the device, so samples carry only
+  a ``[3, C/4, C/4]`` target (a, b and the image's loss weight) instead of ``[Q, C/4, C/4]``.
 * **Class rebalancing** (lambda = 0.5): :meth:`ColorizationTask.prepare` measures the ab
-  distribution of the user's own training images over the Q bins, smooths it with a Gaussian of
-  sigma 5 (ab units) as the paper does, and sets ``w ∝ 1 / ((1 - lambda) p + lambda / Q)``,
+  distribution of the user's own training images over the Q bins (the point samples of the
+  whole images, not of crops), smooths it with a Gaussian of sigma 5 (ab units) as the paper
+  does, and sets ``w ∝ 1 / ((1 - lambda) p + lambda / Q)``,
   normalised so that ``E_p[w] = 1``. Each pixel's loss is weighted by ``w`` of its nearest bin.
 * **Loss**: the multinomial cross-entropy between the soft targets and the predicted
   distribution, weighted as above, averaged over the pixels of colour images. Greyscale sources
-  (the 99th percentile of their chroma ``sqrt(a^2 + b^2)`` at most ``grey_chroma``) carry
-  weight 0: they have no colour to predict.
+  (the 99th percentile of their chroma ``sqrt(a^2 + b^2)`` over the whole image, before the crop,
+  at most ``grey_chroma``) carry weight 0: they have no colour to predict.
 * **Decoding**: the annealed mean of the distribution, temperature T = 0.38.
 * **Metric**: per-pixel accuracy of the predicted bin (argmax) against the nearest bin of the
   true ab, over the pixels of colour images.
@@ -30,7 +41,7 @@ greyscale photograph; the three channels are equal) normalised with the ImageNet
 like every other task's input.
 
 Head: :class:`~sslstudio.tasks.decoders.UpsamplingDecoder` reading the backbone's last stage
-(``stage``) and upsampling with transposed convolutions to the ``S/4`` output map of Q scores,
+(``stage``) and upsampling with transposed convolutions to the ``C/4`` output map of Q scores,
 so that gradients reach every backbone layer. (The paper's network is a VGG-style stack with
 dilated convolutions at 1/8 resolution and one upsampling layer.)
 
@@ -40,6 +51,8 @@ about 14 passes over ImageNet). The training loop here uses SGD, so the defaults
 that train this head stably (learning rate 0.01, Nesterov momentum 0.9) with the paper's weight
 decay, batch size, length (15 epochs) and its two rate drops (at 200/450 and 375/450 of the run,
 each about x0.3).
+
+Every default against the paper and the released code: docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -58,6 +71,7 @@ from sslstudio.tasks.base import OptimConfig, PretextTask, param, to_image
 from sslstudio.tasks.decoders import build_encoder_decoder, normalise, placeholder_tile, unnormalise
 from sslstudio.tasks.lab import (annealed_mean, gamut_bins, lab_to_rgb, lightness_to_srgb, nearest_bins, rgb8_to_lab,
                                  rgb_to_lab, soft_encode)
+from sslstudio.tasks.patches import crop_batch
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import TILE, hstack, labelled_tile
 
@@ -66,8 +80,9 @@ from sslstudio.tasks.render import TILE, hstack, labelled_tile
 class ColorizationConfig:
     """Colorization settings (the paper's values)."""
 
-    output_stride: int = param(4, "The prediction map's side is the image side divided by this (paper: 4, "
-                                  "56x56 for 224x224; 16x16 at 64 px, 8x8 at 32 px).", min=1, max=32)
+    output_stride: int = param(4, "The prediction map's side is the input (crop) side divided by this, and the "
+                                  "ab targets are the pixels 0, 4, 8, ... of the crop (paper: 4, 56x56 for "
+                                  "224x224; 11x11 for the 44 px crops of 64 px images).", min=1, max=32)
     neighbours: int = param(5, "Soft encoding: number of nearest ab bins a target spreads over (paper: 5).",
                             min=1, max=32)
     sigma: float = param(5.0, "Soft encoding: Gaussian sigma in ab units (paper: 5).", min=0.1, max=100.0)
@@ -79,6 +94,11 @@ class ColorizationConfig:
                                      "towards 0 the mode).", min=0.01, max=10.0)
     grey_chroma: float = param(2.0, "An image whose 99th-percentile chroma sqrt(a^2+b^2) is at most this "
                                     "is greyscale and carries no loss (Lab units).", min=0.0, max=50.0)
+    crop_fraction: float = param(176 / 256, "Random training crop: its side as a fraction of the image side, "
+                                            "rounded to a multiple of output_stride (released code: 176 px crops "
+                                            "of 256 px images; 44 px at 64 px). The network trains at that size. "
+                                            "1 turns cropping off.", min=0.1, max=1.0)
+    mirror: bool = param(True, "Flip each image left-right with probability 0.5 (released code: mirror).")
     stage: str = param("last", "Backbone stage the colour head reads ('last', or a stage name such as "
                                "layer3; stages after it are then not trained).")
 
@@ -128,37 +148,60 @@ class ColorizationTask(PretextTask):
         self._device_cache: dict = {}
 
     @property
+    def crop_size(self) -> int:
+        """Side of the network input: the random crop, a multiple of ``output_stride`` where it fits."""
+        stride = self.config.output_stride
+        side = int(round(self.image_size * self.config.crop_fraction / stride)) * stride
+        return min(max(side, stride), self.image_size)
+
+    @property
     def out_size(self) -> int:
         """Side of the prediction map."""
-        return max(1, self.image_size // self.config.output_stride)
+        return max(1, self.crop_size // self.config.output_stride)
 
     # -- samples ------------------------------------------------------------------------------
-    def _targets(self, lab: torch.Tensor) -> torch.Tensor:
-        """Lab ``[B, 3, S, S]`` -> ``[B, 3, S/4, S/4]`` on its device: the area-averaged ab and each
-        image's loss weight (0 for greyscale)."""
-        ab = F.adaptive_avg_pool2d(lab[:, 1:], self.out_size)
+    def _is_colour(self, lab: torch.Tensor) -> torch.Tensor:
+        """``[B]`` bool of Lab images ``[B, 3, H, W]``: the 99th percentile of the chroma is above ``grey_chroma``."""
         chroma = lab[:, 1:].pow(2).sum(1).sqrt()
-        colour = torch.quantile(chroma.flatten(1), 0.99, dim=1) > self.config.grey_chroma  # [B]
-        weight = colour.to(ab.dtype).view(-1, 1, 1, 1).expand(-1, 1, self.out_size, self.out_size)
+        return torch.quantile(chroma.flatten(1), 0.99, dim=1) > self.config.grey_chroma
+
+    def _targets(self, lab: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+        """Lab ``[B, 3, C, C]`` -> ``[B, 3, C/4, C/4]``: the ab point-sampled at every ``output_stride``-th
+        pixel from offset 0 (rows and columns ``0, 4, 8, ...``) and each image's loss weight (``colour``)."""
+        stride = self.config.output_stride
+        out = max(1, lab.shape[-1] // stride)  # out_size for a crop
+        ab = lab[:, 1:, :out * stride:stride, :out * stride:stride]
+        weight = colour.to(ab.dtype).view(-1, 1, 1, 1).expand(-1, 1, out, out)
         return torch.cat([ab, weight], dim=1)
 
     def make_batch(self, images: torch.Tensor, generator: torch.Generator,
                    index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(inputs [B, 3, S, S], target [B, 3, S/4, S/4])`` of a uint8 batch ``[B, S, S, 3]``, on its
-        device: Lab (:func:`~sslstudio.tasks.lab.rgb8_to_lab`), the grey input of L and the target
-        for the whole batch at once (no randomness; ``generator`` is not used)."""
-        lab = rgb8_to_lab(images, dim=-1).movedim(-1, -3)  # [B, 3, S, S]
-        return grey_input(lab[:, 0:1]), self._targets(lab)
+        """``(inputs [B, 3, C, C], target [B, 3, C/4, C/4])`` of a uint8 batch ``[B, S, S, 3]``, on its
+        device, ``C`` = :attr:`crop_size`: Lab (:func:`~sslstudio.tasks.lab.rgb8_to_lab`), each image's
+        greyscale test, a random crop (top-left uniform over the positions that fit) and mirror
+        (probability 0.5) per image, drawn on the CPU from ``generator`` in that order, then the
+        grey input of L and the point-sampled target, for the whole batch at once."""
+        b, size = images.shape[0], images.shape[1]
+        lab = rgb8_to_lab(images, dim=-1)  # [B, S, S, 3]
+        colour = self._is_colour(lab.movedim(-1, -3))
+        crop = self.crop_size
+        y = torch.randint(0, size - crop + 1, (b, 1), generator=generator)
+        x = torch.randint(0, images.shape[2] - crop + 1, (b, 1), generator=generator)
+        flip = torch.rand(b, generator=generator) < (0.5 if self.config.mirror else 0.0)
+        lab = crop_batch(lab, y, x, crop)[:, 0]  # [B, 3, C, C]
+        lab = torch.where(flip.to(lab.device).view(b, 1, 1, 1), lab.flip(-1), lab)
+        return grey_input(lab[:, 0:1]), self._targets(lab, colour)
 
     def prepare(self, images: np.ndarray, seed: int) -> np.ndarray:
         """Measure the smoothed ab prior of the user's colour images and the rebalancing weights."""
         q = len(self.centres)
         counts = np.zeros(q, dtype=np.float64)
         colour = grey = 0
-        for start in range(0, len(images), 256):  # the targets make_batch makes, a chunk at a time
+        for start in range(0, len(images), 256):  # make_batch's targets on whole images, a chunk at a time
             lab = rgb8_to_lab(torch.from_numpy(np.ascontiguousarray(images[start:start + 256])), dim=-1)
-            targets = self._targets(lab.movedim(-1, -3))
-            is_colour = targets[:, 2, 0, 0] > 0
+            lab = lab.movedim(-1, -3)
+            is_colour = self._is_colour(lab)
+            targets = self._targets(lab, is_colour)
             colour, grey = colour + int(is_colour.sum()), grey + int((~is_colour).sum())
             ab = targets[is_colour, :2].permute(0, 2, 3, 1).reshape(-1, 2)
             if len(ab):
@@ -181,7 +224,7 @@ class ColorizationTask(PretextTask):
     # -- model --------------------------------------------------------------------------------
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
         stage = None if self.config.stage == "last" else self.config.stage
-        return build_encoder_decoder(backbone, self.image_size, out_channels=len(self.centres),
+        return build_encoder_decoder(backbone, self.crop_size, out_channels=len(self.centres),
                                      out_size=self.out_size, stage=stage)
 
     def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,7 +276,9 @@ class ColorizationTask(PretextTask):
         lightness = lightness_of(inputs.cpu())
         target = target.cpu()
         colour = bool(target[2].max() > 0)
-        tiles = [labelled_tile(to_image(inputs), "input: lightness L")]
+        side = inputs.shape[-1]
+        tiles = [labelled_tile(to_image(inputs), "input: lightness L" if side == self.image_size
+                               else f"input: L, {side} px crop")]
         if output is None:
             grey = self._colour_image(lightness, torch.zeros(2, 1, 1))
             tiles.append(labelled_tile(placeholder_tile(grey, "not trained\nyet", TILE), "prediction: none yet"))
@@ -258,7 +303,9 @@ class ColorizationTask(PretextTask):
         return float(-(p * np.log2(p)).sum())
 
     def run_info(self) -> dict:
-        return {"ab_bins": int(len(self.centres)), "ab_bins_paper": 313,
+        return {"bins": int(len(self.centres)), "crop_px": self.crop_size, "mirror": bool(self.config.mirror),
+                "target_px": self.out_size,
+                "target_sampling": f"point samples every {self.config.output_stride} px from offset 0 of the crop",
                 "prior_entropy_bits": round(self.prior_entropy_bits(), 4),
                 "prior_max_entropy_bits": round(math.log2(len(self.centres)), 4),
                 "prior_images": int(self.prior_images), "greyscale_images": int(self.grey_images),

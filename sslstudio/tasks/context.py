@@ -35,6 +35,8 @@ Optimisation: the paper trains an AlexNet-style network with batch normalisation
 for about four weeks on one K40 GPU and gives no learning-rate schedule; the recipe here is a
 standard SGD one for such a classifier (momentum 0.9, learning rate 0.01, weight decay 5e-4,
 batch 128 pairs, 100 epochs, the rate divided by 10 at 60% and 80% of the run).
+
+Every default against the paper and the released code: docs/fidelity.md.
 """
 
 from __future__ import annotations

@@ -13,7 +13,12 @@ crops with horizontal flips (made in whole batches on the training device). The 
 clustering is tracked with the normalised mutual information (NMI) between consecutive epochs'
 assignments. The paper's recipe: SGD with momentum
 0.9, a constant learning rate of 0.05, weight decay 1e-5, batches of 256 images, 500 epochs
-(an AlexNet with batch normalisation, on Sobel-filtered greyscale input).
+(an AlexNet with batch normalisation, on Sobel-filtered greyscale input). The released code
+(facebookresearch/deepcluster, ``main.py``) trains the re-created top layer with an optimiser of
+its own, plain SGD without momentum at the same learning rate (``--lr``, 0.05) and weight decay
+(``10**--wd``, 1e-5), while the rest of the network's SGD has momentum 0.9; this task does the
+same with two parameter groups (:meth:`DeepClusterTask.param_groups`: the classifier's with
+momentum ``classifier_momentum``, 0 by default), which a checkpoint saves and a resumed run restores.
 
 Differences from the paper, all settable: k-means starts from k-means++ seeds instead of random
 points (as costly as one more iteration, and it avoids merged clusters); the default number of
@@ -28,6 +33,8 @@ Here the labels are the k-means clusters of this epoch (``0..k-1``); their numbe
 and changes from one epoch to the next, which is why the classifier is re-initialised. There is no
 held-out metric: pseudo-labels of unseen images mean nothing to the classifier trained on this
 epoch's clustering. The training metric is the accuracy against the current pseudo-labels.
+
+Every default against the paper and the released code: docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -79,6 +86,10 @@ class DeepClusterConfig:
                                         "(torchvision's default, which the paper used). The crop is resized to the "
                                         "image size whatever that is.", min=0.01, max=1.0)
     horizontal_flip: bool = param(True, "Mirror the crop left-right with probability 0.5 (paper: yes).")
+    classifier_momentum: float = param(0.0, "SGD momentum of the classifier that is re-created every epoch. The "
+                                            "released code trains it with its own plain SGD (momentum 0) at the "
+                                            "run's learning rate and weight decay, while the backbone takes the "
+                                            "run's momentum (paper: 0.9).", min=0.0, max=0.999)
     feature_batch_size: int = param(256, "Images per batch when computing the features for clustering "
                                          "(memory only; the result does not depend on it).", min=1, max=65_536)
 
@@ -251,6 +262,18 @@ class DeepClusterTask(ClassificationTask):
         k = self.clusters_for(n) if n else (self.config.clusters or 10)
         return DeepClusterHead(backbone, feature_dim, k, n, self.config.sobel)
 
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        """Two SGD groups, as the released code's two optimisers: everything but the classifier (the
+        run's settings), then the classifier with momentum ``classifier_momentum`` (0: plain SGD).
+        The order of the parameters is ``model.parameters()``'s (the classifier is registered last)."""
+        classifier = list(model.classifier.parameters())
+        ids = {id(p) for p in classifier}
+        momentum = float(self.config.classifier_momentum)
+        head = {"params": classifier, "momentum": momentum}
+        if momentum == 0.0:
+            head["nesterov"] = False  # torch refuses Nesterov without momentum
+        return [{"params": [p for p in model.parameters() if id(p) not in ids]}, head]
+
     # -- clustering -----------------------------------------------------------------------------
     @torch.no_grad()
     def compute_features(self, model: nn.Module, items: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -315,7 +338,8 @@ class DeepClusterTask(ClassificationTask):
 
     @staticmethod
     def reset_classifier(classifier: nn.Linear, optimizer: torch.optim.Optimizer | None, seed: int) -> None:
-        """Fresh weights N(0, 0.01) and zero bias (the paper's code), and no momentum left for them."""
+        """Fresh weights N(0, 0.01) and zero bias (the paper's code), and no optimiser state left for
+        them (none is kept with the default plain SGD; a ``classifier_momentum`` buffer is dropped)."""
         g = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             w = torch.randn(classifier.weight.shape, generator=g) * 0.01

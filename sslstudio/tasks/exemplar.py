@@ -19,6 +19,15 @@ their ranges (section 3.1 of the TPAMI paper):
   factor between 0.7 and 1.4, plus a value between -0.1 and 0.1;
 * colour: hue shifted by a value between -0.1 and 0.1.
 
+These are the journal version's ranges (TPAMI 2016, section 3.1), which this task follows. Where
+the NIPS 2014 version ("Discriminative Unsupervised Feature Learning with Convolutional Neural
+Networks") differs in them is unverified: the sources reachable here quote the same six
+transformations and values without saying which version they come from, and the NIPS paper's
+own section could not be read. What is known to differ is an addition of the journal version:
+for its descriptor-matching experiments it trains an "Exemplar-CNN-blur" with blur of variable
+strength as a further transformation (on Flickr images, first layer 64c7s2; checked only through
+a third-party note quoting it), which is not implemented here.
+
 The paper's main networks use 8000 surrogate classes (from the 100,000 unlabelled STL-10 images)
 and a fixed set of transformed samples per class; here fresh transformations are drawn every
 time, ``copies`` per seed and visit, in whole batches on the training device (one affine
@@ -31,6 +40,8 @@ the rate divided by 3 at 50% and 75% of the run), with dropout in the fully conn
 Label ``k`` means "a transformation of seed patch ``k``". The held-out metric is the accuracy on
 fresh transformations of the same seeds (the classes are the seeds themselves, so held-out images
 have no class).
+
+Every default against the paper and the released code: docs/fidelity.md.
 """
 
 from __future__ import annotations

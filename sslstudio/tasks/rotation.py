@@ -9,6 +9,8 @@ the rate multiplied by 0.2 after 30, 60 and 80 epochs (here: at 30%, 60% and 80%
 
 Label ``k`` means the image was rotated by ``k * 90`` degrees counter-clockwise
 (``torch.rot90(image, k)`` over the rows and columns, ``numpy.rot90``'s direction).
+
+Every default against the paper and the released code: docs/fidelity.md.
 """
 
 from __future__ import annotations

@@ -318,7 +318,7 @@ def test_resumed_run_reclusters_identically(tmp_path):
 
     assert pretrain(config("resumed", workers=0), on_event=stop_after_first_epoch,
                     control=control)["status"] == "cancelled"
-    assert pretrain(config("resumed", workers=0, resume=True))["status"] == "finished"
+    assert pretrain(config("resumed", workers=0, resume=True))["status"].startswith("finished")
 
     def epochs(out):
         return [r for r in RunDir(tmp_path / out).read_metrics() if r["type"] == "epoch"]
@@ -332,3 +332,78 @@ def test_resumed_run_reclusters_identically(tmp_path):
     b = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_classifier_group_is_plain_sgd_as_the_released_code():
+    task, items, _, model, _ = setup()
+    groups = task.param_groups(model)
+    classifier = set(model.classifier.parameters())
+    assert [len(g["params"]) for g in groups] == [len(list(model.parameters())) - 2, 2]
+    assert set(groups[1]["params"]) == classifier and not classifier & set(groups[0]["params"])
+    assert [p for g in groups for p in g["params"]] == list(model.parameters())  # the old flat order
+    optimizer = torch.optim.SGD(groups, lr=0.05, momentum=0.9, weight_decay=1e-5)
+    for epoch in range(2):
+        task.begin_epoch(model, items, epoch, torch.device("cpu"), optimizer, seed=0)
+        train_one_step(task, model, optimizer, items)
+        train_one_step(task, model, optimizer, items)
+    assert [g["momentum"] for g in optimizer.param_groups] == [0.9, 0.0]
+    assert [g["lr"] for g in optimizer.param_groups] == [0.05, 0.05]  # same rate and decay as the release
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [1e-5, 1e-5]
+    assert all("momentum_buffer" not in optimizer.state.get(p, {}) for p in classifier)
+    assert "momentum_buffer" in optimizer.state[model.backbone.net[0].weight]
+    # plain SGD: one step moves the classifier by exactly lr * (grad + wd * w)
+    before = model.classifier.weight.detach().clone()
+    x = torch.stack([to_tensor(im) for im in items[:8]])
+    optimizer.zero_grad()
+    task.loss(model(x), torch.tensor(task.labels[:8])).backward()
+    grad = model.classifier.weight.grad.clone()
+    optimizer.step()
+    assert torch.allclose(model.classifier.weight, before - 0.05 * (grad + 1e-5 * before), atol=1e-7)
+    with_momentum = create_task("deepcluster", {"clusters": 3, "classifier_momentum": 0.9}, image_size=16)
+    head_group = with_momentum.param_groups(model)[1]
+    assert head_group["momentum"] == 0.9 and "nesterov" not in head_group  # then the run's Nesterov setting
+    assert get_task("deepcluster").config_cls().classifier_momentum == 0.0
+
+
+@pytest.mark.slow
+def test_training_and_resuming_keep_the_classifier_without_momentum(tmp_path):
+    from PIL import Image
+
+    from sslstudio.engine import PretrainConfig, RunControl, pretrain
+    from sslstudio.errors import RunError
+
+    images, _ = coloured_images(16, 16)
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(data / f"img_{i:02d}.png")
+    config = dict(task="deepcluster", data=str(data), out=str(tmp_path / "run"), arch="resnet18_small", epochs=2,
+                  batch_size=8, image_size=16, device="cpu", seed=0, workers=0, task_options={"clusters": 3})
+    control = RunControl()
+
+    def stop_after_first_epoch(event):
+        if event.kind == "checkpoint" and event.epoch == 0:
+            control.cancel()
+
+    def check(checkpoint):
+        optim, model = checkpoint["optimizer"], checkpoint["model"]
+        assert [g["momentum"] for g in optim["param_groups"]] == [0.9, 0.0]
+        assert len(optim["param_groups"][1]["params"]) == 2 and len(model) > 2
+        for i in optim["param_groups"][1]["params"]:  # the classifier's weight and bias
+            assert "momentum_buffer" not in optim["state"].get(i, {})
+        assert all("momentum_buffer" in optim["state"][i] for i in optim["param_groups"][0]["params"][:3])
+
+    assert pretrain(PretrainConfig(**config), on_event=stop_after_first_epoch, control=control)["status"] == "cancelled"
+    last = tmp_path / "run/checkpoints/last.pt"
+    saved = torch.load(last, weights_only=True)
+    check(saved)
+    # a checkpoint from before the two groups is refused with a sentence, not a traceback
+    old = {**saved, "optimizer": dict(saved["optimizer"])}
+    groups = saved["optimizer"]["param_groups"]
+    old["optimizer"]["param_groups"] = [dict(groups[0], params=groups[0]["params"] + groups[1]["params"])]
+    torch.save(old, last)
+    with pytest.raises(RunError, match="parameter group"):
+        pretrain(PretrainConfig(**config, resume=True))
+    torch.save(saved, last)
+    assert pretrain(PretrainConfig(**config, resume=True))["status"].startswith("finished")
+    check(torch.load(last, weights_only=True))

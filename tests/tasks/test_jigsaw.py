@@ -9,8 +9,8 @@ from sslstudio.errors import ConfigError
 from sslstudio.models import build_backbone
 from sslstudio.tasks import create_task, get_task
 from sslstudio.tasks.jigsaw import (ARTIFACT_NAME, JigsawConfig, all_permutations, hamming_matrix,
-                                    hamming_to_all, load_permutations, min_hamming_distance,
-                                    select_permutations)
+                                    hamming_to_all, load_permutations, mean_hamming_distance,
+                                    min_hamming_distance, select_permutations)
 from sslstudio.tasks.base import make_config
 from tests.tasks.reference import batch, crop, sample, standardise
 
@@ -54,13 +54,52 @@ def test_set_has_requested_size_distinct_permutations_and_is_seeded():
 
 
 def test_maximal_set_beats_a_random_set():
-    chosen = min_hamming_distance(select_permutations(100, seed=5))
+    ours = min_hamming_distance(select_permutations(100, seed=5, criterion="min"))  # the max-min rule
+    papers = mean_hamming_distance(select_permutations(100, seed=5, criterion="mean"))  # Algorithm 1
     rng = np.random.default_rng(0)
     perms = all_permutations()
     for _ in range(3):
         random_set = perms[rng.choice(len(perms), 100, replace=False)]
-        assert chosen >= min_hamming_distance(random_set)
-        assert chosen > min_hamming_distance(random_set) or chosen == 9
+        assert ours >= min_hamming_distance(random_set)
+        assert ours > min_hamming_distance(random_set) or ours == 9
+        assert papers > mean_hamming_distance(random_set)
+
+
+def greedy_by_sum(size, seed):
+    """Algorithm 1 written out directly: start from a seeded random permutation, then add the
+    permutation with the largest summed Hamming distance to those chosen (ties: a seeded random one)."""
+    perms = all_permutations().astype(np.int64)
+    rng = np.random.default_rng(seed)
+    chosen = [int(rng.integers(len(perms)))]
+    while len(chosen) < size:
+        total = sum((perms != perms[c]).sum(axis=1) for c in chosen)
+        total[chosen] = -1
+        best = np.flatnonzero(total == total.max())
+        chosen.append(int(best[rng.integers(len(best))]))
+    return perms[chosen]
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_the_default_rule_is_algorithm_1_summed_distance(seed):
+    """The paper's rule is the default and equals the direct computation on a small set."""
+    assert JigsawConfig().hamming_criterion == "mean"
+    s = select_permutations(5, seed=seed)
+    assert np.array_equal(s, select_permutations(5, seed=seed, criterion="mean"))
+    assert np.array_equal(s, greedy_by_sum(5, seed))
+    # by hand: the second permutation moves every tile of the first (distance 9), and the third
+    # moves every tile of both (summed distance 18: such permutations exist)
+    assert (s[1] != s[0]).all() and (s[2] != s[0]).all() and (s[2] != s[1]).all()
+    assert "ours" in JigsawConfig.__dataclass_fields__["hamming_criterion"].metadata["help"]
+
+
+def test_the_set_is_deterministic_for_a_seed():
+    """The default set is a function of the seed: the direct computation, made afresh, gives it again."""
+    first = select_permutations(12, seed=4)
+    assert np.array_equal(greedy_by_sum(12, 4), first)
+    assert not np.array_equal(select_permutations(12, seed=5), first)
+    task = create_task("jigsaw", {"permutations": 12}, image_size=30)
+    task.prepare(noise_image()[None], seed=4)
+    assert np.array_equal(task.permutations, first)
 
 
 @pytest.mark.parametrize("criterion", ["min", "mean"])
@@ -97,13 +136,17 @@ def test_prepare_builds_the_set_from_the_run_seed_and_reports_it(tmp_path):
     assert task.prepare(images, seed=7) is images
     assert np.array_equal(task.permutations, select_permutations(20, 7))
     info = task.run_info()
-    assert info["permutations"] == 20
+    assert info["permutations"] == 20 and info["hamming_criterion"] == "mean"
     assert info["min_hamming_distance"] == min_hamming_distance(task.permutations)
+    d = np.array([[int((p != q).sum()) for q in task.permutations] for p in task.permutations])
+    assert info["min_hamming_distance"] == d[~np.eye(20, dtype=bool)].min()
+    assert info["mean_hamming_distance"] == pytest.approx(d.sum() / (20 * 19), abs=1e-4)
     paths = task.save_artifacts(tmp_path)
     assert paths == [tmp_path / ARTIFACT_NAME]
     assert np.array_equal(load_permutations(paths[0]), task.permutations)
     data = json.loads(paths[0].read_text())
     assert data["seed"] == 7 and data["min_hamming_distance"] == info["min_hamming_distance"]
+    assert data["mean_hamming_distance"] == info["mean_hamming_distance"]
 
 
 # -- samples ---------------------------------------------------------------------------------

@@ -39,12 +39,12 @@ def test_greys_have_no_chroma_and_numpy_matches_torch():
 
 def test_in_gamut_bin_count_is_the_documented_number():
     centres = gamut_bins()
-    assert len(centres) == EXPECTED_GAMUT_BINS == 261
+    assert len(centres) == EXPECTED_GAMUT_BINS == 313
     assert np.all(np.mod(centres, BIN_SIZE) == 0)
     assert len({tuple(c) for c in centres}) == len(centres)
     assert (0.0, 0.0) in {tuple(c) for c in centres}
     assert (centres[:, 0].min(), centres[:, 0].max()) == (-90.0, 100.0)
-    assert (centres[:, 1].min(), centres[:, 1].max()) == (-110.0, 90.0)
+    assert (centres[:, 1].min(), centres[:, 1].max()) == (-110.0, 100.0)
 
 
 def test_every_srgb_colour_falls_in_a_kept_bin_and_far_bins_are_out():
