@@ -215,14 +215,30 @@ def cmd_pretrain(args) -> int:
         typed.setdefault("cache_dir", _cache_dir(args))
         config = PretrainConfig(out=args.out, **typed)
     summary = pretrain(config, on_event=ProgressPrinter())
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports for the run
-        return 0 if summary["status"] == "finished" else 130
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports for the run
+        _print_pretrain_summary(summary, args.out)
+    return _pretrain_exit(summary["status"])
+
+
+def _pretrain_exit(status: str) -> int:
+    """``sslstudio pretrain``'s exit status: a run that ended but did not learn is not an error of the
+    program (0); a diverged run is a failed job (1); a stopped run is 130, as after Ctrl+C."""
+    from sslstudio.engine import verdict
+
+    return {verdict.FINISHED: 0, verdict.NOT_LEARNT: 0, verdict.DIVERGED: 1, verdict.CANCELLED: 130}.get(status, 1)
+
+
+def _print_pretrain_summary(summary: dict, out: str) -> None:
+    """The run's figures, then its status again with what to try when it did not learn (the last line)."""
     metric = summary["metric"]
     print(f"{summary['status']}: {summary['epochs_completed']}/{summary['epochs']} epochs in "
           f"{_fmt_time(summary['time_s'])}; train {metric} {_fmt_figure(summary.get(f'final_train_{metric}'))}, "
           f"held-out {metric} {_fmt_figure(summary.get(f'final_val_{metric}'))}, "
-          f"{summary['samples_per_s'] or 0:,.0f} samples/s; skipped {summary['skipped']} file(s). Run: {args.out}")
-    return 0 if summary["status"] == "finished" else 130
+          f"{summary['samples_per_s'] or 0:,.0f} samples/s; skipped {summary['skipped']} file(s). Run: {out}")
+    if summary.get("advice"):
+        print(f"{summary['status']}: {summary['advice']}")
+    elif summary["status"] == "cancelled" and summary["epochs_completed"]:
+        print(f"cancelled: continue with `sslstudio pretrain --resume --out {out}`")
 
 
 #: The numeric settings of ``finetune`` and ``compare``; their options come from the declarations

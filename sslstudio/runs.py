@@ -406,7 +406,8 @@ def final_metric(summary: dict, config: dict | None = None) -> tuple[str, float 
 def list_runs(root: os.PathLike | str) -> list[dict]:
     """The run folders under ``root`` (a workspace's ``runs``), newest first: ``path``, ``name``, ``task``,
     ``arch``, ``date``, ``status``, ``metric``, ``value`` (:func:`final_metric`), ``has_checkpoint`` and
-    ``resumable`` (a checkpoint and not finished). An unreadable run is listed as ``unreadable``."""
+    ``resumable`` (a checkpoint, and stopped or interrupted: not finished, with or
+    without learning, and not diverged, which would diverge again with the same settings). An unreadable run is listed as ``unreadable``."""
     root = Path(root)
     if not root.is_dir():
         return []
@@ -426,7 +427,7 @@ def list_runs(root: os.PathLike | str) -> list[dict]:
                     "arch": config.get("arch", "?"),
                     "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.config_path.stat().st_mtime)),
                     "status": status, "metric": metric, "value": value, "has_checkpoint": has_checkpoint,
-                    "resumable": status != "finished" and has_checkpoint})
+                    "resumable": has_checkpoint and not status.startswith("finished") and status != "diverged"})
     return out
 
 

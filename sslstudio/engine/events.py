@@ -49,6 +49,7 @@ class EpochEvent:
     elapsed_s: float
     eta_s: float
     extra: dict = field(default_factory=dict)
+    chance: float | None = None  # the pretext metric's chance level (None: not a classification task)
     kind: str = "epoch"
 
 

@@ -13,6 +13,7 @@ import os
 import random
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from sslstudio.engine.events import (Cancelled, CheckpointEvent, EpochEvent, Eve
                                      FinishedEvent, LogEvent, RunControl, StepEvent)
 from sslstudio.engine.loader import VAL_EPOCH, DeviceBatches, epoch_batches
 from sslstudio.engine.schedule import lr_multiplier, resolve_schedule
-from sslstudio.errors import ConfigError, JobError, SSLStudioError
+from sslstudio.engine import verdict
+from sslstudio.errors import ConfigError, JobError, RunError, SSLStudioError
 from sslstudio.data.arrays import IndexedImages
 from sslstudio.runs import RunDir, library_versions
 from sslstudio.settings import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, check_settings, param
@@ -138,7 +140,7 @@ def pretrain(config: PretrainConfig, on_event: EventSink | None = None,
 
         error = JobError(f"the run in {config.out} stopped on a file it could not write or read: {os_reason(exc)}"
                          f"{f' ({exc.filename})' if exc.filename else ''}; free space or fix the folder, then "
-                         "continue with --resume (the last complete checkpoint is kept).")
+                         "resume the run (its last complete checkpoint is kept).")
         emit(FailedEvent(str(error), type(exc).__name__, traceback.format_exc()))
         raise error from exc
     except torch.cuda.OutOfMemoryError as exc:
@@ -197,10 +199,23 @@ class _RunState:
     history: list = field(default_factory=list)  # the epoch records, also those before a resume
     best: dict | None = None
     last_lr: float = 0.0  # the learning rate of the last update
+    start_loss: float | None = None  # the mean loss of the run's first steps (the divergence rule's yardstick)
+    first_losses: list = field(default_factory=list)
+    recent_losses: deque = field(default_factory=lambda: deque(maxlen=verdict.START_STEPS))
+    diverged: dict | None = None  # where the loss diverged (the run stopped there)
+    chance: float | None = None  # the pretext metric's chance level (None: not a classification)
 
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+
+class _Diverged(Exception):
+    """The loss became non-finite or rose far above its start: the run stops before this step's update."""
+
+    def __init__(self, epoch: int, step: int, loss: float):
+        super().__init__(f"loss {loss} at epoch {epoch + 1}, step {step}")
+        self.epoch, self.step, self.loss = epoch, step, loss
 
 
 class _Pretrainer:
@@ -246,6 +261,7 @@ class _Pretrainer:
         s.monitor = self._make_monitor(cfg, device, precision)  # a bad folder fails here, before any training
         self._load_data(s)
         self._build_model(s)
+        s.chance = verdict.chance_level(task, s.model)
         if previous is not None:
             self._restore(s, resume_state)
         elif self.dist.is_main:
@@ -347,7 +363,7 @@ class _Pretrainer:
         s.model, s.feature_dim = model, backbone.feature_dim
         s.epochs, s.batch_size = int(settings["epochs"]), int(settings["batch_size"])
         s.steps_per_epoch = len(epoch_batches(len(s.train_items), s.batch_size, cfg.seed, 0))
-        s.optimizer = torch.optim.SGD(model.parameters(), lr=float(settings["lr"]),
+        s.optimizer = torch.optim.SGD(s.task.param_groups(model), lr=float(settings["lr"]),  # groups: the task's
                                       momentum=float(settings["momentum"]),
                                       nesterov=bool(settings["nesterov"]) and float(settings["momentum"]) > 0,
                                       weight_decay=float(settings["weight_decay"]))
@@ -358,10 +374,22 @@ class _Pretrainer:
 
     def _restore(self, s: _RunState, state: dict) -> None:
         """Continue from the last checkpoint: weights, optimiser, schedule, history, best and RNG states."""
+        saved = {k: tuple(v.shape) for k, v in state["model"].items()}
+        now = {k: tuple(v.shape) for k, v in s.model.state_dict().items()}
+        differ = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        if differ:  # e.g. a colorization run saved with 261 ab bins, where the task now has 313
+            raise RunError(f"{s.run.path} was saved with a model whose layers differ from this version's "
+                           f"{s.task.name} model ({differ[0]}: saved {saved.get(differ[0])}, now "
+                           f"{now.get(differ[0])}): start a new run instead.")
         s.model.load_state_dict(state["model"])
+        groups = len(state["optimizer"]["param_groups"])  # the task's param_groups() when it was saved
+        if groups != len(s.optimizer.param_groups):
+            raise RunError(f"{s.run.path} was saved with {groups} optimiser parameter group(s) where this version "
+                           f"of {s.task.name} uses {len(s.optimizer.param_groups)}: start a new run instead.")
         s.optimizer.load_state_dict(state["optimizer"])
         s.scheduler.load_state_dict(state["scheduler"])
         s.start_epoch, s.history, s.best = int(state["epoch"]), list(state.get("history", [])), state.get("best")
+        s.start_loss = state.get("start_loss")
         _set_rng_state(state["rng"])
         if self.dist.is_main:
             s.run.truncate_metrics(s.start_epoch)
@@ -402,15 +430,42 @@ class _Pretrainer:
                 plan, tally, records, epoch_time = self._train_epoch(s, epoch)
                 is_best = self._end_epoch(s, epoch, plan, tally, records, epoch_time)
                 self._checkpoint(s, epoch, is_best)
+        except _Diverged as exc:
+            self._stop_diverged(s, exc)
         except Cancelled:
-            if s.run.last_checkpoint.is_file():
-                self.emit(LogEvent(f"stopped; the checkpoint after epoch {len(s.history)} is kept "
-                                   "(continue with --resume)", "warning"))
+            if s.run.last_checkpoint.is_file():  # neutral words: the CLI and the window each say how to resume
+                self.emit(LogEvent(f"stopped; the checkpoint after epoch {len(s.history)} is kept: the run can be "
+                                   "resumed from it", "warning"))
             else:
                 self.emit(LogEvent("stopped before the first epoch ended: there is no checkpoint to resume from",
                                    "warning"))
             return True
         return False
+
+    def _stop_diverged(self, s: _RunState, exc: _Diverged) -> None:
+        """Record where the loss diverged and say which checkpoint is kept (the step's update was not made)."""
+        s.diverged = {"epoch": exc.epoch + 1, "step": exc.step, "loss": exc.loss, "start_loss": s.start_loss}
+        start = f" against {s.start_loss:.4g} at the start" if s.start_loss is not None else ""
+        kept = (f"the checkpoint after epoch {len(s.history)} is kept" if s.run.last_checkpoint.is_file()
+                else "there is no checkpoint (it diverged in the first epoch)")
+        self.emit(LogEvent(f"the loss diverged at epoch {exc.epoch + 1}, step {exc.step} ({exc.loss:.4g}{start}): "
+                           f"the run stopped; {kept}", "error"))
+
+    def _watch_loss(self, s: _RunState, loss: float) -> bool:
+        """Whether the run diverges at this step: a non-finite loss, or the mean of the last
+        :data:`~sslstudio.engine.verdict.START_STEPS` losses above
+        :data:`~sslstudio.engine.verdict.DIVERGE_FACTOR` times the run's starting loss (every process agrees)."""
+        if math.isfinite(loss):
+            if s.start_loss is None:
+                s.first_losses.append(loss)
+                if len(s.first_losses) == verdict.START_STEPS:
+                    s.start_loss = float(np.mean(s.first_losses))
+            s.recent_losses.append(loss)
+        full = len(s.recent_losses) == s.recent_losses.maxlen
+        bad = not math.isfinite(loss) or (full and verdict.diverged(float(np.mean(s.recent_losses)), s.start_loss))
+        if self.dist.enabled:
+            bad = self.dist.sum([float(bad)])[0] > 0
+        return bool(bad)
 
     def _plan_epoch(self, s: _RunState, epoch: int) -> EpochPlan:
         """The task's plan of the epoch (its order, its info), rank 0's for every process."""
@@ -449,16 +504,16 @@ class _Pretrainer:
         with autocast(s.device, s.precision):
             output = s.net(inputs)
             loss = s.task.loss(output, target)
-        if not torch.isfinite(loss):
-            raise JobError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
-                           "the learning rate is probably too high; lower --lr.")
+        value = float(loss.detach())
+        if self._watch_loss(s, value):
+            raise _Diverged(epoch, step, value)
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         s.optimizer.step()
         s.last_lr = s.optimizer.param_groups[0]["lr"]
         s.scheduler.step()
         m_sum, m_count = s.task.metric(output.detach(), target)
-        return float(loss.item()), m_sum, m_count, inputs.shape[0]
+        return value, m_sum, m_count, inputs.shape[0]
 
     def _report_step(self, s: _RunState, epoch: int, step: int, steps: int, loss: float, metric: float | None,
                      seen: int, epoch_start: float) -> dict:
@@ -499,7 +554,8 @@ class _Pretrainer:
         self.emit(EpochEvent(epoch=epoch, epochs=s.epochs, train_loss=train_loss, train_metric=train_metric,
                              val_loss=val_loss, val_metric=val_metric, metric_name=name, lr=s.last_lr,
                              images_per_s=ips, samples_per_s=ips * spi, elapsed_s=time.perf_counter() - s.t_start,
-                             eta_s=(s.epochs - epoch - 1) * epoch_time, extra={**plan.info, **monitored}))
+                             eta_s=(s.epochs - epoch - 1) * epoch_time, extra={**plan.info, **monitored},
+                             chance=s.chance))
         score = val_metric if val_metric is not None else train_metric
         is_best = score is not None and (s.best is None or score > s.best["score"])
         if is_best:
@@ -513,7 +569,8 @@ class _Pretrainer:
         path = s.run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                                       "scheduler": s.scheduler.state_dict(), "epoch": epoch + 1,
                                       "history": s.history, "best": s.best, "rng": _get_rng_state(),
-                                      "config": _jsonable(s.settings)}, best=is_best)
+                                      "config": _jsonable(s.settings),
+                                      "start_loss": s.start_loss}, best=is_best)
         self.emit(CheckpointEvent(epoch=epoch, path=str(path), best=is_best))
 
     # -- finish ----------------------------------------------------------------------------------
@@ -544,8 +601,17 @@ class _Pretrainer:
         final = history[-1] if history else {}
         train_rates = [h["images_per_s"] for h in history]  # every epoch, also those before a resume
         spi = s.task.samples_per_image
+        final_metric, where = final.get(f"val_{name}"), "held-out"
+        if final_metric is None:  # nothing held out: the training figure is all there is
+            final_metric, where = final.get(f"train_{name}"), "training"
+        status = verdict.status_of(cancelled, s.diverged and s.diverged["epoch"], final_metric, s.chance)
         return {
-            "status": "cancelled" if cancelled else "finished",
+            "status": status,
+            "advice": verdict.advice(status, metric=final_metric, chance=s.chance, lr=s.settings.get("lr"),
+                                     epochs=s.epochs, paper_epochs=int(s.task.optim.epochs), where=where),
+            "chance": s.chance,
+            "diverged": s.diverged,
+            "lr": s.settings.get("lr"), "paper_epochs": int(s.task.optim.epochs),
             "task": s.cfg.task, "arch": s.cfg.arch, "epochs": s.epochs, "epochs_completed": len(history),
             "metric": name,
             "final_train_loss": final.get("train_loss"),
@@ -606,7 +672,7 @@ class _Pretrainer:
                                f"the epoch's {epoch_time:.1f} s of training; run it less often (monitor every N "
                                "epochs) or on a smaller labelled folder.", "warning"))
         return {"monitor_knn": result.accuracy, "monitor_knn_random": monitor.random_reference().accuracy,
-                "monitor_s": result.seconds}
+                "monitor_s": result.seconds, "monitor_chance": 1.0 / len(monitor.classes)}
 
     def _validate(self, s: _RunState) -> tuple[float, float | None]:
         """Loss and metric on the held-out images (every process its share, summed)."""

@@ -14,10 +14,10 @@ import io
 import json
 from pathlib import Path
 
+from sslstudio.engine.verdict import DIVERGED, FINISHED, NOT_LEARNT, chance_from_state, not_learnt
 from sslstudio.evaluation.table import budget_text, column_name, mode_label, results_table, row_label
 from sslstudio.runs import RunDir, atomic_write_bytes, atomic_write_json
 
-CHANCE_MARGIN = 0.10  # a pretext accuracy within 10 points of chance has barely been learnt
 FEW_EPOCHS = 0.5  # fewer than half the paper's epochs is called "far fewer"
 
 
@@ -62,11 +62,7 @@ def run_facts(run_dir) -> dict:
     facts["chance"] = None
     if metric == "accuracy":
         try:
-            state = run.load_checkpoint("last")["model"]
-            heads = [v for k, v in state.items() if k.endswith("classifier.weight") and v.ndim == 2]
-            if heads:
-                facts["chance"] = 1.0 / int(heads[-1].shape[0])
-                facts["pretext_classes"] = int(heads[-1].shape[0])
+            facts["chance"], facts["pretext_classes"] = chance_from_state(run.load_checkpoint("last")["model"])
         except Exception:  # noqa: BLE001 - no checkpoint: no chance level to state
             pass
     return facts
@@ -108,7 +104,7 @@ def interpretation_notes(result: dict, init_facts: dict) -> list[str]:
         if not facts:
             continue
         chance, val = facts.get("chance"), facts.get("val_metric")
-        if chance is not None and val is not None and val - chance < CHANCE_MARGIN:
+        if not_learnt(val, chance):
             notes.append(f"{label}: its held-out pretext accuracy is {_pct(val)} against a chance level of "
                          f"{_pct(chance)} ({facts.get('pretext_classes')} pretext classes): the pretext task has "
                          "barely been learnt, so its features say little about the task.")
@@ -116,7 +112,10 @@ def interpretation_notes(result: dict, init_facts: dict) -> list[str]:
         if done is not None and paper and done < FEW_EPOCHS * paper:
             notes.append(f"{label} ran {done} epoch{'s' if done != 1 else ''}; the paper's recipe is {paper}. "
                          "Its rows show a short run, not the method.")
-        if facts.get("status") not in ("finished", None):
+        if facts.get("status") == DIVERGED:
+            notes.append(f"{label}: its pretraining diverged and stopped early; its rows show the last checkpoint "
+                         "before that.")
+        elif facts.get("status") not in (FINISHED, NOT_LEARNT, None):
             notes.append(f"{label} did not finish its pretraining ({facts.get('status')}).")
     has_random = any(r["init"] == "random" and r.get("test_accuracy") is not None for r in rows)
     others = [r for r in rows if r["init"] != "random" and r.get("test_accuracy") is not None]

@@ -1,11 +1,18 @@
-"""Starting the window: ``run_app()`` (what ``python -m sslstudio.gui.app`` calls)."""
+"""Starting the window: ``run_app()`` (what ``python -m sslstudio.gui.app`` calls).
+
+Qt is imported inside the functions: on Linux, :func:`run_app` first checks that the system libraries
+Qt's X11 platform needs can be loaded (:mod:`sslstudio.gui.platform_check`) and, when some are missing,
+prints one line naming them and the ``apt-get`` command, and returns 2 instead of letting Qt abort.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PySide6.QtWidgets import QApplication
+if TYPE_CHECKING:  # pragma: no cover
+    from PySide6.QtWidgets import QApplication
 
 __all__ = ["apply_style", "resource_path", "run_app", "style_sheet_path"]
 
@@ -39,7 +46,16 @@ def apply_style(app: QApplication) -> None:
 
 def run_app(data: str | None = None, workspace: str | None = None, labelled: str | None = None) -> int:
     """Create the application, show the window (selecting folder ``data`` and the labelled folder
-    ``labelled`` if given) and run it."""
+    ``labelled`` if given) and run it. Returns the application's exit code, or 2 (after one line on
+    stderr) when the system lacks libraries Qt needs to open a window."""
+    from sslstudio.gui.platform_check import check_qt_libraries
+
+    problem = check_qt_libraries()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    from PySide6.QtWidgets import QApplication
+
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("sslstudio")
     app.setOrganizationName("sslstudio")

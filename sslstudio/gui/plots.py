@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication
 
-__all__ = ["GrowingBuffer", "IntegerAxis", "LiveCurve", "MAX_POINTS", "apply_palette", "make_plot", "smooth"]
+__all__ = ["GrowingBuffer", "IntegerAxis", "LiveCurve", "MAX_POINTS", "add_chance_line", "apply_palette",
+           "find_chance_line", "make_plot", "smooth"]
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -276,6 +278,75 @@ def add_band(item: pg.PlotItem, x, low, high, colour: str, alpha: int = 55) -> p
     return fill
 
 
+# -- the chance level ----------------------------------------------------------------------------
+
+def _plot_item(plot) -> pg.PlotItem:
+    return plot.getPlotItem() if hasattr(plot, "getPlotItem") else plot
+
+
+def find_chance_line(plot) -> pg.InfiniteLine | None:
+    """The chance line :func:`add_chance_line` drew on ``plot`` (a PlotWidget or PlotItem), or None."""
+    return getattr(_plot_item(plot), "_chance_line", None)
+
+
+def add_chance_line(plot, value: float | None, label: str | None = None, *,
+                    vertical: bool = False) -> pg.InfiniteLine | None:
+    """Draw the chance level on ``plot`` as a horizontal dashed grey line, labelled at its left end.
+
+    One chance line per plot: a second call moves and relabels it; ``value=None`` (or a value that
+    is not finite) removes it. The line is not a legend entry; it takes part in the plot's auto
+    range (so the y axis always shows how far the curves are above chance), but a plot whose y
+    range is set by hand must include ``value`` itself.
+
+    Args:
+        plot: A ``pg.PlotWidget`` or ``pg.PlotItem``.
+        value: The chance level in the plot's own y units (``10.0`` on a percent axis, ``0.1`` on
+            a fraction axis), or None to remove the line.
+        label: The text beside the line; default ``"chance 10.0%"`` (``value`` read as a percent).
+        vertical: A vertical line at ``x = value`` instead, labelled at its top (accuracy on the x axis,
+            as in a bar chart of per-class accuracy).
+
+    Returns:
+        The line (its height: ``line.value()``; its text: ``line.label.toPlainText()``), or None
+        when removed.
+
+    Example::
+
+        add_chance_line(plot, 100 / n_classes)                   # percent axis
+        add_chance_line(plot, 1 / n_classes, f"chance {100 / n_classes:.1f}%")  # fraction axis
+    """
+    item = _plot_item(plot)
+    line = getattr(item, "_chance_line", None)
+    if value is None or not np.isfinite(value):
+        if line is not None:
+            item.removeItem(line)
+            item._chance_line = None
+        return None
+    text = label if label is not None else f"chance {value:.1f}%"
+    text = text.replace("{", "{{").replace("}", "}}")  # the label is a format string of pyqtgraph's
+    if line is None:
+        from PySide6.QtCore import Qt
+
+        fg, base = palette_colours()
+        pen = pg.mkPen(_with_alpha(fg, 150), width=1.5)
+        pen.setStyle(Qt.PenStyle.DashLine)
+        # the text sits above the line's left end (horizontal: a legend in a right corner never hides
+        # it) or right of its top (vertical), on a veil of the background so that it stays legible
+        # over a curve, a band or a bar
+        anchor = (0, 0) if vertical else (0, 1)
+        line = pg.InfiniteLine(pos=float(value), angle=90 if vertical else 0, movable=False, pen=pen, label=text,
+                               labelOpts={"position": 0.98 if vertical else 0.02, "anchors": [anchor, anchor],
+                                          "color": _with_alpha(fg, 220), "fill": _with_alpha(base, 170)})
+        line.setZValue(5 if vertical else -5)  # under the curves; over bars (a vertical line crosses them)
+        item.addItem(line)
+        item._chance_line = line
+    else:
+        line.setAngle(90 if vertical else 0)
+        line.setValue(float(value))
+        line.label.setFormat(text)
+    return line
+
+
 def remove_band(item: pg.PlotItem, fill: pg.FillBetweenItem) -> None:
     for edge in getattr(fill, "edges", ()):
         item.removeItem(edge)
@@ -366,3 +437,4 @@ def legend_below(widget: pg.PlotWidget, columns: int = 2) -> pg.LegendItem:
     item.legend = legend
     apply_palette(widget)
     return legend
+

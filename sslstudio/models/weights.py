@@ -31,6 +31,7 @@ __all__ = [
     "imagenet_checkpoint_path",
     "imagenet_state_dict",
     "imagenet_url",
+    "imagenet_weights_status",
     "is_torchscript_file",
     "load_into_backbone",
     "load_weights_file",
@@ -53,6 +54,15 @@ _CONNECT_TIMEOUT_S = 3.0
 
 def _torchvision_arch(arch: str) -> str:
     return resolve_arch(arch)
+
+
+def _torchvision_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of torchvision's ``arch`` by key, built on the meta device (no memory, no init)."""
+    import torchvision
+
+    with torch.device("meta"):
+        model = torchvision.models.get_model(_torchvision_arch(arch), weights=None)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def imagenet_url(arch: str) -> str:
@@ -125,6 +135,73 @@ def _cleanup_partial(folder: Path, file_name: str) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def download_failure_reason(exc: BaseException) -> str:
+    """Why a download failed, in words (never an exception's class name).
+
+    Args:
+        exc: What the download raised.
+
+    Returns:
+        A short phrase such as ``"this machine is offline or cannot resolve the download host"``.
+    """
+    if isinstance(exc, socket.gaierror):
+        return "this machine is offline or cannot resolve the download host"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "the download host did not answer in time"
+    if isinstance(exc, ConnectionRefusedError):
+        return "the download host refused the connection"
+    if isinstance(exc, (ConnectionError, EOFError)):
+        return "the connection broke off during the download"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        from sslstudio.fileutil import os_reason
+
+        return os_reason(exc)
+    text = str(exc).strip().rstrip(".")
+    return text if text and len(text) < 120 else "the download failed"
+
+
+def imagenet_weights_status(arch: str, weights: str | os.PathLike[str] | None = None) -> tuple[bool, str]:
+    """Tell, without the network, whether ImageNet weights for ``arch`` can be loaded here.
+
+    With ``weights`` (a file the user chose) that file is read safely (``weights_only=True`` or
+    safetensors, as :func:`load_weights_file` does) and must hold most of the tensors of the
+    ``arch`` backbone, by name and shape; without it, torchvision's file is looked for in the torch hub cache
+    (``$TORCH_HOME``, see :func:`imagenet_checkpoint_path`). Nothing is downloaded.
+
+    Args:
+        arch: An sslstudio architecture name.
+        weights: A ``.pt``/``.pth``/``.safetensors`` file to use instead of torchvision's, or ``None``.
+
+    Returns:
+        ``(available, reason)``: ``reason`` is a short phrase for a label beside the choice,
+        e.g. ``(False, "not on this machine")`` or ``(True, "in the local cache")``.
+    """
+    try:
+        expected = imagenet_checkpoint_path(arch)
+    except Exception:  # noqa: BLE001 - an unknown architecture (or one without ImageNet weights)
+        return False, f"no ImageNet weights are published for {arch}"
+    if weights is None or os.fspath(weights) == "":
+        if expected.is_file():
+            return True, "in the local cache"
+        return False, "not on this machine"
+    path = Path(weights)
+    if not path.is_file():
+        return False, f"the chosen file {path.name} is missing"
+    try:
+        state = load_weights_file(path)
+    except UntrustedCodeError:
+        return False, f"{path.name} is a TorchScript program, not weights"
+    except ConfigError as exc:
+        why = "was refused for safety" if "for safety" in str(exc) else "could not be read as weights"
+        return False, f"{path.name} {why}"
+    own = {k: v for k, v in _torchvision_shapes(arch).items()
+           if not k.startswith(CLASSIFIER_PREFIXES) and not k.endswith("num_batches_tracked")}
+    matching = sum(1 for k, v in state.items() if own.get(k) == tuple(v.shape))
+    if 2 * matching < len(own):  # most of the backbone would keep its random init: another network's file
+        return False, f"{path.name} holds no weights for {arch}"
+    return True, f"from {path.name}"
+
+
 def imagenet_state_dict(arch: str) -> dict[str, Tensor]:
     """Return torchvision's ImageNet state dict for ``arch``, downloading it if possible.
 
@@ -154,9 +231,9 @@ def imagenet_state_dict(arch: str) -> dict[str, Tensor]:
             _cleanup_partial(path.parent, path.name)
             raise WeightsUnavailableError(
                 f"The ImageNet weights file {path.name} for {arch} is not on this machine "
-                f"and could not be downloaded ({type(exc).__name__}); download it from {url} "
-                f"and put it in the folder {path.parent}, or pass your own weights with "
-                f"--weights FILE."
+                f"and could not be downloaded ({download_failure_reason(exc)}); download it from "
+                f"{url} and put it in the folder {path.parent}, or give your own weights file "
+                f"(--weights FILE on the command line, \"Choose weights file…\" in the window)."
             ) from exc
     return load_weights_file(path)
 
@@ -283,7 +360,7 @@ def load_weights_file(path: str | os.PathLike[str], trust_code: bool = False) ->
         except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
             raise ConfigError(
                 f"The weights file {path} could not be read as PyTorch weights "
-                f"({type(exc).__name__}); give a .pt/.pth state_dict or a .safetensors file."
+                "(it is damaged or not a weights file); give a .pt/.pth state_dict or a .safetensors file."
             ) from exc
 
     state: dict[str, Tensor] | None = None

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from sslstudio.engine.events import EpochEvent
+from sslstudio.gui.plots import find_chance_line
 from sslstudio.runs import RunDir
 
 
@@ -87,7 +88,7 @@ def test_run_with_monitor_plots_the_recorded_values(qtbot, window, tiny_images, 
         assert not page.monitor_folder.isEnabled() and not page.monitor_every.isEnabled()
         assert not page.monitor_browse.isEnabled()
     summary = blocker.args[0]
-    assert summary["status"] == "finished" and summary["monitor"]["random_knn"]
+    assert summary["status"].startswith("finished") and summary["monitor"]["random_knn"]
     qtbot.waitUntil(lambda: page.start_button.isEnabled(), timeout=5000)
     assert page.monitor_folder.isEnabled()
     page.flush()
@@ -100,6 +101,9 @@ def test_run_with_monitor_plots_the_recorded_values(qtbot, window, tiny_images, 
         _, ry = page.knn_random[stage].getData()
         assert np.allclose(ry, 100 * records[0]["monitor_knn_random"][stage])
     assert set(page.knn_curves) == set(records[0]["monitor_knn"])
+    # two classes: the chance line of the kNN plot (in %) sits at 50
+    assert records[0]["monitor_chance"] == 0.5
+    assert find_chance_line(page.knn_plot).value() == 50.0
     # reopening the run shows the same figures from metrics.jsonl
     page.monitor_folder.setText("")
     assert page.open_run(page.run_dir) > 0
@@ -107,3 +111,4 @@ def test_run_with_monitor_plots_the_recorded_values(qtbot, window, tiny_images, 
     assert not page.knn_plot.isHidden()
     x, y = page.knn_curves["layer4"].item.getData()
     assert np.allclose(y, [100 * r["monitor_knn"]["layer4"] for r in records])
+    assert find_chance_line(page.knn_plot) is not None and find_chance_line(page.metric_plot) is not None

@@ -251,3 +251,55 @@ def test_build_backbone_from_a_weights_file(tmp_path: Path) -> None:
         backbone = build_backbone("resnet18_small", weights=tmp_path / "run.safetensors")
     for key, value in source.state_dict().items():
         assert torch.equal(backbone.state_dict()[key], value), key
+
+
+def test_imagenet_weights_status_reads_torch_home_and_a_chosen_file(torch_home: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from sslstudio.models.weights import imagenet_weights_status
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the status check must never download")
+
+    monkeypatch.setattr(weights_mod, "_download", no_download)
+    assert imagenet_weights_status("resnet18") == (False, "not on this machine")
+    available, reason = imagenet_weights_status("no_such_arch")
+    assert not available and "no_such_arch" in reason
+    # torchvision's file in $TORCH_HOME's cache
+    state = {k: v for k, v in _seeded_resnet18_state().items() if not k.startswith("fc.")}
+    folder = torch_home / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(state, folder / RESNET18_FILE)
+    assert imagenet_weights_status("resnet18") == (True, "in the local cache")
+    assert imagenet_weights_status("resnet18_small")[0]  # the same file (conv1 is skipped when loading)
+    # a chosen file: read safely and matched against the architecture
+    mine = tmp_path / "mine.safetensors"
+    save_file(state, str(mine))
+    assert imagenet_weights_status("resnet18", mine) == (True, "from mine.safetensors")
+    available, reason = imagenet_weights_status("resnet50", mine)
+    assert not available and reason == "mine.safetensors holds no weights for resnet50"
+    assert imagenet_weights_status("resnet18", tmp_path / "gone.pth") == (False, "the chosen file gone.pth is missing")
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"x": _Payload(str(tmp_path / "ran"))}, unsafe)
+    available, reason = imagenet_weights_status("resnet18", unsafe)
+    assert not available and reason == "unsafe.pth was refused for safety"
+    assert not (tmp_path / "ran").exists()
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not weights")
+    assert imagenet_weights_status("resnet18", junk) == (False, "junk.pth could not be read as weights")
+
+
+def test_download_failures_are_told_in_words(torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from sslstudio.models.weights import download_failure_reason
+
+    def offline(url: str, path: Path) -> None:
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(weights_mod, "_download", offline)
+    with pytest.raises(WeightsUnavailableError) as info:
+        imagenet_state_dict("resnet18")
+    message = str(info.value)
+    assert "gaierror" not in message and "offline" in message and "Choose weights file" in message
+    assert download_failure_reason(TimeoutError()) == "the download host did not answer in time"
+    assert "Error" not in download_failure_reason(ConnectionResetError("reset by peer"))
