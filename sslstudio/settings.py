@@ -26,7 +26,10 @@ and, for the window's form (:class:`sslstudio.gui.config_form.ConfigForm`), whic
     absent means ``True``; a field without a default (``task``, ``data``...) is never in a form;
 ``unit`` / ``step`` / ``decimals``
     the spin box's suffix (``px``), its arrow step and a float's decimals; absent means none, 1 and
-    enough decimals for the default and the bounds.
+    enough decimals for the default and the bounds;
+``special``
+    the word the spin box shows at its minimum, when that value means something else (DeepCluster's
+    ``clusters`` 0 is ``auto``).
 
 Task configs (:mod:`sslstudio.tasks.base`), the run configs (``PretrainConfig``,
 ``FinetuneConfig``) and the small declarations of ``compare`` and ``preview`` use the same keys,
@@ -63,13 +66,14 @@ def param(default: Any = dataclasses.MISSING, help: str = "", *, min: float | No
           max_exclusive: bool = False, flag: str | None = None,
           default_factory: Any = dataclasses.MISSING, free_on_resume: bool = False, label: str | None = None,
           form: bool = True, unit: str | None = None, step: float | None = None,
-          decimals: int | None = None) -> Any:
+          decimals: int | None = None, special: str | None = None) -> Any:
     """A dataclass field with its help text and allowed range (what a form shows and what is checked).
 
     ``free_on_resume`` marks a run setting that may change when a run is resumed (the device, the
     loader workers...): it does not change what the run computes. Every other run setting is the run's
     own and is refused if changed (see :func:`sslstudio.engine.resume_config`). ``label``, ``form``,
-    ``unit``, ``step`` and ``decimals`` say how the window's form shows it (see the module's docstring)."""
+    ``unit``, ``step``, ``decimals`` and ``special`` say how the window's form shows it (see the module's
+    docstring)."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults in frozen configs")
     meta: dict[str, Any] = {"help": help, "min": min, "max": max, "choices": choices}
@@ -81,7 +85,7 @@ def param(default: Any = dataclasses.MISSING, help: str = "", *, min: float | No
         meta["flag"] = flag
     if free_on_resume:
         meta["free_on_resume"] = True
-    shown = {"label": label, "unit": unit, "step": step, "decimals": decimals}
+    shown = {"label": label, "unit": unit, "step": step, "decimals": decimals, "special": special}
     meta.update({k: v for k, v in shown.items() if v is not None})
     if not form:
         meta["form"] = False

@@ -56,7 +56,7 @@ class AutoencoderConfig:
                                  min=0.0, max=0.95)
     noise_std: float = param(0.1, "Gaussian noise: standard deviation on 0..1 pixel values (the noisy "
                                   "image is clipped to [0, 1]). Per pixel, independent of the image size.",
-                             min=0.0, max=1.0)
+                             min=0.0, max=1.0, label="Noise std. dev.")
 
 
 @register_task("autoencoder")

@@ -84,16 +84,19 @@ class ColorizationConfig:
                                   "ab targets are the pixels 0, 4, 8, ... of the crop (paper: 4, 56x56 for "
                                   "224x224; 11x11 for the 44 px crops of 64 px images).", min=1, max=32)
     neighbours: int = param(5, "Soft encoding: number of nearest ab bins a target spreads over (paper: 5).",
-                            min=1, max=32)
-    sigma: float = param(5.0, "Soft encoding: Gaussian sigma in ab units (paper: 5).", min=0.1, max=100.0)
+                            min=1, max=32, label="Soft-encoding neighbours")
+    sigma: float = param(5.0, "Soft encoding: Gaussian sigma in ab units (paper: 5).", min=0.1, max=100.0,
+                         label="Soft-encoding σ")
     rebalance_lambda: float = param(0.5, "Class rebalancing: weight of the uniform distribution mixed with "
-                                         "the ab prior (paper: 0.5; 1 turns rebalancing off).", min=0.0, max=1.0)
+                                         "the ab prior (paper: 0.5; 1 turns rebalancing off).", min=0.0, max=1.0,
+                                         label="Rebalancing λ")
     prior_sigma: float = param(5.0, "Class rebalancing: Gaussian smoothing of the ab prior, in ab units "
-                                    "(paper: 5).", min=0.0, max=100.0)
+                                    "(paper: 5).", min=0.0, max=100.0, label="Prior smoothing σ")
     temperature: float = param(0.38, "Annealed-mean decoding temperature (paper: 0.38; 1 is the mean, "
-                                     "towards 0 the mode).", min=0.01, max=10.0)
+                                     "towards 0 the mode).", min=0.01, max=10.0, label="Annealed-mean temperature")
     grey_chroma: float = param(2.0, "An image whose 99th-percentile chroma sqrt(a^2+b^2) is at most this "
-                                    "is greyscale and carries no loss (Lab units).", min=0.0, max=50.0)
+                                    "is greyscale and carries no loss (Lab units).", min=0.0, max=50.0,
+                                    label="Greyscale chroma limit")
     crop_fraction: float = param(176 / 256, "Random training crop: its side as a fraction of the image side, "
                                             "rounded to a multiple of output_stride (released code: 176 px crops "
                                             "of 256 px images; 44 px at 64 px). The network trains at that size. "

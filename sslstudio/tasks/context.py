@@ -82,17 +82,18 @@ class ContextConfig:
                                 "the green-magenta component of every pixel (paper), 'none' keeps colours.",
                         choices=("drop", "project", "none"))
     drop_noise: float = param(0.01, "Standard deviation of the noise that replaces dropped channels, relative to "
-                                    "the kept channel's (paper: about 1/100).", min=0.0, max=1.0)
+                                    "the kept channel's (paper: about 1/100).", min=0.0, max=1.0,
+                                    label="Dropped-channel noise")
     pixelation_probability: float = param(1 / 3, "Fraction of patches down-sampled and up-sampled again (the paper "
                                                  "does it to 'some' patches; a third by default).",
                                           min=0.0, max=1.0)
     pixelation_min_fraction: float = param(10 / 96, "Smallest side a patch is down-sampled to, as a fraction of "
                                                     "the patch (paper: 100 pixels = 10 x 10 for 96 px patches); "
                                                     "at least 3 px. The side is uniform between that and the "
-                                                    "patch size.", min=0.0, max=1.0)
+                                                    "patch size.", min=0.0, max=1.0, label="Pixelation min. fraction")
     hidden_dim: int = param(1024, "Width of the fully connected layer on the two concatenated patch features "
                                   "(paper: 4096 on 2 x 4096 fc6 features; 1024 here on 2 x 512 for resnet18).",
-                            min=16, max=8192)
+                            min=16, max=8192, label="Hidden units")
     dropout: float = param(0.5, "Dropout after the fully connected layer.", min=0.0, max=0.9)
 
 

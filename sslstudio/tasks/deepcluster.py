@@ -70,28 +70,32 @@ class DeepClusterConfig:
     clusters: int = param(0, "Number of k-means clusters (pseudo-classes). 0 = automatic: one cluster per "
                              "128 training images, as the paper's 10,000 clusters for 1.28M ImageNet images, "
                              "at least 10 and at most 10,000. Always capped at half the number of training "
-                             "images so that a cluster holds two images on average.", min=0, max=100_000)
+                             "images so that a cluster holds two images on average.", min=0, max=100_000,
+                             label="Clusters", special="auto")
     pca_dim: int = param(256, "PCA dimensions kept before whitening (paper: 256). Capped at the backbone's "
                               "feature size and at one dimension per 8 training images: whitening inverts the "
                               "covariance of the features, and with fewer images than that it maps them to the "
-                              "corners of a regular simplex where k-means has nothing to find.", min=2, max=4096)
+                              "corners of a regular simplex where k-means has nothing to find.", min=2, max=4096,
+                              label="PCA dimensions")
     kmeans_iters: int = param(20, "k-means iterations per clustering (the paper's implementation: 20).",
-                              min=1, max=1000)
+                              min=1, max=1000, label="k-means iterations")
     sobel: bool = param(False, "Feed the backbone Sobel-filtered greyscale instead of colour (the paper does for "
                                "AlexNet/VGG so that colour does not become the easy clustering cue). The three "
                                "input channels are then (horizontal gradient, vertical gradient, magnitude). Off "
                                "by default: the exported backbone is meant for plain RGB input in torchvision, "
-                               "and a backbone trained on gradients would need the same filter in front of it.")
+                               "and a backbone trained on gradients would need the same filter in front of it.",
+                               label="Sobel filter input")
     crop_scale_min: float = param(0.08, "Smallest area of the random resized crop, as a fraction of the image "
                                         "(torchvision's default, which the paper used). The crop is resized to the "
-                                        "image size whatever that is.", min=0.01, max=1.0)
+                                        "image size whatever that is.", min=0.01, max=1.0, label="Crop scale min.")
     horizontal_flip: bool = param(True, "Mirror the crop left-right with probability 0.5 (paper: yes).")
     classifier_momentum: float = param(0.0, "SGD momentum of the classifier that is re-created every epoch. The "
                                             "released code trains it with its own plain SGD (momentum 0) at the "
                                             "run's learning rate and weight decay, while the backbone takes the "
                                             "run's momentum (paper: 0.9).", min=0.0, max=0.999)
     feature_batch_size: int = param(256, "Images per batch when computing the features for clustering "
-                                         "(memory only; the result does not depend on it).", min=1, max=65_536)
+                                         "(memory only; the result does not depend on it).", min=1, max=65_536,
+                                         label="Feature batch size")
 
 
 class Sobel(nn.Module):

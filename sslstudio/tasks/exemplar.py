@@ -74,7 +74,7 @@ class ExemplarConfig:
                                          "it is never smaller than min_patch (nor larger than the image).",
                                   min=0.05, max=1.0)
     min_patch: int = param(16, "Smallest patch side in pixels (at 32 px images 1/3 would leave 11 px, too few "
-                               "for the network's strides).", min=4, max=1024)
+                               "for the network's strides).", min=4, max=1024, label="Min. patch", unit="px")
     context: float = param(2.0, "Side of the stored region around each seed, as a multiple of the patch side: "
                                 "translation, down-scaling and rotation then show real surroundings instead of "
                                 "reflected borders (beyond the image border the image is mirrored).",
@@ -83,23 +83,27 @@ class ExemplarConfig:
                            "a batch). Items per epoch = classes; samples = classes x copies.", min=1, max=64)
     translation: float = param(0.2, "Largest vertical/horizontal shift, as a fraction of the patch side "
                                     "(paper: 0.2).", min=0.0, max=1.0)
-    scale_min: float = param(0.7, "Smallest scale factor (paper: 0.7; drawn log-uniformly).", min=0.1, max=1.0)
-    scale_max: float = param(1.4, "Largest scale factor (paper: 1.4).", min=1.0, max=10.0)
-    rotation: float = param(20.0, "Largest rotation in degrees, either way (paper: 20).", min=0.0, max=180.0)
+    scale_min: float = param(0.7, "Smallest scale factor (paper: 0.7; drawn log-uniformly).", min=0.1, max=1.0,
+                             label="Scale min.")
+    scale_max: float = param(1.4, "Largest scale factor (paper: 1.4).", min=1.0, max=10.0, label="Scale max.")
+    rotation: float = param(20.0, "Largest rotation in degrees, either way (paper: 20).", min=0.0, max=180.0, unit="°")
     contrast_min: float = param(0.5, "Smallest factor on each principal-colour-component projection "
-                                     "(paper: 0.5; drawn log-uniformly).", min=0.01, max=1.0)
+                                     "(paper: 0.5; drawn log-uniformly).", min=0.01, max=1.0, label="Contrast min.")
     contrast_max: float = param(2.0, "Largest factor on each principal-colour-component projection (paper: 2).",
-                                min=1.0, max=100.0)
+                                min=1.0, max=100.0, label="Contrast max.")
     contrast_pca: str = param("dataset", "Principal colour components of contrast 1: of all seed-patch pixels "
                                          "(the paper's 'set of all pixels') or of each patch's own pixels.",
-                              choices=("dataset", "patch"))
+                              choices=("dataset", "patch"), label="Contrast PCA")
     power_min: float = param(0.25, "Smallest power applied to saturation and value (paper: 0.25; drawn "
-                                   "log-uniformly, separately for S and V).", min=0.01, max=1.0)
-    power_max: float = param(4.0, "Largest power applied to saturation and value (paper: 4).", min=1.0, max=100.0)
-    sv_factor_min: float = param(0.7, "Smallest factor on saturation and value (paper: 0.7).", min=0.0, max=1.0)
-    sv_factor_max: float = param(1.4, "Largest factor on saturation and value (paper: 1.4).", min=1.0, max=10.0)
+                                   "log-uniformly, separately for S and V).", min=0.01, max=1.0, label="Power min.")
+    power_max: float = param(4.0, "Largest power applied to saturation and value (paper: 4).", min=1.0, max=100.0,
+                             label="Power max.")
+    sv_factor_min: float = param(0.7, "Smallest factor on saturation and value (paper: 0.7).", min=0.0, max=1.0,
+                                 label="S/V factor min.")
+    sv_factor_max: float = param(1.4, "Largest factor on saturation and value (paper: 1.4).", min=1.0, max=10.0,
+                                 label="S/V factor max.")
     sv_shift: float = param(0.1, "Largest value added to (or subtracted from) saturation and value (paper: 0.1).",
-                            min=0.0, max=1.0)
+                            min=0.0, max=1.0, label="S/V shift")
     hue_shift: float = param(0.1, "Largest hue shift, in turns of the colour wheel (paper: 0.1).", min=0.0, max=0.5)
 
     def __post_init__(self):

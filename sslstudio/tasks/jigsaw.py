@@ -182,7 +182,7 @@ class JigsawConfig:
                                            "largest summed (mean) Hamming distance to those chosen (the paper's "
                                            "Algorithm 1); 'min' = the largest minimal distance (ours, not the "
                                            "paper's: maximises the set's minimal distance).",
-                                   choices=("mean", "min"))
+                                   choices=("mean", "min"), label="Hamming rule")
     tile_fraction: float = param(64 / 75, "Tile side as a fraction of its cell (paper: 64 px tiles in 75 px cells "
                                           "of a 225 px crop). The crop is the whole image: cell = image_size // 3, "
                                           "tile = round(cell * tile_fraction); 64 px images give 18 px tiles, "
@@ -197,7 +197,7 @@ class JigsawConfig:
                                   min=0.0, max=0.25)
     hidden_dim: int = param(1024, "Width of the fully connected layer on the nine concatenated tile features "
                                   "(paper: 4096 on 9 x 1024; 1024 here on 9 x 512 for resnet18).",
-                            min=16, max=8192)
+                            min=16, max=8192, label="Hidden units")
     dropout: float = param(0.5, "Dropout after the fully connected layer.", min=0.0, max=0.9)
 
 
