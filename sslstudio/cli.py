@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from sslstudio.errors import JobError, RunBusyError, SSLStudioError
+from sslstudio.figures import metric_text, pct, sig3
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -19,11 +20,6 @@ def _fmt_time(seconds: float | None) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
-def _fmt_figure(value: float | None) -> str:
-    """A result figure to four decimals (``n/a`` when there is none, e.g. no held-out images)."""
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 class ProgressPrinter:
@@ -62,9 +58,10 @@ class ProgressPrinter:
             self._last = now
             frac = event.global_step / max(event.total_steps, 1)
             filled = int(self.width * frac)
-            metric = "" if event.metric is None else f" {event.metric_name[:3]} {event.metric:.3f}"
+            metric = ("" if event.metric is None else
+                      f" {event.metric_name[:3]} {metric_text(event.metric_name, event.metric)}")
             self._write_bar(f"epoch {event.epoch + 1}/{event.epochs} [{'#' * filled}{'.' * (self.width - filled)}] "
-                            f"{100 * frac:3.0f}% loss {event.loss:.4f}{metric} | {event.samples_per_s:,.0f} samples/s "
+                            f"{100 * frac:3.0f}% loss {sig3(event.loss)}{metric} | {event.samples_per_s:,.0f} samples/s "
                             f"({event.images_per_s:,.0f} img/s) | ETA {_fmt_time(event.eta_s)}")
         elif kind == "progress":
             frac = event.done / max(event.total, 1)
@@ -79,12 +76,12 @@ class ProgressPrinter:
                 return  # fine-tuning jobs: every 10th epoch and the last
             self._newline()
             name = event.metric_name
-            parts = [f"epoch {event.epoch + 1}/{event.epochs}:", f"train loss {event.train_loss:.4f}"]
+            parts = [f"epoch {event.epoch + 1}/{event.epochs}:", f"train loss {sig3(event.train_loss)}"]
             if event.train_metric is not None:
-                parts.append(f"train {name} {event.train_metric:.4f}")
+                parts.append(f"train {name} {metric_text(name, event.train_metric)}")
             label = "test" if event.extra.get("mode") else "held-out"
             if event.val_metric is not None:
-                parts.append(f"{label} {name} {event.val_metric:.4f}")
+                parts.append(f"{label} {name} {metric_text(name, event.val_metric)}")
             if event.samples_per_s:
                 parts.append(f"{event.samples_per_s:,.0f} samples/s")
             parts.append(f"ETA {_fmt_time(event.eta_s)}")
@@ -231,9 +228,9 @@ def _pretrain_exit(status: str) -> int:
 def _print_pretrain_summary(summary: dict, out: str) -> None:
     """The run's figures, then its status again with what to try when it did not learn (the last line)."""
     metric = summary["metric"]
+    train, held_out = (metric_text(metric, summary.get(f"final_{part}_{metric}")) for part in ("train", "val"))
     print(f"{summary['status']}: {summary['epochs_completed']}/{summary['epochs']} epochs in "
-          f"{_fmt_time(summary['time_s'])}; train {metric} {_fmt_figure(summary.get(f'final_train_{metric}'))}, "
-          f"held-out {metric} {_fmt_figure(summary.get(f'final_val_{metric}'))}, "
+          f"{_fmt_time(summary['time_s'])}; train {metric} {train}, held-out {metric} {held_out}, "
           f"{summary['samples_per_s'] or 0:,.0f} samples/s; skipped {summary['skipped']} file(s). Run: {out}")
     if summary.get("advice"):
         print(f"{summary['status']}: {summary['advice']}")
@@ -261,7 +258,7 @@ def cmd_finetune(args) -> int:
                                       weights=args.weights, trust_code=args.trust_torchscript,
                                       **_typed(args, _FINETUNE_NUMBERS)),
                        on_event=ProgressPrinter())
-    print(f"{summary['status']}: test accuracy {summary['test_accuracy']:.4f} ({args.init}, {args.mode}, "
+    print(f"{summary['status']}: test accuracy {pct(summary['test_accuracy'])} ({args.init}, {args.mode}, "
           f"{summary['layer']}); written to {args.out}")
     return 0
 

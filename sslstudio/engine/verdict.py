@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 
+from sslstudio.figures import metric_text, pct as _pct
+
 FINISHED = "finished"
 NOT_LEARNT = "finished \u2014 not learnt"
 DIVERGED = "diverged"
@@ -112,10 +114,6 @@ def advice(status: str, *, metric: float | None = None, chance: float | None = N
     return ""
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
 def outcome(summary: dict, *, cli: bool = True) -> str:
     """How a run ended, in one line a person reads: its status, epochs, time, final figure against
     chance, and what to try when it did not learn (the window's status line; ``cli`` as in :func:`advice`)."""
@@ -131,7 +129,7 @@ def outcome(summary: dict, *, cli: bool = True) -> str:
     text = f"{head}: {summary.get('epochs_completed', 0)} of {summary.get('epochs', '?')} epoch(s) in " \
            f"{clock(summary.get('time_s'))}"
     if value is not None:
-        figure = _pct(value) if metric == "accuracy" else f"{value:.3g} dB" if metric == "psnr" else f"{value:.3g}"
+        figure = metric_text(metric, value)
         text += f", {where} {metric} {figure}"
         if summary.get("chance") is not None:
             text += f" (chance {_pct(summary['chance'])})"
