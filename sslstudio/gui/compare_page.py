@@ -4,14 +4,21 @@ background, with progress and ETA; the notes the engine writes above a paper-sty
 label-efficiency curve, the per-stage chart, the per-epoch curves of all-layer fine-tuning and the
 per-class view (per-class accuracy and confusion matrix of the selected cell).
 
+Before a comparison the page checks whether ImageNet weights are on this machine for the compared
+architecture (torchvision's file in the torch hub cache, or a weights file the user chose with
+"Choose weights file…"); without them the ImageNet row is unchecked and says why. Every accuracy
+chart draws the chance level (1 / number of classes) as a labelled dashed line.
+
 The tables and files are the engine's: "Save…" copies the ``results.md`` / ``results.csv`` /
 ``results.json`` the engine wrote; this page only formats what it shows.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -29,16 +36,19 @@ from sslstudio.evaluation.compare import CompareSettings
 from sslstudio.evaluation.report import curve_series, latest_results_for, normalise_result, stage_series
 from sslstudio.evaluation.table import (budget_order, budget_text, cell_details, cell_text, mode_label,
                                         results_table, row_key, row_label)
-from sslstudio.gui.plots import (PALETTE, IntegerAxis, add_band, apply_palette, make_plot, remove_band,
-                                 set_tick_labels, styled_pen)
+from sslstudio.gui.plots import (PALETTE, IntegerAxis, add_band, add_chance_line, apply_palette, make_plot,
+                                 remove_band, set_tick_labels, styled_pen)
 from sslstudio.gui.workers import Job, JobRunner
 from sslstudio.settings import spin_range
 
-__all__ = ["ComparePage", "parse_curve", "stage_names"]
+__all__ = ["ComparePage", "belongs", "budgets_of", "describe_selection", "labelled_class_count", "parse_curve",
+           "selection_of_result", "stage_names"]
 
 DEFAULT_CURVE = "1, 5, 10, 20, 50, all"
 #: The label-efficiency selector offers the probes first (the table's columns start with kNN).
 CURVE_MODES = ("head", "knn", "all")
+#: The QSettings key of the weights file chosen for the ImageNet baseline.
+IMAGENET_WEIGHTS_KEY = "compare/imagenet_weights"
 #: Verdict -> (tint of the cell, sign shown): tints are light enough for dark and light palettes.
 VERDICT_TINT = {"ahead": "#2ca02c", "behind": "#d62728"}
 
@@ -73,6 +83,30 @@ def stage_names(arch: str) -> list[str]:
     return arch_stages(arch)
 
 
+def labelled_class_count(folder: str) -> int | None:
+    """The number of class folders of a labelled folder (``DIR/train/<class>`` or ``DIR/<class>``, the
+    engine's layouts), read from the folder names alone; None when it cannot be read. The engine's
+    ``meta["classes"]`` replaces it once a comparison has results."""
+    if not folder:
+        return None
+    root = Path(folder)
+    root = root / "train" if (root / "train").is_dir() else root
+    try:
+        n = sum(1 for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return None
+    return n or None
+
+
+def weights_file_stamp(path: str) -> tuple:
+    """What tells a chosen weights file apart from its next version: ``(size, mtime)`` (``()`` if absent)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return ()
+    return (st.st_size, st.st_mtime_ns)
+
+
 def parse_curve(text: str) -> list[int | str]:
     """``"1, 5, 10, all"`` -> ``[1, 5, 10, "all"]`` (the engine's rule); raises ValueError."""
     from sslstudio.errors import ConfigError
@@ -92,6 +126,89 @@ def _tint(colour: str, alpha: int) -> QColor:
     c = QColor(colour)
     c.setAlpha(alpha)
     return c
+
+
+# -- what a comparison compared (its "selection"): the page's checks, or a result's meta ----------------
+def _init_key(init) -> str:
+    """An initialisation as a selection names it: ``random`` / ``imagenet``, else the resolved path."""
+    init = str(init)
+    return init if init in ("random", "imagenet") else str(Path(init).resolve())
+
+
+def _budget_value(text: str):
+    """A budget as a selection's text (``"20"``, ``"25%"``, ``"all"``) -> the engine's value."""
+    return int(text) if str(text).isdigit() else str(text)
+
+
+def budgets_of(budget: dict) -> list[str]:
+    """The label budgets that the page's :meth:`ComparePage.budget` asks for, as text, by the rule of the
+    engine's plan (a curve's budgets, ``[N]``, ``["25%"]`` for a share, ``["all"]``). Raises ValueError for a
+    curve that does not parse."""
+    if "label_curve" in budget:
+        values = list(budget["label_curve"])
+    elif "per_class" in budget:
+        values = [int(budget["per_class"])]
+    elif "fraction" in budget:
+        f = float(budget["fraction"])
+        values = ["all"] if f == 1 else [f"{100 * f:g}%"]
+    else:
+        values = ["all"]
+    return sorted(str(v) for v in values)
+
+
+def selection_of_result(result: dict) -> dict | None:
+    """What a comparison's results were for (initialisations, modes, stages, label budgets, head, kNN k/T,
+    repeats, architecture), read from its ``meta`` (an old results file: from its rows); None when empty."""
+    meta, rows = result.get("meta") or {}, result.get("rows") or []
+    inits = [i.get("init") for i in meta.get("inits") or [] if isinstance(i, dict)] or [r.get("init") for r in rows]
+    modes = meta.get("modes") or [r.get("mode") for r in rows]
+    if not inits or not modes:
+        return None
+    sel: dict = {"inits": sorted({_init_key(i) for i in inits if i is not None}),
+                 "modes": sorted({str(m) for m in modes if m})}
+    if meta.get("arch"):
+        sel["arch"] = str(meta["arch"])
+    budgets = meta.get("budgets") or [r.get("per_class", "all") for r in rows]
+    sel["budgets"] = sorted({str(b) for b in budgets})
+    probes = {"head", "knn"} & set(sel["modes"])
+    if probes:
+        layers = meta.get("layers") or [r.get("layer") for r in rows if r.get("mode") != "all"]
+        sel["layers"] = sorted({str(x) for x in layers if x})
+    if "head" in sel["modes"]:
+        head = meta.get("head") or next((r.get("head") for r in rows if r.get("head")), None)
+        if head:
+            sel["head"] = str(head)
+    if "knn" in sel["modes"] and meta.get("knn_k") is not None and meta.get("knn_t") is not None:
+        sel["knn"] = [int(meta["knn_k"]), round(float(meta["knn_t"]), 3)]
+    repeats = meta.get("repeats")
+    if isinstance(repeats, dict):
+        probe_repeats = next((repeats[m] for m in ("head", "knn") if m in probes and m in repeats), None)
+        if probe_repeats is not None:
+            sel["repeats"] = int(probe_repeats)
+        if "all" in sel["modes"] and repeats.get("all") is not None:
+            sel["repeats_all"] = int(repeats["all"])
+    return sel
+
+
+def belongs(shown: dict | None, current: dict) -> bool:
+    """Whether results made for the selection ``shown`` belong to the selection ``current`` (every setting
+    ``shown`` names has the same value in ``current``; one it does not name, e.g. an old file's, is not judged)."""
+    return shown is not None and all(current.get(k) == v for k, v in shown.items())
+
+
+def describe_selection(sel: dict) -> str:
+    """A selection in a few words: ``rotation-1, random · linear probe, kNN · layer4 · all labels``."""
+    names = [i if i in ("random", "imagenet") else Path(i).name for i in sel.get("inits") or []]
+    modes = [m for m in ("head", "knn", "all") if m in (sel.get("modes") or [])]
+    parts = [", ".join(names) or "no initialisation", ", ".join(mode_label(m, sel.get("head")) for m in modes)
+             or "no mode"]
+    if sel.get("layers"):
+        parts.append(", ".join(sel["layers"]))
+    if sel.get("budgets"):
+        values = sorted((_budget_value(b) for b in sel["budgets"]), key=budget_order)
+        parts.append(budget_text(values[0]) if len(values) == 1 else
+                     "labels per class " + ", ".join(str(v) for v in values))
+    return " · ".join(parts)
 
 
 class _Selector(QWidget):
@@ -167,6 +284,20 @@ class ComparePage(QWidget):
         self._epoch_dirty = False
         self._plots_stale: set[str] = set()
         self.selected_row: dict | None = None
+        self._folder_classes: int | None = None  # class folders of the labelled folder at the last start
+        self._epoch_chance: float | None = None  # chance level the fine-tuning epoch events state, if any
+        settings = getattr(window, "settings", None)  # the chosen file is kept under its own key, at once
+        # a weights file chosen for the ImageNet baseline ("": torchvision's file in the local cache)
+        self.imagenet_weights = str(settings.value(IMAGENET_WEIGHTS_KEY, "") or "") if settings is not None else ""
+        self._imagenet_statuses: dict[tuple, tuple[bool, str]] = {}
+        self._imagenet_key: tuple | None = None
+        self._imagenet_auto_off = False  # unchecked by the availability check, not by the user
+        # what the results on screen were made for (None: no results shown); a change of the checks that
+        # makes them no longer belong to the selection clears them with a note (see _check_selection)
+        self._shown_selection: dict | None = None
+        self._hold = 0  # > 0 while several settings change at once: judged once, at the end
+        self.restoring = False  # the window restores its state: opening a run leaves the results alone
+        self.stale_note = ""  # the last "The results shown were for ..." note
 
         self._build_settings()
         self._build_results()
@@ -184,6 +315,8 @@ class ComparePage(QWidget):
         self._update_budget()
         self._update_modes()
         self.set_stage_choices(stage_names("resnet18"))
+        self.refresh_imagenet()
+        self._watch_selection()
         self._timer = QTimer(self)
         self._timer.setInterval(100)
         self._timer.timeout.connect(self.flush)
@@ -197,6 +330,7 @@ class ComparePage(QWidget):
                                  "(or DIR/train/<class>/ and DIR/test/<class>/)")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self.choose_labelled)
+        self._browse_buttons = [browse]
         lrow = QHBoxLayout()
         lrow.addWidget(self.labelled, 1)
         lrow.addWidget(browse)
@@ -205,6 +339,7 @@ class ComparePage(QWidget):
         self.test_folder.setToolTip("A separate folder of labelled test images, one sub-folder per class")
         tbrowse = QPushButton("Browse…")
         tbrowse.clicked.connect(self.choose_test)
+        self._browse_buttons.append(tbrowse)
         trow = QHBoxLayout()
         trow.addWidget(self.test_folder, 1)
         trow.addWidget(tbrowse)
@@ -217,6 +352,20 @@ class ComparePage(QWidget):
         for label, key, tip in (("ImageNet", "imagenet", "torchvision's ImageNet weights (local cache)"),
                                 ("random", "random", "A randomly initialised backbone")):
             self._add_init_item(label, key, tip, checked=True)
+        self.imagenet_choose = QPushButton("Choose weights file…")
+        self.imagenet_choose.setToolTip("Use ImageNet weights from a file of your own (.pth, .pt or .safetensors; "
+                                        "read as plain tensors, never as a program)")
+        self.imagenet_choose.clicked.connect(lambda: self.choose_imagenet_weights())
+        self.imagenet_forget = QPushButton("Use the cache")
+        self.imagenet_forget.setToolTip("Forget the chosen file: use torchvision's ImageNet file in the local cache")
+        self.imagenet_forget.clicked.connect(lambda: self.set_imagenet_weights(""))
+        self.imagenet_note = QLabel()
+        self.imagenet_note.setWordWrap(True)
+        irow = QHBoxLayout()
+        irow.setContentsMargins(0, 0, 0, 0)
+        irow.addWidget(self.imagenet_choose)
+        irow.addWidget(self.imagenet_forget)
+        irow.addStretch(1)
 
         # modes
         self.mode_head = QCheckBox("head (frozen)")
@@ -337,6 +486,8 @@ class ComparePage(QWidget):
         form.addRow("Labelled", lrow)
         form.addRow("Test", trow)
         form.addRow("Initialisations", self.inits)
+        form.addRow("", irow)
+        form.addRow("", self.imagenet_note)
         form.addRow("Modes", modes)
         form.addRow("Stages", srow)
         form.addRow("Labels", brow)
@@ -534,8 +685,9 @@ class ComparePage(QWidget):
                 if box.isChecked()]
 
     def set_modes(self, modes: list[str]) -> None:
-        for m, box in (("head", self.mode_head), ("knn", self.mode_knn), ("all", self.mode_all)):
-            box.setChecked(m in modes)
+        with self._holding():
+            for m, box in (("head", self.mode_head), ("knn", self.mode_knn), ("all", self.mode_all)):
+                box.setChecked(m in modes)
 
     def budget(self) -> dict:
         """``{"per_class": N}``, ``{"fraction": f}``, ``{"label_curve": [...]}`` or ``{}`` (every label).
@@ -552,6 +704,10 @@ class ComparePage(QWidget):
 
     def set_budget(self, per_class: int | None = None, fraction: float | None = None,
                    curve: list | str | None = None) -> None:
+        with self._holding():
+            self._set_budget(per_class, fraction, curve)
+
+    def _set_budget(self, per_class, fraction, curve) -> None:
         if curve is not None:
             self.budget_kind.setCurrentIndex(self.budget_kind.findData("curve"))
             self.curve.setText(curve if isinstance(curve, str) else ", ".join(str(b) for b in curve))
@@ -579,7 +735,7 @@ class ComparePage(QWidget):
 
     # -- persistence ---------------------------------------------------------------------------
     def values(self) -> dict:
-        """The page's settings, for QSettings (initialisations and stages depend on the runs: not kept)."""
+        """The page's settings, for QSettings; :meth:`state` adds what depends on the runs and the results."""
         return {"labelled": self.labelled.text(), "test": self.test_folder.text(),
                 "budget_kind": self.budget_kind.currentIndex(), "per_class": self.per_class.value(),
                 "fraction": self.fraction.value(), "curve": self.curve.text(),
@@ -601,12 +757,13 @@ class ComparePage(QWidget):
                    "mode_all": self.mode_all.setChecked, "head": head, "knn_k": self.knn_k.setValue,
                    "knn_t": self.knn_t.setValue, "epochs_all": self.epochs_all.setValue,
                    "repeats": self.repeats.setValue, "repeats_all": self.repeats_all.setValue}
-        for key, value in values.items():
-            if key in setters and value is not None:
-                try:
-                    setters[key](value)
-                except (TypeError, ValueError):
-                    pass  # a setting from another version: keep the default
+        with self._holding():
+            for key, value in values.items():
+                if key in setters and value is not None:
+                    try:
+                        setters[key](value)
+                    except (TypeError, ValueError):
+                        pass  # a setting from another version: keep the default
 
     def set_runs(self, runs: list[dict]) -> None:
         """Offer every finished run of the workspace (the newest checked by default) plus the baselines."""
@@ -616,7 +773,8 @@ class ComparePage(QWidget):
         baselines = {k: previous.get(k, Qt.CheckState.Checked) for k in ("imagenet", "random")}
         self.inits.blockSignals(True)
         self.inits.clear()
-        finished = [r for r in runs if r["has_checkpoint"] and r["status"] == "finished"]
+        finished = [r for r in runs if r["has_checkpoint"] and (r["status"].startswith("finished")
+                                                                 or r["status"] == "diverged")]
         for k, r in enumerate(finished):
             if r["path"] in previous:
                 checked = previous[r["path"]] == Qt.CheckState.Checked
@@ -653,9 +811,109 @@ class ComparePage(QWidget):
         return self.window_.pretrain_page.arch.currentText()
 
     def _on_inits_changed(self, *_args) -> None:
-        stages = stage_names(self.arch())
-        if stages != self._stage_list():
-            self.set_stage_choices(stages)
+        with self._holding():
+            stages = stage_names(self.arch())
+            if stages != self._stage_list():
+                self.set_stage_choices(stages)
+            self.refresh_imagenet()
+
+    # -- the ImageNet baseline -----------------------------------------------------------------
+    def _imagenet_item(self) -> QListWidgetItem | None:
+        for i in range(self.inits.count()):
+            if self.inits.item(i).data(Qt.ItemDataRole.UserRole) == "imagenet":
+                return self.inits.item(i)
+        return None
+
+    def imagenet_status(self) -> tuple[bool, str]:
+        """``(available, reason)`` of ImageNet weights for the compared architecture: torchvision's file in
+        the local cache, or the chosen weights file (the engine's :func:`imagenet_weights_status`; a file is
+        read once per version)."""
+        from sslstudio.models.weights import imagenet_weights_status
+
+        key = (self.arch(), self.imagenet_weights, weights_file_stamp(self.imagenet_weights)
+               if self.imagenet_weights else ())
+        if key not in self._imagenet_statuses:
+            if len(self._imagenet_statuses) > 16:
+                self._imagenet_statuses.clear()
+            self._imagenet_statuses[key] = imagenet_weights_status(key[0], self.imagenet_weights or None)
+        return self._imagenet_statuses[key]
+
+    def _imagenet_tooltip(self, arch: str, available: bool, reason: str) -> str:
+        from sslstudio.models.weights import imagenet_checkpoint_path, imagenet_url
+
+        if self.imagenet_weights:
+            head = f"ImageNet weights from the chosen file {self.imagenet_weights}"
+            return head + ("." if available else f": {reason}. Choose another file, or “Use the cache”.")
+        try:
+            path, url = imagenet_checkpoint_path(arch), imagenet_url(arch)
+        except Exception:  # noqa: BLE001 - an architecture without published ImageNet weights
+            return f"torchvision publishes no ImageNet weights for {arch}; choose a weights file of your own."
+        if available:
+            return f"torchvision's ImageNet weights for {arch}: {path}"
+        return (f"torchvision's ImageNet weights for {arch} ({path.name}) are not in {path.parent}. Put the file "
+                f"there (it is published at {url}), or choose a weights file of your own with “Choose weights "
+                "file…”. Checked anyway, the comparison tries to download them.")
+
+    def refresh_imagenet(self, check: bool = False) -> tuple[bool, str]:
+        """Check whether ImageNet weights are available for the compared architecture and show it: the
+        ImageNet row's text carries the reason when they are not, and the row is unchecked (once per
+        architecture and file: a user may check it again, and the comparison then tries a download).
+        ``check``: check the row when the weights are available (after a file was chosen)."""
+        available, reason = self.imagenet_status()
+        arch = self.arch()
+        key = (arch, self.imagenet_weights)
+        changed = key != self._imagenet_key
+        self._imagenet_key = key
+        item = self._imagenet_item()
+        if item is not None:
+            self.inits.blockSignals(True)
+            if self.imagenet_weights:  # the list is narrow: the file (or its problem) is named under it
+                item.setText("ImageNet — your file" if available else "ImageNet — file not usable")
+            else:
+                item.setText("ImageNet" if available else f"ImageNet — {reason}")
+            item.setToolTip(self._imagenet_tooltip(arch, available, reason))
+            item.setForeground(self.palette().color(self.palette().ColorRole.Text if available
+                                                    else self.palette().ColorRole.PlaceholderText))
+            on = item.checkState() == Qt.CheckState.Checked
+            if not available and on and changed:
+                item.setCheckState(Qt.CheckState.Unchecked)
+                self._imagenet_auto_off = True
+            elif available and not on and (check or (changed and self._imagenet_auto_off)):
+                item.setCheckState(Qt.CheckState.Checked)
+                self._imagenet_auto_off = False
+            self.inits.blockSignals(False)
+        note = f"ImageNet weights: {reason}." if self.imagenet_weights else ""
+        self.imagenet_note.setText(note)
+        self.imagenet_note.setToolTip(self.imagenet_weights)
+        self.imagenet_note.setVisible(bool(note))
+        self.imagenet_forget.setVisible(bool(self.imagenet_weights))
+        return available, reason
+
+    def set_imagenet_weights(self, path: str, check: bool = True) -> tuple[bool, str]:
+        """Use the weights file ``path`` for the ImageNet baseline (``""``: torchvision's file in the cache);
+        the choice is written to QSettings at once. ``check``: check the ImageNet row if the file fits."""
+        self.imagenet_weights = str(path or "")
+        available, reason = self.refresh_imagenet(check=check)
+        settings = getattr(self.window_, "settings", None)
+        if settings is not None:  # kept at once, not only when the window closes
+            settings.setValue(IMAGENET_WEIGHTS_KEY, self.imagenet_weights)
+        if check and self.imagenet_weights and not available:
+            self.status.setText(f"ImageNet baseline: {reason}; choose another file.")
+        return available, reason
+
+    def choose_imagenet_weights(self, path: str | None = None) -> tuple[bool, str] | None:
+        """Ask for an ImageNet weights file (or take ``path``) and use it for the ImageNet baseline."""
+        if path is None:
+            start = str(Path(self.imagenet_weights).parent) if self.imagenet_weights else str(Path.home())
+            path, _ = QFileDialog.getOpenFileName(self, "Choose ImageNet weights", start,
+                                                  "Weights (*.pth *.pt *.safetensors);;All files (*)")
+            if not path:
+                return None
+        return self.set_imagenet_weights(str(path))
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        self._on_inits_changed()  # the architecture may have changed on the pretraining page: stages, ImageNet
 
     def _stage_list(self) -> list[str]:
         return [self.stages.item(i).text() for i in range(self.stages.count())]
@@ -684,12 +942,231 @@ class ComparePage(QWidget):
             keep = set(names)
         else:
             keep = set(layers)
-        for i in range(self.stages.count()):
-            item = self.stages.item(i)
-            item.setCheckState(Qt.CheckState.Checked if item.text() in keep else Qt.CheckState.Unchecked)
+        with self._holding():
+            for i in range(self.stages.count()):
+                item = self.stages.item(i)
+                item.setCheckState(Qt.CheckState.Checked if item.text() in keep else Qt.CheckState.Unchecked)
 
     def is_running(self) -> bool:
         return self.job is not None and self.job.is_running()
+
+    # -- the selection and the results on screen ---------------------------------------------
+    def selection(self) -> dict:
+        """What a comparison started now would compare: the checked initialisations (resolved paths),
+        modes, stages, label budgets, head, kNN k/T, repeats, architecture, folders and weights file
+        (budgets None when the curve does not parse). Only the settings of the checked modes count."""
+        modes = self.modes()
+        try:
+            budgets = budgets_of(self.budget())
+        except ValueError:
+            budgets = None
+        keys = self.checked_inits()
+        sel: dict = {"inits": sorted({_init_key(k) for k in keys}), "modes": sorted(modes), "arch": self.arch(),
+                     "budgets": budgets, "labelled": self.labelled.text().strip(),
+                     "test": self.test_folder.text().strip()}
+        if {"head", "knn"} & set(modes):
+            sel["layers"] = sorted(self.layers())
+            sel["repeats"] = self.repeats.value()
+        if "head" in modes:
+            sel["head"] = self.head_type.currentData()
+        if "knn" in modes:
+            sel["knn"] = [self.knn_k.value(), round(float(self.knn_t.value()), 3)]
+        if "all" in modes:
+            sel["repeats_all"] = self.repeats_all.value()
+        if "imagenet" in keys and self.imagenet_weights:
+            sel["weights"] = self.imagenet_weights
+        return sel
+
+    @property
+    def shown_selection(self) -> dict | None:
+        """What the results on screen were made for (None when no results are shown)."""
+        return self._shown_selection
+
+    def _watch_selection(self) -> None:
+        """Judge the results on screen again whenever a setting they depend on changes."""
+        check = self._check_selection
+        self.stages.itemChanged.connect(check)
+        for box in (self.mode_head, self.mode_knn, self.mode_all):
+            box.toggled.connect(check)
+        for combo in (self.budget_kind, self.head_type):
+            combo.currentIndexChanged.connect(check)
+        for spin in (self.per_class, self.fraction, self.knn_k, self.knn_t, self.repeats, self.repeats_all):
+            spin.valueChanged.connect(check)
+        for field in (self.curve, self.labelled, self.test_folder):
+            field.textChanged.connect(check)
+
+    @contextmanager
+    def _holding(self):
+        """Change several settings at once: the results are judged once, at the end."""
+        self._hold += 1
+        try:
+            yield
+        finally:
+            self._hold -= 1
+            if not self._hold:
+                self._check_selection()
+
+    def _check_selection(self, *_args) -> None:
+        """Clear the results on screen, with a note, when they no longer belong to the selection."""
+        if self._hold or self._shown_selection is None or self.is_running():
+            return
+        if not belongs(self._shown_selection, self.selection()):
+            self.clear_stale(f"The results shown were for {describe_selection(self._shown_selection)}; "
+                             "run the comparison for the current selection.")
+
+    def clear_stale(self, note: str) -> None:
+        """Clear the results and say, in one line, whose they were."""
+        self.clear_results()
+        self.out_dir = None
+        self.stale_note = note
+        self.status.setText(note)
+
+    def _inputs(self) -> list[QWidget]:
+        """Every widget of the comparison's settings (disabled while a comparison runs)."""
+        return [self.labelled, self.test_folder, *self._browse_buttons, self.inits, self.imagenet_choose,
+                self.imagenet_forget, self.mode_head, self.head_type, self.mode_knn, self.knn_k, self.knn_t,
+                self.mode_all, self.epochs_all, self.stages, self.stages_last, self.stages_all, self.budget_kind,
+                self.per_class, self.fraction, self.curve, self.repeats, self.repeats_all]
+
+    def _set_inputs_enabled(self, on: bool) -> None:
+        for w in self._inputs():
+            w.setEnabled(on)
+        if on:
+            self._update_modes()
+
+    def apply_selection(self, sel: dict) -> None:
+        """Check what ``sel`` (a :func:`selection_of_result`) names: initialisations, modes, stages, budgets,
+        head, kNN k/T and repeats (settings it does not name are left as they are)."""
+        with self._holding():
+            wanted = set(sel.get("inits") or [])
+            keys = [self.inits.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.inits.count())]
+            offered = {_init_key(k) for k in keys}
+            for init in sorted(wanted - offered):  # compared then, not a finished run of the workspace now
+                self._add_init_item(f"{Path(init).name}  (not a finished run here)", init,
+                                    f"{init}: compared before, but not a finished run of this workspace now",
+                                    checked=True, row=max(self.inits.count() - 2, 0))
+                keys.append(init)
+            self._check_inits_exactly([k for k in keys if _init_key(k) in wanted])
+            self.set_modes(list(sel.get("modes") or []))
+            budgets = sorted((_budget_value(b) for b in sel.get("budgets") or ["all"]), key=budget_order)
+            if len(budgets) > 1:
+                self.set_budget(curve=budgets)
+            elif isinstance(budgets[0], int):
+                self.set_budget(per_class=budgets[0])
+            elif str(budgets[0]).endswith("%"):
+                self.set_budget(fraction=float(str(budgets[0])[:-1]) / 100)
+            else:
+                self.set_budget()
+            if sel.get("layers"):
+                self.set_layers(list(sel["layers"]))
+            if sel.get("head"):
+                i = self.head_type.findData(sel["head"])
+                if i >= 0:
+                    self.head_type.setCurrentIndex(i)
+            if sel.get("knn"):
+                self.knn_k.setValue(int(sel["knn"][0]))
+                self.knn_t.setValue(float(sel["knn"][1]))
+            if sel.get("repeats") is not None:
+                self.repeats.setValue(int(sel["repeats"]))
+            if sel.get("repeats_all") is not None:
+                self.repeats_all.setValue(int(sel["repeats_all"]))
+
+    def _check_inits_exactly(self, keys: list[str]) -> None:
+        """Check exactly ``keys``, also ImageNet when it is unavailable (the user had checked it): the
+        availability check unchecks it once per architecture, so the architecture is settled first."""
+        self.set_checked_inits(keys)
+        self.refresh_imagenet()
+        self.set_checked_inits(keys)
+
+    def show_results(self, folder: Path, result, apply: bool = False, selection: dict | None = None) -> bool:
+        """Show the comparison ``result`` of ``folder`` if it belongs to the selection (``apply``: check
+        what it compared first); else clear the results with a note. ``selection``: what it was made for
+        (default: read from its meta)."""
+        folder = Path(folder)
+        result = normalise_result(result)
+        sel = selection if isinstance(selection, dict) else selection_of_result(result)
+        with self._holding():
+            if apply and sel is not None:
+                self.apply_selection(sel)
+            if sel is None or not belongs(sel, self.selection()):
+                what = describe_selection(sel) if sel else "another selection"
+                self.clear_stale(f"The results of {folder.name} were for {what}; "
+                                 "run the comparison for the current selection.")
+                return False
+            self.clear_results()
+            self.out_dir = folder
+            self.set_result(result)
+            self._shown_selection = sel
+            self.stale_note = ""
+            self.progress.setRange(0, max(len(self.rows), 1))
+            self.progress.setValue(len(self.rows))
+        return True
+
+    def _epochs_from_rows(self) -> None:
+        """The per-epoch curves of all-layer fine-tuning from the rows' ``history`` (its first repeat)."""
+        for r in self.rows:
+            history = r.get("history") or []
+            if r.get("mode") != "all" or not history:
+                continue
+            key = (str(r.get("init")), row_label(r), str(r.get("layer")), r.get("per_class", "all"), 0)
+            ys = [100 * float(h[2]) if len(h) > 2 and h[2] is not None else np.nan for h in history]
+            self._epoch_data[key] = (list(range(1, len(ys) + 1)), ys)
+            self._colour(key[0])
+        self._epoch_dirty = bool(self._epoch_data)
+
+    # -- the page's state across sessions --------------------------------------------------------
+    def state(self) -> dict:
+        """:meth:`values` plus what depends on the runs and the results: the checked initialisations and
+        stages, the results folder shown and what it was for, the open tab and each chart's choice."""
+        curve = self.curve_tab.value() if self._curve_chosen else None
+        return {**self.values(), "inits": self.checked_inits(), "layers": self.layers(),
+                "results": str(self.out_dir) if self._shown_selection is not None and self.out_dir else "",
+                "shown": self._shown_selection, "tab": self.tabs.currentIndex(),
+                "epoch_init": self.epoch_tab.value(), "curve_choice": list(curve) if curve else None,
+                "stage_budget": self.stage_tab.value()}
+
+    def restore_state(self, state: dict) -> None:
+        """Put the page back as :meth:`state` saved it (after the runs are offered): the checks exactly, and
+        the results when their folder is still there and they belong to the checks."""
+        with self._holding():
+            self.set_values(state)
+            if isinstance(state.get("inits"), list):
+                self._check_inits_exactly([str(k) for k in state["inits"]])
+            if isinstance(state.get("layers"), list):
+                self.set_layers([str(x) for x in state["layers"]])
+            self.clear_results()
+            folder = str(state.get("results") or "")
+            if folder:
+                self._restore_results(Path(folder), state.get("shown"))
+        self._restore_choices(state)
+
+    def _restore_results(self, folder: Path, shown) -> None:
+        try:
+            result = normalise_result(json.loads((folder / "results.json").read_text()))
+        except (OSError, ValueError):
+            self.status.setText(f"The results shown last time ({folder}) are no longer there.")
+            return
+        if self.show_results(folder, result, selection=shown):
+            done = sum(1 for r in self.rows if r.get("test_accuracy") is not None)
+            self.status.setText(f"Results of {folder.name}: {done} of {len(self.rows)} row(s).")
+
+    def _restore_choices(self, state: dict) -> None:
+        """The open tab and what each chart shows."""
+        if self._shown_selection is not None:
+            self._redraw_epochs()
+            if state.get("epoch_init") is not None:
+                self.epoch_tab.select(state["epoch_init"])
+            self._update_curve_choices()
+            choice = state.get("curve_choice")
+            if isinstance(choice, list) and self.curve_tab.select(tuple(choice)):
+                self._curve_chosen = True
+            self._update_stage_choices()
+            if state.get("stage_budget") is not None:
+                self.stage_tab.select(state["stage_budget"])
+            self._refresh_plots()
+        tab = state.get("tab")
+        if isinstance(tab, int) and 0 <= tab < self.tabs.count():
+            self.tabs.setCurrentIndex(tab)
 
     # -- running -------------------------------------------------------------------------------
     def compare_kwargs(self) -> dict:
@@ -705,6 +1182,8 @@ class ComparePage(QWidget):
                       repeats=self.repeats.value(), repeats_all=self.repeats_all.value(),
                       epochs_all=self.epochs_all.value() or None, device=pre.device.currentData(),
                       seed=pre.seed.value())
+        if "imagenet" in keys and self.imagenet_weights:
+            kwargs["weights"] = self.imagenet_weights
         kwargs.update(self.budget())
         return {"inits": inits, **kwargs}
 
@@ -712,6 +1191,7 @@ class ComparePage(QWidget):
         if self.is_running():
             return
         labelled = self.labelled.text().strip()
+        self.refresh_imagenet()  # before the settings are read: what is checked is what runs
         if not labelled:
             self.status.setText("Choose a labelled folder first.")
             self.comparison_failed.emit("no labelled folder")
@@ -731,6 +1211,9 @@ class ComparePage(QWidget):
         self.out_dir = Path(out) if out else (self.window_.workspace / "compare" /
                                               datetime.now().strftime("%Y%m%d-%H%M%S"))
         self.clear_results()
+        self._folder_classes = labelled_class_count(labelled)  # the chance line until the engine's classes
+        self._shown_selection = self.selection()  # the rows that arrive belong to this selection
+        self.stale_note = ""
         inits = kwargs.pop("inits")
         self.job = self.jobs.start("compare", compare, labelled, str(self.out_dir), inits, kwargs=kwargs,
                                    on_event=self.on_event, on_result=self._on_finished, on_error=self._on_failed,
@@ -738,6 +1221,7 @@ class ComparePage(QWidget):
                                    replace=False)
         self.run_button.setEnabled(False)
         self.stop_button.setEnabled(True)
+        self._set_inputs_enabled(False)  # the running comparison has read them: they stay as shown
         self.progress.setRange(0, 0)  # busy until the first progress event tells the total
         self.status.setText("Running…")
 
@@ -748,6 +1232,7 @@ class ComparePage(QWidget):
             self.status.setText("Stopping…")
 
     def clear_results(self) -> None:
+        self._shown_selection = None
         self.result = normalise_result({})
         self.rows = []
         self.selected_row = None
@@ -763,6 +1248,11 @@ class ComparePage(QWidget):
         if self.plot.getPlotItem().legend is not None:
             self.plot.getPlotItem().legend.clear()
         self.epoch_tab.set_choices([])
+        self._epoch_dirty = True  # its title and chance line go too
+        for plot in (self.curve_plot, self.stage_plot, self.plot):  # hidden charts are redrawn only when shown
+            add_chance_line(plot, None)
+        self._epoch_chance = None
+        self._folder_classes = None
         self._colours.clear()
         self._set_notes([])
         self._refresh_plots()
@@ -771,6 +1261,25 @@ class ComparePage(QWidget):
         self.progress.setValue(0)
         self.copy_button.setEnabled(False)
         self.save_button.setEnabled(False)
+
+    def chance_level(self) -> float | None:
+        """The downstream chance level, 1 / number of classes of the labelled folder (a fraction): the
+        engine's class list once there are results, else what the fine-tuning events or the finished rows
+        say, else the class folders counted when the comparison started; None when unknown."""
+        n = len(self.result["meta"].get("classes") or [])
+        if not n and self._epoch_chance:
+            return float(self._epoch_chance)
+        for r in self.rows if not n else ():
+            n = len(r.get("confusion") or r.get("per_class_accuracy") or [])
+            if n:
+                break
+        n = n or self._folder_classes or 0
+        return 1.0 / n if n > 0 else None
+
+    def _chance_percent(self, drawn: bool = True) -> float | None:
+        """The chance level in percent when the plot shows data (``drawn``), else None (no line)."""
+        chance = self.chance_level() if drawn else None
+        return None if chance is None else 100.0 * chance
 
     def _colour(self, init: str) -> str:
         return self._colours.setdefault(str(init), PALETTE[len(self._colours) % len(PALETTE)])
@@ -782,6 +1291,8 @@ class ComparePage(QWidget):
             key = (str(x.get("init")), row_label(x),
                    str(x.get("layer")), x.get("per_class", "all"), int(x.get("repeat", 0) or 0))
             xs, ys = self._epoch_data.setdefault(key, ([], []))
+            if getattr(ev, "chance", None):
+                self._epoch_chance = float(ev.chance)
             xs.append(ev.epoch + 1)
             ys.append(np.nan if ev.val_metric is None else 100 * ev.val_metric)
             self._epoch_dirty = True
@@ -843,6 +1354,9 @@ class ComparePage(QWidget):
         self.result["rows"] = self.rows
         self._set_notes(self.result["notes"])
         self._fill_table()
+        if not self._epoch_data:  # results read from a file: the per-epoch curves are the rows' histories
+            self._epochs_from_rows()
+        self._epoch_dirty = self._epoch_dirty or bool(self._epoch_data)  # its chance line may change
         self._refresh_plots()
         if self.selected_row is not None:
             key = row_key(self.selected_row)
@@ -1011,7 +1525,9 @@ class ComparePage(QWidget):
             item.setXRange(lo - pad, hi + pad, padding=0)
             # again once the widget has its final size (a range set on a tab not yet laid out was lost)
             QTimer.singleShot(0, lambda: item.setXRange(lo - pad, hi + pad, padding=0))
-        leave_headroom(item, ys, len(series))
+        chance = self._chance_percent(bool(series))
+        add_chance_line(item, chance)
+        leave_headroom(item, ys + ([chance] if chance is not None else []), len(series))
         apply_palette(self.curve_plot)
 
     def _update_stage_choices(self) -> None:
@@ -1064,7 +1580,9 @@ class ComparePage(QWidget):
             ys_all += [v for v in ys if np.isfinite(v)]
         if stages:
             item.setXRange(0.7, len(stages) + 0.3, padding=0)
-        leave_headroom(item, ys_all, len(self._stage_curves))
+        chance = self._chance_percent(bool(self._stage_curves))
+        add_chance_line(item, chance)
+        leave_headroom(item, ys_all + ([chance] if chance is not None else []), len(self._stage_curves))
         apply_palette(self.stage_plot)
 
     def _redraw_epochs(self, *_args) -> None:
@@ -1096,7 +1614,10 @@ class ComparePage(QWidget):
             curve.setData(np.asarray(xs, float), np.asarray(ys, float), connect="finite")
         item.setTitle(f"All-layer fine-tuning: {self.epoch_tab.combo.currentText()}"
                       if wanted else "All-layer fine-tuning: test accuracy per epoch")
-        leave_headroom(item, [v for k in wanted for v in self._epoch_data[k][1]], len(wanted))
+        chance = self._chance_percent(bool(wanted))
+        add_chance_line(item, chance)
+        leave_headroom(item, [v for k in wanted for v in self._epoch_data[k][1]]
+                       + ([chance] if chance is not None else []), len(wanted))
         if rebuilt:
             apply_palette(self.plot)
 
@@ -1111,6 +1632,7 @@ class ComparePage(QWidget):
         self.confusion.clear()
         self.confusion.setRowCount(0)
         self.confusion.setColumnCount(0)
+        add_chance_line(item, None)
         if row is None:
             self.class_caption.setText("Select a cell of the table to see its per-class accuracy and "
                                        "confusion matrix.")
@@ -1138,7 +1660,9 @@ class ComparePage(QWidget):
         item.addItem(self._class_bars)
         set_tick_labels(self._class_axis, [(float(y), name) for y, name in zip(ys, names)])
         item.setXRange(0, 100, padding=0.02)
-        item.setYRange(0.4, n + 0.6, padding=0)
+        chance = add_chance_line(item, 100.0 / len(classes) if classes else None, vertical=True)
+        top = max(0.9, 0.08 * (n + 1)) if chance is not None else 0.0  # room above the bars for its label
+        item.setYRange(0.4, n + 0.6 + top, padding=0)
         confusion = row.get("confusion") or []
         if confusion:
             k = len(confusion)
@@ -1200,16 +1724,17 @@ class ComparePage(QWidget):
         return path
 
     def show_results_for_run(self, run: str) -> str | None:
-        """Show the newest comparison of the workspace that used ``run``; returns its folder."""
-        if self.is_running():
+        """Show the newest comparison of the workspace that used ``run``, with the checks set to what it
+        compared (so the results on screen belong to the selection on screen); returns its folder, or
+        None (no such comparison, a comparison running, or the window restoring its state)."""
+        if self.is_running() or self.restoring:
             return None
         found = latest_results_for(self.window_.workspace / "compare", run)
         if found is None:
             return None
         folder, result = found
-        self.clear_results()
-        self.out_dir = folder
-        self.set_result(result)
+        if not self.show_results(folder, result, apply=True):
+            return None
         self.status.setText(f"Results of {folder.name} (a comparison that used {Path(run).name}).")
         return str(folder)
 
@@ -1227,6 +1752,9 @@ class ComparePage(QWidget):
         self.comparison_finished.emit(result)
 
     def _on_failed(self, message: str, details: str) -> None:
+        from sslstudio.gui.window import window_words
+
+        message = window_words(message)
         self.status.setText(f"<span style='color:#d62728'>Failed: {message}</span>")
         self.progress.setRange(0, 1)
         self.window_.log(details or message, "error")
@@ -1240,6 +1768,7 @@ class ComparePage(QWidget):
     def _on_ended(self) -> None:
         self.run_button.setEnabled(True)
         self.stop_button.setEnabled(False)
+        self._set_inputs_enabled(True)
 
     def shutdown(self) -> None:
         self._timer.stop()

@@ -180,6 +180,16 @@ class DataPage(QWidget):
                         on_error=self._on_failed, on_ended=self.progress.hide)
         self.scan_started.emit(folder)
 
+    def restore_folder(self, folder: str) -> bool:
+        """Open again the folder of the last session (scanned again: its files may have changed); says so
+        when it is no longer there. Returns whether a scan started."""
+        if Path(folder).expanduser().is_dir():
+            self.set_folder(folder)
+            return True
+        self.path_label.setText(f"The folder of the last session, {folder}, is no longer there. Choose a folder "
+                                "of images, or drop one here.")
+        return False
+
     @property
     def job(self) -> Job | None:
         """The current (newest) scan."""

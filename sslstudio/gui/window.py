@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from functools import lru_cache
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QStandardPaths, Qt, Signal
@@ -15,11 +17,50 @@ from sslstudio.gui.export_page import ExportPage
 from sslstudio.gui.pretrain_page import PretrainPage
 from sslstudio.gui.task_page import TaskPage
 from sslstudio.gui.workers import Job, MainThreadGarbageCollector, share_one_malloc_arena
-from sslstudio.runs import list_runs
+from sslstudio.runs import RunDir, list_runs
 
-__all__ = ["MainWindow", "default_workspace"]
+__all__ = ["MainWindow", "default_workspace", "window_words"]
 
 STEPS = ("1  Data", "2  Pretext task", "3  Pretrain", "4  Fine-tune & compare", "5  Export")
+
+
+#: Command-line words the engine's messages may use, and what the window calls the same thing.
+WINDOW_ACTIONS = {"--resume": "“Resume run” (step 3)", "--out": "run folder", "--init": "the initialisation",
+                  "--baselines": "the baselines", "--weights": "“Choose weights file…” (step 4)",
+                  "--checkpoint": "the checkpoint", "--trust-torchscript": "a trusted file",
+                  "--option": "the task's settings (step 2)"}
+
+
+@lru_cache(maxsize=1)
+def _setting_names() -> dict[str, str]:
+    """Each setting's flag -> its label in the window's forms (pretraining, comparison, fine-tuning)."""
+    import dataclasses
+
+    from sslstudio.engine.pretrain import PretrainConfig
+    from sslstudio.evaluation.compare import CompareSettings
+    from sslstudio.evaluation.finetuning import FinetuneConfig
+    from sslstudio.settings import flag_of, label_of
+
+    names = {}
+    for cls in (FinetuneConfig, CompareSettings, PretrainConfig):  # the pretraining form's words win
+        for f in dataclasses.fields(cls):
+            names[flag_of(f)] = f"“{label_of(f)}”"
+    return names
+
+
+def window_words(message: str) -> str:
+    """An engine message in the window's words: a command-line flag becomes the field or the action of the
+    window (``lower --batch-size`` -> ``lower “Batch size”``; ``--resume`` -> ``“Resume run” (step 3)``).
+    A message that already names both (``… on the command line, … in the window``) is left as it is."""
+    if "--" not in message or "on the command line" in message:
+        return message
+
+    def name(match: re.Match) -> str:
+        flag = match.group(0)
+        words = flag[2:].replace("-", " ").capitalize()
+        return WINDOW_ACTIONS.get(flag) or _setting_names().get(flag) or f"“{words}”"
+
+    return re.sub(r"(?<![\w-])--[a-z][a-z0-9-]*", name, message)
 
 
 def default_workspace() -> Path:
@@ -56,6 +97,7 @@ class MainWindow(QMainWindow):
         self.show_dialogs = True
         self._jobs: set[Job] = set()
         self._closing = False
+        self._select_after_refresh: str | None = None  # a stopped run, selected once the run list is new
         self.setWindowTitle("sslstudio")
         self.setAcceptDrops(False)
 
@@ -86,10 +128,12 @@ class MainWindow(QMainWindow):
         self.task_page.task_changed.connect(self.pretrain_page.set_task_defaults)
         self.pretrain_page.image_size_box.valueChanged.connect(self.task_page.schedule_preview)
         self.pretrain_page.runs_changed.connect(self._on_runs_changed)
+        self.pretrain_page.run_finished.connect(self._on_run_finished)
 
         self._make_actions()
         self._restore()
         self.pretrain_page.refresh_runs()
+        self._restore_state()
         self.steps.setCurrentRow(0)
 
     # -- actions -------------------------------------------------------------------------------
@@ -108,10 +152,9 @@ class MainWindow(QMainWindow):
         self.stop_action = action("Stop", ["Esc", "Ctrl+."], self.stop_current, "Stop the running job")
         menu = self.menuBar().addMenu("&File")
         menu.addAction(self.open_action)
-        quit_action = QAction("Quit", self)
-        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
-        menu.addAction(quit_action)
+        # Ctrl+Q as documented: the platform's Quit key can be empty (offscreen, some desktops)
+        self.quit_action = action("Quit", ["Ctrl+Q"], self.close, "Quit (asks first while a job runs)")
+        menu.addAction(self.quit_action)
         run_menu = self.menuBar().addMenu("&Run")
         run_menu.addAction(self.start_action)
         run_menu.addAction(self.stop_action)
@@ -143,6 +186,24 @@ class MainWindow(QMainWindow):
         runs = list_runs(self.workspace / "runs")
         self.compare_page.set_runs(runs)
         self.export_page.set_runs(runs)
+        if self._select_after_refresh:  # the stopped run: "Resume run" is enabled when it can be resumed
+            self.pretrain_page.select_run(self._select_after_refresh)
+            self._select_after_refresh = None
+
+    def _on_run_finished(self, summary: dict) -> None:
+        """After Stop, say in the window's words whether and how the run can be continued."""
+        if summary.get("status") != "cancelled":
+            return
+        path = self.pretrain_page.run_dir
+        if path and RunDir(path).last_checkpoint.is_file():
+            self._select_after_refresh = path
+            text = (f"Stopped after epoch {summary.get('epochs_completed', 0)}; its checkpoint is kept. To continue "
+                    "this run, press “Resume run” under the run list (the run is selected there).")
+        else:
+            text = ("Stopped before the first epoch ended: there is no checkpoint, so this run cannot be resumed. "
+                    "Press Start to begin a new run.")
+        self.pretrain_page.log(text)
+        self.statusBar().showMessage(text, 20000)
 
     # -- jobs, messages ------------------------------------------------------------------------
     def track(self, job: Job) -> None:
@@ -162,9 +223,10 @@ class MainWindow(QMainWindow):
         self.garbage.stop()
 
     def log(self, message: str, level: str = "info") -> None:
-        self.pretrain_page.log(message, level)
+        self.pretrain_page.log(window_words(message), level)
 
     def show_error(self, title: str, message: str) -> None:
+        message = window_words(message)
         self.statusBar().showMessage(f"{title}: {message}", 15000)
         if self.show_dialogs and not self._closing:
             box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
@@ -193,6 +255,27 @@ class MainWindow(QMainWindow):
             compare = {}
         compare.setdefault("labelled", str(s.value("compare/labelled", "") or ""))
         self.compare_page.set_values(compare)
+        self._saved_compare = compare
+
+    def _restore_state(self) -> None:
+        """What depends on the files (once the run list is filled): the data folder (scanned again), the
+        selected run and its plots, the compare page's checks and its results."""
+        s = self.settings
+        folder = str(s.value("data/folder", "") or "")
+        if folder:
+            self.data_page.restore_folder(folder)
+        page = self.pretrain_page
+        shown = str(s.value("pretrain/shown_run", "") or "")
+        selected = str(s.value("pretrain/selected_run", "") or "")
+        self.compare_page.restoring = True  # opening the run must not replace the compare page's results
+        try:
+            if shown and page.select_run(shown):
+                page.open_run(shown)
+            if selected:
+                page.select_run(selected)
+        finally:
+            self.compare_page.restoring = False
+        self.compare_page.restore_state(self._saved_compare)
 
     def save_settings(self) -> None:
         s = self.settings
@@ -201,7 +284,11 @@ class MainWindow(QMainWindow):
         s.setValue("task/options", json.dumps(self.task_page.options()))
         s.setValue("pretrain/values", json.dumps(self.pretrain_page.values()))
         s.setValue("compare/labelled", self.compare_page.labelled.text())
-        s.setValue("compare/values", json.dumps(self.compare_page.values()))
+        s.setValue("compare/values", json.dumps(self.compare_page.state()))
+        s.setValue("data/folder", self.data_page.folder or "")
+        item = self.pretrain_page.runs.currentItem()
+        s.setValue("pretrain/selected_run", str(item.data(0, Qt.ItemDataRole.UserRole) or "") if item else "")
+        s.setValue("pretrain/shown_run", self.pretrain_page.shown_run or "")
         s.sync()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API

@@ -293,6 +293,110 @@ def test_a_tiny_real_comparison(qtbot, window, demo_root):
     page.tabs.setCurrentWidget(page.curve_tab)
     page.flush()
     assert len([c for c in page._curve_items if not hasattr(c, "edges")]) == 1
+    from sslstudio.gui.plots import find_chance_line as chance_line
+
+    assert chance_line(page.curve_plot).value() == pytest.approx(100 / len(result["meta"]["classes"]))
     page.table.setCurrentCell(0, 1)
     assert page.confusion.rowCount() == len(result["meta"]["classes"])
     qtbot.waitUntil(lambda: page.run_button.isEnabled(), timeout=5000)
+
+
+def _resnet18_weights(path):
+    """A resnet18 state dict of our own (no download), saved as ``path``."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    state = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.slow
+def test_imagenet_row_says_why_it_is_unavailable_and_takes_a_weights_file(qtbot, tmp_path, settings, monkeypatch):
+    from PySide6.QtCore import Qt
+
+    from sslstudio.gui import MainWindow
+
+    torch_home = tmp_path / "torch-home"
+    torch_home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))  # empty: no ImageNet weights on this machine
+    w = MainWindow(workspace=tmp_path / "ws", settings=settings)
+    qtbot.addWidget(w)
+    w.confirm_close = False
+    page = w.compare_page
+    w.pretrain_page.arch.setCurrentText("resnet18")
+    page.refresh_imagenet()
+    item = page._imagenet_item()
+    assert item.checkState() == Qt.CheckState.Unchecked
+    assert item.text() == "ImageNet — not on this machine"
+    assert page.imagenet_choose.isVisibleTo(page) and not page.imagenet_forget.isVisibleTo(page)
+    assert "resnet18-f37072fd.pth" in item.toolTip() and "Choose weights file" in item.toolTip()
+    assert "imagenet" not in page.compare_kwargs()["baselines"]
+    # a weights file of the user's: read safely, checked and passed to the comparison
+    mine = _resnet18_weights(torch_home / "mine.pth")
+    assert page.choose_imagenet_weights(str(mine)) == (True, "from mine.pth")
+    assert item.checkState() == Qt.CheckState.Checked and item.text() == "ImageNet — your file"
+    assert page.imagenet_note.text() == "ImageNet weights: from mine.pth."
+    kwargs = page.compare_kwargs()
+    assert "imagenet" in kwargs["baselines"] and kwargs["weights"] == str(mine)
+    assert page.imagenet_forget.isVisibleTo(page)
+    # a file that is not weights: unchecked again, its reason in words
+    junk = torch_home / "junk.pth"
+    junk.write_bytes(b"not weights")
+    available, reason = page.choose_imagenet_weights(str(junk))
+    assert not available and item.checkState() == Qt.CheckState.Unchecked
+    assert reason == "junk.pth could not be read as weights" and "Error" not in page.status.text()
+    assert item.text() == "ImageNet — file not usable"
+    assert page.imagenet_note.text() == "ImageNet weights: junk.pth could not be read as weights."
+    page.choose_imagenet_weights(str(mine))
+    w.close()
+    # the choice persists
+    w2 = MainWindow(workspace=tmp_path / "ws", settings=settings)
+    qtbot.addWidget(w2)
+    w2.confirm_close = False
+    page2 = w2.compare_page
+    assert page2.imagenet_weights == str(mine)
+    assert page2._imagenet_item().checkState() == Qt.CheckState.Checked
+    # torchvision's file in the cache: "Use the cache" forgets the chosen file
+    _resnet18_weights(torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    page2.imagenet_forget.click()
+    assert page2.imagenet_weights == "" and page2.imagenet_status() == (True, "in the local cache")
+    assert page2._imagenet_item().text() == "ImageNet" and not page2.imagenet_note.isVisibleTo(page2)
+    assert "weights" not in page2.compare_kwargs()
+    w2.close()
+
+
+@pytest.mark.slow
+def test_every_downstream_plot_draws_the_chance_level(window):
+    from sslstudio.gui.plots import find_chance_line as chance_line
+
+    page = window.compare_page
+    page.set_result(make_result(budgets=(1, 5, "all"), modes=("head", "knn", "all")))  # 3 classes
+    for tab, plot in ((page.curve_tab, page.curve_plot), (page.stage_tab, page.stage_plot)):
+        page.tabs.setCurrentWidget(tab)
+        page.flush()
+        line = chance_line(plot)
+        assert line is not None and line.value() == pytest.approx(100 / 3), tab
+        assert line.label.toPlainText() == "chance 33.3%" and line.angle == 0
+        low, high = plot.getPlotItem().viewRange()[1]
+        assert low <= 100 / 3 <= high  # in view, not cut off by the y range
+    for e in range(2):
+        page.on_event(EpochEvent(e, 2, 1.0, 0.5, 1.0, 0.4 + 0.1 * e, "accuracy", 0.01, 1, 1, 1, 1,
+                                 extra={"init": "random", "init_label": "random", "mode": "all", "layer": "layer4",
+                                        "per_class": "all", "repeat": 0}))
+    page.tabs.setCurrentWidget(page.epoch_tab)
+    page.flush()
+    assert chance_line(page.plot).value() == pytest.approx(100 / 3)
+    page.table.setCurrentCell(1, 1)  # per-class bars: accuracy runs along x, the line is vertical
+    line = chance_line(page.class_plot)
+    assert line.angle == 90 and line.value() == pytest.approx(100 / 3)
+    page.clear_results()
+    assert all(chance_line(p) is None for p in (page.curve_plot, page.stage_plot, page.plot, page.class_plot))
+    # during a run, before the engine names the classes: the class folders of the labelled folder
+    labelled = window.workspace / "lab"
+    for name in ("a", "b", "c", "d"):
+        (labelled / "train" / name).mkdir(parents=True)
+    page._folder_classes = __import__("sslstudio.gui.compare_page", fromlist=["x"]).labelled_class_count(labelled)
+    assert page.chance_level() == pytest.approx(0.25)
