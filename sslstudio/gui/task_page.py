@@ -3,10 +3,11 @@ a preview grid of generated samples rendered in the background."""
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QScrollArea, QSizePolicy, QSpinBox, QSplitter, QVBoxLayout, QWidget)
@@ -14,10 +15,11 @@ from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QListWidget, QLis
 from sslstudio.gui.config_form import ConfigForm
 from sslstudio.gui.workers import Job, JobRunner
 from sslstudio.tasks import get_task, list_tasks
+from sslstudio.tasks.render import min_display_scale
 
-__all__ = ["TaskPage", "render_preview", "PreviewSample"]
+__all__ = ["TaskPage", "render_preview", "Preview", "PreviewSample", "plural"]
 
-PREVIEW_N = 12
+PREVIEW_N = 8
 
 
 @dataclass
@@ -27,6 +29,21 @@ class PreviewSample:
     explanation: str
 
 
+@dataclass
+class Preview:
+    """What the preview worker made: one drawing per sample of the batch (the task's ``render``), and the
+    task's drawing of the whole batch (``render_preview``; ``None`` when it has none)."""
+
+    task: str
+    seed: int
+    samples: list[PreviewSample]
+    overview: PreviewSample | None = None
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def pil_to_qimage(img) -> QImage:
     img = img.convert("RGB")
     data = img.tobytes()
@@ -34,24 +51,13 @@ def pil_to_qimage(img) -> QImage:
     return q.copy()  # own the pixels
 
 
-def _describe_target(target) -> str:
-    try:
-        import torch
-
-        if isinstance(target, torch.Tensor):
-            if target.numel() == 1:
-                return f"target label {int(target.item()) if not target.is_floating_point() else float(target.item()):g}"
-            if target.numel() <= 8 and not target.is_floating_point():
-                return "target labels " + ", ".join(str(int(v)) for v in target.flatten())
-            return f"target: a {'x'.join(map(str, target.shape))} {str(target.dtype).replace('torch.', '')} tensor"
-    except Exception:  # noqa: BLE001 - a description is a nicety
-        pass
-    return f"target: {target!r}"[:200]
-
-
 def render_preview(task_name: str, options: dict, image_size: int, files: list | None, folder: str,
-                   n: int, seed: int, control=None) -> list[PreviewSample]:
+                   n: int, seed: int, control=None) -> Preview:
     """Make and draw ``n`` samples of a task (runs in a worker thread; returns QImages).
+
+    Everything drawn comes from the one batch :func:`~sslstudio.engine.preview.preview_batch` made (the
+    training transform): each sample by ``task.render`` with ``task.caption`` and ``task.explain``, and the
+    task's whole-batch drawing (``task.render_preview``) as the overview.
 
     ``control`` (a :class:`~sslstudio.engine.events.RunControl`) is checked between the stages and
     between samples: a superseded preview stops early by raising ``Cancelled``.
@@ -81,16 +87,68 @@ def render_preview(task_name: str, options: dict, image_size: int, files: list |
     batch = preview_batch(task, images, n, seed)  # the training transform on a small batch
     check()
     own = batch.own_drawing(task)
+    overview = None
     if own is not None:
-        return [PreviewSample(pil_to_qimage(own), f"{task.name} preview", task.description)]
+        overview = PreviewSample(pil_to_qimage(own), "Overview",
+                                 f"All {plural(len(batch.index), 'sample')} of this batch together, as the "
+                                 f"{task.name} task draws them. Click a sample to see it on its own.")
     out = []
-    for k, (inputs, target) in enumerate(batch.samples()):
+    for inputs, target in batch.samples():
         check()
-        out.append(PreviewSample(pil_to_qimage(task.render(inputs, target)), f"sample {k + 1}",
-                                 f"Sample {k + 1} of the {task.name} task (seed {seed}): {_describe_target(target)}. "
-                                 f"{task.description}; the label drawn under each input is what the network "
-                                 "must predict."))
-    return out
+        out.append(PreviewSample(pil_to_qimage(task.render(inputs, target)), task.caption(target),
+                                 task.explain(inputs, target)))
+    return Preview(task.name, int(seed), out, overview)
+
+
+class LargeView(QScrollArea):
+    """One drawing, as large as the area allows (pixels stay sharp when enlarged); a drawing too large is
+    shrunk only down to the scale that keeps its text readable, and scrolls beyond that."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.label = QLabel()
+        self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setWidget(self.label)
+        self.setWidgetResizable(True)
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setMinimumHeight(120)
+        self.setMinimumWidth(1)  # a large drawing must not widen the window
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.image: QImage | None = None
+        self.enlarge = True
+
+    def pixmap(self) -> QPixmap | None:
+        return self.label.pixmap()
+
+    def set_image(self, image: QImage | None, enlarge: bool = True) -> None:
+        """Show ``image``; ``enlarge``: fill the area (samples), else at most 100% (the overview)."""
+        self.image, self.enlarge = image, enlarge
+        self._fit()
+
+    def scale(self) -> float:
+        """The factor the current drawing is shown at."""
+        if self.image is None or self.image.isNull():
+            return 1.0
+        w, h = self.width() - 2 * self.frameWidth() - 4, self.height() - 2 * self.frameWidth() - 4
+        fit = min(w / self.image.width(), h / self.image.height())
+        if not self.enlarge:  # at most 100%, fitted to the width, scrolled down
+            fit = min(1.0, w / self.image.width())
+            if self.image.height() * fit > h:  # room for the vertical scroll bar
+                fit = min(1.0, (w - self.verticalScrollBar().sizeHint().width()) / self.image.width())
+        return max(min_display_scale(), min(fit, 4.0))
+
+    def _fit(self) -> None:
+        if self.image is None or self.image.isNull():
+            self.label.clear()
+            return
+        f = self.scale()
+        mode = (Qt.TransformationMode.FastTransformation if f >= 1.0 else Qt.TransformationMode.SmoothTransformation)
+        size = QSize(max(1, round(self.image.width() * f)), max(1, round(self.image.height() * f)))
+        self.label.setPixmap(QPixmap.fromImage(self.image).scaled(size, Qt.AspectRatioMode.KeepAspectRatio, mode))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._fit()
 
 
 class TaskPage(QWidget):
@@ -105,6 +163,7 @@ class TaskPage(QWidget):
         self.window_ = window
         self.jobs = JobRunner(self, track=window.track)  # slot "preview": the newest request wins
         self.samples: list[PreviewSample] = []
+        self.overview: PreviewSample | None = None
 
         self.task_list = QListWidget()
         self.task_list.setMaximumWidth(220)
@@ -165,16 +224,21 @@ class TaskPage(QWidget):
         self.grid.setViewMode(QListWidget.ViewMode.IconMode)
         self.grid.setResizeMode(QListWidget.ResizeMode.Adjust)
         self.grid.setMovement(QListWidget.Movement.Static)
+        self.grid.setWordWrap(True)
+        self.grid.setUniformItemSizes(True)
         self.grid.setIconSize(QSize(150, 150))
-        self.grid.setSpacing(4)
+        self.grid.setSpacing(6)
         self.grid.currentRowChanged.connect(self.show_sample)
-        self.large = QLabel()
-        self.large.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.large.setMinimumHeight(120)
-        self.large.setMinimumWidth(1)  # a large pixmap must not widen the window
-        self.large.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.grid.itemClicked.connect(lambda item: self.show_sample(self.grid.row(item)))
+        self.grid.viewport().installEventFilter(self)
+        self.overview_button = QPushButton("Overview")
+        self.overview_button.setToolTip("Show all the samples together, as the task draws its whole batch")
+        self.overview_button.setEnabled(False)
+        self.overview_button.clicked.connect(self.show_overview)
+        self.large = LargeView()
         self.explanation = QLabel("Click a sample to see it large.")
         self.explanation.setWordWrap(True)
+        self.explanation.setTextFormat(Qt.TextFormat.RichText)
         preview_box = QGroupBox("Preview")
         pl = QVBoxLayout(preview_box)
         prow = QHBoxLayout()
@@ -182,6 +246,7 @@ class TaskPage(QWidget):
         prow.addWidget(self.seed)
         prow.addWidget(self.new_seed_button)
         prow.addStretch(1)
+        prow.addWidget(self.overview_button)
         pl.addLayout(prow)
         pl.addWidget(self.preview_status)
         split = QSplitter(Qt.Orientation.Vertical)
@@ -192,7 +257,7 @@ class TaskPage(QWidget):
         dl.addWidget(self.large, 1)
         dl.addWidget(self.explanation)
         split.addWidget(detail)
-        split.setSizes([400, 220])
+        split.setSizes([360, 300])
         pl.addWidget(split, 1)
 
         outer = QSplitter(Qt.Orientation.Horizontal)
@@ -257,21 +322,49 @@ class TaskPage(QWidget):
         """The current (newest) preview request."""
         return self.jobs.get("preview")
 
-    def _on_preview(self, samples: list) -> None:
-        self.samples = samples
+    def _on_preview(self, preview: Preview) -> None:
+        self.samples = preview.samples
+        self.overview = preview.overview
         self.grid.clear()
-        for s in samples:
-            item = QListWidgetItem(QIcon(QPixmap.fromImage(s.image)), s.caption)
-            item.setToolTip(s.explanation)
+        for k, sample in enumerate(self.samples):
+            item = QListWidgetItem(QIcon(QPixmap.fromImage(sample.image)), sample.caption)
+            item.setToolTip(f"Sample {k + 1}: {sample.explanation}")
             self.grid.addItem(item)
-        big = max((max(s.image.width(), s.image.height()) for s in samples), default=150)
-        side = 150 if len(samples) > 1 else min(big, 600)
-        self.grid.setIconSize(QSize(side, side))
-        self.preview_status.setText(f"{len(samples)} samples of {self.task_name()} "
-                                    f"(seed {self.seed.value()}). Click one to see it large.")
-        if samples:
+        self._fit_icons()
+        self.grid.scrollToTop()
+        n = len(self.samples)
+        self.preview_status.setText(f"{plural(n, 'sample')} of {preview.task} (seed {preview.seed}). "
+                                    f"Click one to see it large.")
+        self.overview_button.setEnabled(self.overview is not None)
+        if self.overview is not None:
+            self.show_overview()  # the whole batch first, large; the grid holds the samples
+        elif self.samples:
             self.grid.setCurrentRow(0)
-        self.preview_ready.emit(len(samples))
+        self.preview_ready.emit(n)
+
+    def icon_scale(self) -> float:
+        """The factor the grid draws the samples at: 100% when they fit its width, else shrunk, but never
+        below the scale that keeps the labels drawn in them readable (:func:`min_display_scale`)."""
+        if not self.samples:
+            return 1.0
+        width = max(s.image.width() for s in self.samples)
+        room = self.grid.viewport().width() - 2 * self.grid.spacing() - 8
+        return max(min_display_scale(), min(1.0, room / max(1, width)))
+
+    def _fit_icons(self) -> None:
+        if not self.samples:
+            return
+        f = self.icon_scale()
+        w = max(s.image.width() for s in self.samples)
+        h = max(s.image.height() for s in self.samples)
+        size = QSize(max(1, int(w * f)), max(1, int(h * f)))
+        if size != self.grid.iconSize():
+            self.grid.setIconSize(size)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        if watched is self.grid.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_icons()
+        return super().eventFilter(watched, event)
 
     def _on_preview_failed(self, message: str, details: str) -> None:
         self.preview_status.setText(f"<span style='color:#d62728'>{message}</span>")
@@ -282,12 +375,18 @@ class TaskPage(QWidget):
         if not 0 <= row < len(self.samples):
             return
         s = self.samples[row]
-        pix = QPixmap.fromImage(s.image)
-        h = max(120, self.large.height() - 4)
-        w = max(120, self.large.width() - 4)
-        self.large.setPixmap(pix.scaled(QSize(w, h), Qt.AspectRatioMode.KeepAspectRatio,
-                                        Qt.TransformationMode.FastTransformation))
-        self.explanation.setText(s.explanation)
+        self.large.set_image(s.image, enlarge=True)
+        self.explanation.setText(f"<b>Sample {row + 1}: {html.escape(s.caption)}.</b> {html.escape(s.explanation)}")
+
+    def show_overview(self) -> None:
+        """Show the task's drawing of the whole batch in the large view."""
+        if self.overview is None:
+            return
+        self.grid.setCurrentRow(-1)
+        self.grid.clearSelection()
+        self.large.set_image(self.overview.image, enlarge=False)
+        self.large.verticalScrollBar().setValue(0)
+        self.explanation.setText(f"<b>Overview.</b> {html.escape(self.overview.explanation)}")
 
     def shutdown(self) -> None:
         self._debounce.stop()

@@ -115,17 +115,30 @@ class AutoencoderTask(PretextTask):
 
     def _corruption_label(self) -> str:
         if self.config.corruption == "masking":
-            return f"input: {round(100 * self.config.mask_fraction)}% masked"
-        return f"input: noise sd {self.config.noise_std:g}"
+            return f"input: {round(100 * self.config.mask_fraction)}% black"
+        return f"input: noise {self.config.noise_std:g}"
 
     def render(self, inputs: torch.Tensor, target: torch.Tensor,
                output: torch.Tensor | None = None) -> Image.Image:
         tiles = [labelled_tile(to_image(inputs), self._corruption_label())]
         if output is None:
             tiles.append(labelled_tile(placeholder_tile(to_image(inputs), "not trained\nyet", TILE),
-                                       "output: none yet"))
+                                       "output"))
         else:
             psnr = float(psnr_per_image(output[None], target[None])[0])
             tiles.append(labelled_tile(to_image(output), f"output {psnr:.1f} dB"))
-        tiles.append(labelled_tile(to_image(target), "target: clean"))
+        tiles.append(labelled_tile(to_image(target), "clean (target)"))
         return hstack(tiles)
+
+    def caption(self, target: torch.Tensor) -> str:
+        if self.config.corruption == "masking":
+            return f"{round(100 * self.config.mask_fraction)}% of pixels black"
+        return f"noise of size {self.config.noise_std:g}"
+
+    def explain(self, inputs: torch.Tensor, target: torch.Tensor) -> str:
+        if self.config.corruption == "masking":
+            damage = f"with {round(100 * self.config.mask_fraction)}% of its pixels, chosen at random, set to black"
+        else:
+            damage = (f"with random noise added (standard deviation {self.config.noise_std:g} on a 0 to 1 "
+                      "brightness scale)")
+        return f"The network sees the image {damage} and must give back the clean image."

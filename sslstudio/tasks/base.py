@@ -6,8 +6,8 @@ task's docstring) and a registered class that answers five questions: what a tra
 training device; previews and bench call it too), what sits on the backbone
 (:meth:`PretextTask.build_head`), how it is scored (:meth:`PretextTask.loss`,
 :meth:`PretextTask.metric`), how a sample looks to a person (:meth:`PretextTask.render`, one item
-of a batch) and what it needs from an image (``min_image_size``, ``needs_colour``,
-``small_image_policy``).
+of a batch, with :meth:`PretextTask.caption` and :meth:`PretextTask.explain` in words) and what
+it needs from an image (``min_image_size``, ``needs_colour``, ``small_image_policy``).
 
 The config dataclass is also what a form is made from: each field carries its help text and range
 in ``field.metadata`` (see :func:`param`).
@@ -175,6 +175,21 @@ class PretextTask:
         """Draw one sample ``(inputs[b], target[b])`` of a batch (and optionally the model's prediction
         ``output[b]``) with its label, for a person."""
         raise NotImplementedError
+
+    # -- words for a person ---------------------------------------------------------------------
+    def caption(self, target: torch.Tensor) -> str:
+        """A few words naming sample ``target[b]``'s label (``"turned 90°"``, ``"cluster 3"``): what the
+        preview writes under its thumbnail. Default: ``"class k"`` for one integer label, else the task."""
+        t = torch.as_tensor(target).reshape(-1)
+        if t.numel() == 1 and not t.is_floating_point():
+            return f"class {int(t[0])}"
+        return f"{self.name} sample"
+
+    def explain(self, inputs: torch.Tensor, target: torch.Tensor) -> str:
+        """One or two plain sentences for a person about sample ``(inputs[b], target[b])``: what the network
+        sees and what it must answer. Default: from :attr:`description`."""
+        what = self.description[:1].lower() + self.description[1:]
+        return f"The network sees this input and must {what.rstrip('.')}."
 
     # -- optional hooks (the defaults suit tasks whose samples depend on one image only) -------
     def prepare(self, images: np.ndarray, seed: int) -> np.ndarray:

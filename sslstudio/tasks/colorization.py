@@ -118,6 +118,19 @@ def lightness_of(inputs: torch.Tensor) -> torch.Tensor:
     return rgb_to_lab(grey)[0:1]
 
 
+def colour_name(ab: torch.Tensor) -> str:
+    """Words for the mean colour of ab values ``[2, H, W]`` (Lab units): "mostly <hue>" or "muted colours"."""
+    a, b = (float(v) for v in torch.as_tensor(ab).float().reshape(2, -1).mean(1))
+    if math.hypot(a, b) < 6.0:
+        return "muted colours"
+    hue = math.degrees(math.atan2(b, a)) % 360.0
+    for upper, name in ((25, "red"), (70, "orange"), (105, "yellow"), (160, "green"), (215, "teal"),
+                        (290, "blue"), (340, "purple"), (360, "red")):
+        if hue < upper:
+            return f"mostly {name}"
+    return "mostly red"
+
+
 def rebalance_weights(prior: np.ndarray, lam: float) -> np.ndarray:
     """The paper's class weights: ``w ∝ 1 / ((1 - lam) p + lam / Q)`` with ``sum_q p_q w_q = 1``."""
     p = np.asarray(prior, dtype=np.float64)
@@ -280,11 +293,11 @@ class ColorizationTask(PretextTask):
         target = target.cpu()
         colour = bool(target[2].max() > 0)
         side = inputs.shape[-1]
-        tiles = [labelled_tile(to_image(inputs), "input: lightness L" if side == self.image_size
-                               else f"input: L, {side} px crop")]
+        tiles = [labelled_tile(to_image(inputs), "input: lightness" if side == self.image_size
+                               else f"input: {side} px crop")]
         if output is None:
             grey = self._colour_image(lightness, torch.zeros(2, 1, 1))
-            tiles.append(labelled_tile(placeholder_tile(grey, "not trained\nyet", TILE), "prediction: none yet"))
+            tiles.append(labelled_tile(placeholder_tile(grey, "not trained\nyet", TILE), "prediction"))
         else:
             pred = self.decode(output[None].detach().cpu())[0]
             label = "prediction"
@@ -292,13 +305,28 @@ class ColorizationTask(PretextTask):
                 _, ab = self._pixels(output[None].detach().cpu(), target[None])
                 true = nearest_bins(ab, self.centres)[1][:, 0]
                 hit = float((output.detach().cpu().argmax(0).reshape(-1) == true).float().mean())
-                label = f"prediction: {100 * hit:.0f}% bins"
+                label = f"{100 * hit:.0f}% bins right"
             tiles.append(labelled_tile(self._colour_image(lightness, pred), label))
         if colour:
-            tiles.append(labelled_tile(self._colour_image(lightness, target[:2]), "true colours (target)"))
+            tiles.append(labelled_tile(self._colour_image(lightness, target[:2]), "true colours"))
         else:
-            tiles.append(labelled_tile(to_image(inputs), "greyscale: no loss", colour=(255, 200, 120)))
+            tiles.append(labelled_tile(to_image(inputs), "grey: no loss", colour=(255, 200, 120)))
         return hstack(tiles)
+
+    def caption(self, target: torch.Tensor) -> str:
+        target = torch.as_tensor(target).float()
+        if not bool(target[2].max() > 0):
+            return "greyscale: no loss"
+        return colour_name(target[:2])
+
+    def explain(self, inputs: torch.Tensor, target: torch.Tensor) -> str:
+        seen = ("the lightness of the image (a grey picture)" if inputs.shape[-1] == self.image_size else
+                f"the lightness (a grey picture) of a {inputs.shape[-1]} px crop of the image")
+        if not bool(torch.as_tensor(target)[2].max() > 0):
+            return (f"The network sees {seen}; this image has no colour of its own, so it teaches nothing "
+                    "(no loss).")
+        return (f"The network sees {seen} and must guess its colours (here: {colour_name(target[:2])}), "
+                f"choosing one of {len(self.centres)} colour bins every {self.config.output_stride} pixels.")
 
     # -- records ------------------------------------------------------------------------------
     def prior_entropy_bits(self) -> float:

@@ -54,7 +54,7 @@ from sslstudio.tasks.base import ClassificationTask, OptimConfig, param
 from sslstudio.tasks.patches import (crop_batch, display, dominant_channel, pixelate_batch, pixelation_matrices,
                                     project_colour_batch, standardise_batch, to_float_batch)
 from sslstudio.tasks.registry import register_task
-from sslstudio.tasks.render import font, grid
+from sslstudio.tasks.render import SMALL_TEXT_PX, TEXT_PX, font, grid, wrap
 
 #: Direction of the neighbour relative to the centre patch, per label.
 DIRECTIONS = ("top-left", "top", "top-right", "left", "right", "bottom-left", "bottom", "bottom-right")
@@ -267,8 +267,7 @@ class ContextTask(ClassificationTask):
                                    self._input_view(inputs[b, 0], "centre", CENTRE_COLOUR),
                                    self._input_view(inputs[b, 1], "neighbour", NEIGHBOUR_COLOUR),
                                    _diagram(int(target[b]))]))
-        columns = 1 if len(panels) < 4 else 2
-        return grid(panels, columns, title=f"{self.name}: {self.description} (seed {seed}; "
+        return grid(panels, 1, title=f"{self.name}: {self.description} (seed {seed}; "
                                            f"patch {self.patch} px, gap {self.gap} px, jitter \u00b1{self.jitter} px)")
 
     def _source_view(self, image: np.ndarray, cell0: tuple[int, int], centre: tuple[int, int],
@@ -291,12 +290,30 @@ class ContextTask(ClassificationTask):
         return _captioned(view, "source + grid")
 
 
+    def caption(self, target: torch.Tensor) -> str:
+        return f"neighbour: {DIRECTIONS[int(torch.as_tensor(target).reshape(-1)[0])]}"
+
+    def explain(self, inputs: torch.Tensor, target: torch.Tensor) -> str:
+        label = int(torch.as_tensor(target).reshape(-1)[0])
+        colour = {"drop": " Each patch keeps only one colour channel, so colour fringes cannot give the answer "
+                          "away.",
+                  "project": " Green and magenta are removed from both patches, so colour fringes cannot give "
+                             "the answer away.", "none": ""}[self.config.colour]
+        return (f"The network sees two patches of the image, a centre patch (yellow) and one of its eight "
+                f"neighbours (blue), and must say where the second lies relative to the first: here "
+                f"{DIRECTIONS[label]} (label {label}).{colour}")
+
 def _captioned(image: Image.Image, caption: str, colour=(235, 235, 235)) -> Image.Image:
-    band = 22
+    """``image`` with ``caption`` under it (wrapped to the image's width)."""
+    lines = wrap(caption, image.width - 4, TEXT_PX)
+    line_h = TEXT_PX + 4
+    band = 6 + line_h * len(lines)
     out = Image.new("RGB", (image.width, image.height + band), (24, 24, 28))
     out.paste(image, (0, 0))
-    ImageDraw.Draw(out).text((image.width // 2, image.height + band // 2), caption, fill=colour,
-                             font=font(13), anchor="mm")
+    draw = ImageDraw.Draw(out)
+    for k, line in enumerate(lines):
+        draw.text((image.width // 2, image.height + 3 + line_h * k + line_h // 2), line, fill=colour,
+                  font=font(TEXT_PX), anchor="mm")
     return out
 
 
@@ -326,7 +343,8 @@ def _diagram(label: int, pred: int | None = None, cell: int = 36, gap: int = 8) 
             draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=fill, outline=outline, width=2)
             if (r, c) != (1, 1):
                 k = OFFSETS.index((r - 1, c - 1))
-                draw.text((x + cell // 2, y + cell // 2), str(k), fill=(235, 235, 235), font=font(13), anchor="mm")
+                draw.text((x + cell // 2, y + cell // 2), str(k), fill=(235, 235, 235), font=font(SMALL_TEXT_PX),
+                          anchor="mm")
             if pred is not None and (r, c) != (1, 1) and OFFSETS.index((r - 1, c - 1)) == pred and pred != label:
                 draw.rectangle((x + 3, y + 3, x + cell - 4, y + cell - 4), outline=(255, 120, 120), width=2)
     text = f"{label}: {DIRECTIONS[label]}"

@@ -53,7 +53,7 @@ from sslstudio.tasks.base import (ClassificationTask, EpochPlan, MEAN, STD, Opti
                                   to_image)
 from sslstudio.tasks.clustering import kmeans, l2_normalize, nmi, pca_whiten, uniform_cluster_order
 from sslstudio.tasks.registry import register_task
-from sslstudio.tasks.render import font, hstack, labelled_tile
+from sslstudio.tasks.render import TEXT_PX, font, hstack, labelled_tile, titled, vstack
 
 #: Images per cluster in the paper (10,000 clusters for 1.28M ImageNet images).
 IMAGES_PER_CLUSTER = 128
@@ -395,19 +395,27 @@ class DeepClusterTask(ClassificationTask):
             draw = ImageDraw.Draw(head_panel)
             draw.text((8, tile // 2 - 4), name, fill=(235, 235, 235), font=font(16))
             draw.text((8, tile // 2 + 18), f"({len(members)} image{'s' if len(members) != 1 else ''})",
-                      fill=(190, 190, 190), font=font(14))
+                      fill=(190, 190, 190), font=font(TEXT_PX))
             tiles = [labelled_tile(to_image(inputs[i]), f"image {int(index[i])}", size=tile) for i in members]
             rows.append(hstack([head_panel] + tiles))
         title = (f"{self.name}: training inputs (random resized crops) grouped by the first clustering "
                  f"(k-means on a randomly initialised ResNet-18's features"
                  f"{' behind a Sobel filter' if self.config.sobel else ''}) (seed {seed})")
-        gap, top = 8, 30
-        width = max(max(r.width for r in rows) + 2 * gap, 16 + int(font(15).getlength(title)))
-        height = top + sum(r.height + gap for r in rows) + gap
-        out = Image.new("RGB", (width, height), (40, 40, 46))
-        ImageDraw.Draw(out).text((gap, 7), title, fill=(235, 235, 235), font=font(15))
-        y = top + gap
-        for r in rows:
-            out.paste(r, (gap, y))
-            y += r.height + gap
-        return out
+        return titled(vstack(rows, gap=8, bg=(40, 40, 46)), title)
+
+    def caption(self, target: torch.Tensor) -> str:
+        t = torch.as_tensor(target).reshape(-1)
+        c = int(t[0]) if t.numel() else -1
+        return f"cluster {c}" if c >= 0 else "not clustered yet"
+
+    def explain(self, inputs: torch.Tensor, target: torch.Tensor) -> str:
+        t = torch.as_tensor(target).reshape(-1)
+        c = int(t[0]) if t.numel() else -1
+        crop = "a random crop of the image" + (" (mirrored half the time)" if self.config.horizontal_flip else "")
+        if c < 0:
+            return (f"The network sees {crop}. This image has no cluster yet (it is clustered before the first "
+                    "epoch), so it teaches nothing for now.")
+        k = int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else None
+        among = f"which of the {k} clusters" if k else "which cluster"
+        return (f"The network sees {crop} and must say {among} it was put in (here cluster {c}). The clusters "
+                "are k-means groups of the network's own features, remade every epoch.")

@@ -58,7 +58,7 @@ from torch import nn
 from sslstudio.errors import ConfigError
 from sslstudio.tasks.base import ClassificationTask, OptimConfig, normalise, param, to_image
 from sslstudio.tasks.registry import register_task
-from sslstudio.tasks.render import font, hstack, labelled_tile
+from sslstudio.tasks.render import hstack, labelled_tile, titled, vstack
 
 _CHUNK = 256  # images per chunk when scoring seed positions
 
@@ -369,11 +369,11 @@ class ExemplarTask(ClassificationTask):
         tiles = []
         for k in range(inputs.shape[0]):
             t = int(target.reshape(-1)[k])
-            label = f"class {t}"
+            label = f"seed {t}, copy {k + 1}"
             colour = (255, 255, 255)
             if output is not None:
                 pred = int(output[k].argmax())
-                label += f" \u2192 {pred}"
+                label = f"seed {t} \u2192 {pred}"
                 colour = (120, 230, 120) if pred == t else (255, 120, 120)
             tiles.append(labelled_tile(to_image(inputs[k]), label, colour=colour))
         return hstack(tiles)
@@ -392,18 +392,24 @@ class ExemplarTask(ClassificationTask):
                                           outline=(255, 230, 0), width=2)
             tiles = [labelled_tile(src, f"image {int(self.sources[i])}", size=tile),
                      labelled_tile(Image.fromarray(np.ascontiguousarray(self.centre(items[i]))),
-                                   f"seed = class {i}", size=tile)]
-            tiles += [labelled_tile(to_image(view), f"class {int(t)}", size=tile)
-                      for view, t in zip(inputs[k], target[k])]
+                                   f"seed patch {i}", size=tile)]
+            tiles += [labelled_tile(to_image(view), f"copy {c + 1}", size=tile)
+                      for c, view in enumerate(inputs[k])]
             rows.append(hstack(tiles))
         title = (f"{self.name}: each seed patch (boxed in its image) is a class; random transformations "
                  f"of it share its label (seed {seed})")
-        gap, top = 8, 30
-        width = max(max(r.width for r in rows) + 2 * gap, 16 + int(font(15).getlength(title)))
-        out = Image.new("RGB", (width, top + sum(r.height + gap for r in rows) + gap), (40, 40, 46))
-        ImageDraw.Draw(out).text((gap, 7), title, fill=(235, 235, 235), font=font(15))
-        yy = top + gap
-        for r in rows:
-            out.paste(r, (gap, yy))
-            yy += r.height + gap
-        return out
+        return titled(vstack(rows, gap=8, bg=(40, 40, 46)), title)
+
+    def caption(self, target: torch.Tensor) -> str:
+        t = torch.as_tensor(target).reshape(-1)
+        if len(t) == 1:
+            return f"seed patch {int(t[0])}"
+        return f"seed patch {int(t[0])}, {len(t)} copies"
+
+    def explain(self, inputs: torch.Tensor, target: torch.Tensor) -> str:
+        t = torch.as_tensor(target).reshape(-1)
+        classes = len(self.sources) if self.sources is not None else int(self.config.classes)
+        copies = "a random change" if len(t) == 1 else f"{len(t)} random changes"
+        return (f"These are {copies} (shift, scale, rotation, colour) of seed patch {int(t[0])}, a patch cut "
+                f"from one of the images. The network must say which of the {classes} seed patches each one was "
+                "made from.")

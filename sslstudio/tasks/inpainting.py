@@ -314,8 +314,8 @@ class InpaintingTask(PretextTask):
                output: torch.Tensor | None = None) -> Image.Image:
         hole = target[3:4] > 0.5
         centre = self.config.mask == "center"
-        tiles = [labelled_tile(to_image(inputs), "masked input" if centre else
-                               f"masked input {float(hole.float().mean()):.0%}")]
+        tiles = [labelled_tile(to_image(inputs), "input: centre hidden" if centre else
+                               f"input: {float(hole.float().mean()):.0%} hidden")]
         if output is None:
             ys, xs = torch.nonzero(hole[0], as_tuple=True)
             s = float(hole.shape[-1])
@@ -324,11 +324,27 @@ class InpaintingTask(PretextTask):
                 tile = placeholder_tile(to_image(inputs), "not trained\nyet", TILE, box=box)
             else:
                 tile = loss_region_tile(inputs, target, "not trained\nyet")
-            tiles.append(labelled_tile(tile, "filled in: none yet"))
+            tiles.append(labelled_tile(tile, "filled in"))
         else:
             filled = torch.where(hole, output.float(), target[:3].float())
             psnr = float(psnr_per_image(output[None], target[None, :3], target[None, 3:4])[0])
             tiles.append(labelled_tile(to_image(filled), f"filled in {psnr:.1f} dB"))
         tiles.append(labelled_tile(to_image(target[:3]), "original"))
         return hstack(tiles)
+
+    def caption(self, target: torch.Tensor) -> str:
+        share = float((torch.as_tensor(target)[3] > 0.5).float().mean())
+        return "centre hidden" if self.config.mask == "center" else f"{share:.0%} hidden"
+
+    def explain(self, inputs: torch.Tensor, target: torch.Tensor) -> str:
+        share = float((torch.as_tensor(target)[3] > 0.5).float().mean())
+        shape = {"center": "a square in the centre", "random_region": "a random region",
+                 "random_blocks": "random blocks"}.get(self.config.mask, "a region")
+        w = float(self.config.overlap_weight)
+        band = " It is scored on the hole only."
+        if self.overlap_px() > 0 and w > 0:
+            band = (f" It is scored on the hole and, {w:g} times as strictly, on a thin band of the image around "
+                    "it." if w != 1 else " It is scored on the hole and on a thin band of the image around it.")
+        return (f"The network sees the image with {shape} ({share:.0%} of it) blanked out and must paint the "
+                f"missing part back in.{band}")
 

@@ -64,7 +64,7 @@ from sslstudio.errors import ConfigError
 from sslstudio.tasks.base import ClassificationTask, OptimConfig, param
 from sslstudio.tasks.patches import crop_batch, display, greyscale_batch, standardise_batch, to_float_batch
 from sslstudio.tasks.registry import register_task
-from sslstudio.tasks.render import font
+from sslstudio.tasks.render import SMALL_TEXT_PX, TEXT_PX, font
 
 GRID = 3
 CELLS = GRID * GRID
@@ -337,7 +337,7 @@ class JigsawTask(ClassificationTask):
         shuffled = _tile_grid([display(t) for t in inputs], shown, numbers=[int(p) for p in perm])
         solved = _tile_grid([display(t) for t in self.solve(inputs, perm)], shown,
                             numbers=list(range(CELLS)))
-        pad, head, foot = 8, 20, 40
+        pad, head, foot = 8, 22, 42
         width = shuffled.width + solved.width + 3 * pad + 28
         out = Image.new("RGB", (width, head + shuffled.height + foot), (24, 24, 28))
         draw = ImageDraw.Draw(out)
@@ -345,21 +345,31 @@ class JigsawTask(ClassificationTask):
         out.paste(shuffled, (pad, head))
         out.paste(solved, (x2, head))
         draw.text((pad + shuffled.width // 2, head // 2), "input (n: home cell)", fill=(235, 235, 235),
-                  font=font(12), anchor="mm")
+                  font=font(SMALL_TEXT_PX), anchor="mm")
         draw.text((x2 + solved.width // 2, head // 2), "solved (perm undone)", fill=(235, 235, 235),
-                  font=font(12), anchor="mm")
+                  font=font(SMALL_TEXT_PX), anchor="mm")
         ax, ay = pad + shuffled.width + pad + 4, head + shuffled.height // 2
         draw.line((ax, ay, ax + 20, ay), fill=(235, 235, 235), width=2)
         draw.polygon([(ax + 20, ay - 5), (ax + 20, ay + 5), (ax + 26, ay)], fill=(235, 235, 235))
         y = head + shuffled.height + 4
-        draw.text((width // 2, y + 8), f"label {label}: perm {''.join(str(int(p)) for p in perm)}",
-                  fill=(255, 255, 255), font=font(14), anchor="mm")
+        draw.text((width // 2, y + 9), f"permutation {label}: {' '.join(str(int(p)) for p in perm)}",
+                  fill=(255, 255, 255), font=font(TEXT_PX), anchor="mm")
         if output is not None:
             pred = int(output.reshape(-1, output.shape[-1])[0].argmax())
             ok = pred == label
-            draw.text((width // 2, y + 26), f"predicted {pred}" + (" \u2713" if ok else " \u2717"),
-                      fill=(120, 230, 120) if ok else (255, 120, 120), font=font(13), anchor="mm")
+            draw.text((width // 2, y + 28), f"predicted {pred}" + (" \u2713" if ok else " \u2717"),
+                      fill=(120, 230, 120) if ok else (255, 120, 120), font=font(TEXT_PX), anchor="mm")
         return out
+
+    def caption(self, target: torch.Tensor) -> str:
+        return f"permutation {int(torch.as_tensor(target).reshape(-1)[0])}"
+
+    def explain(self, inputs: torch.Tensor, target: torch.Tensor) -> str:
+        label = int(torch.as_tensor(target).reshape(-1)[0])
+        order = " ".join(str(int(p)) for p in self.permutations[label])
+        return (f"The image was cut into a three-by-three grid of tiles and the tiles were shuffled by permutation "
+                f"{label} (their home cells, in the order shown: {order}). The network sees the nine shuffled tiles "
+                f"and must say which of the {len(self.permutations)} permutations was used.")
 
 
 def _tile_grid(tiles: list[Image.Image], shown: int, numbers: list[int] | None = None,
@@ -373,6 +383,6 @@ def _tile_grid(tiles: list[Image.Image], shown: int, numbers: list[int] | None =
         x, y = gap + c * (shown + gap), gap + r * (shown + gap)
         out.paste(tile.convert("RGB").resize((shown, shown), Image.NEAREST), (x, y))
         if numbers is not None:
-            draw.rectangle((x, y, x + 15, y + 15), fill=(0, 0, 0))
-            draw.text((x + 8, y + 8), str(numbers[i]), fill=(255, 230, 90), font=font(12), anchor="mm")
+            draw.rectangle((x, y, x + 16, y + 17), fill=(0, 0, 0))
+            draw.text((x + 8, y + 9), str(numbers[i]), fill=(255, 230, 90), font=font(SMALL_TEXT_PX), anchor="mm")
     return out

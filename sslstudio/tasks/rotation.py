@@ -85,11 +85,27 @@ class RotationTask(ClassificationTask):
                output: torch.Tensor | None = None) -> Image.Image:
         tiles = []
         for k in range(inputs.shape[0]):
-            label = f"{ANGLES[int(target[k])]}\u00b0"
+            label = f"turned {ANGLES[int(target[k])]}\u00b0"
             colour = (255, 255, 255)
             if output is not None:
                 pred = int(output[k].argmax())
-                label += f" \u2192 {ANGLES[pred]}\u00b0"
+                label = f"{ANGLES[int(target[k])]}\u00b0 \u2192 {ANGLES[pred]}\u00b0"
                 colour = (120, 230, 120) if pred == int(target[k]) else (255, 120, 120)
             tiles.append(labelled_tile(to_image(inputs[k]), label, colour=colour))
         return hstack(tiles)
+
+    def caption(self, target: torch.Tensor) -> str:
+        angles = [f"{ANGLES[int(t)]}\u00b0" for t in torch.as_tensor(target).reshape(-1)]
+        if len(angles) == 1:
+            return f"turned {angles[0]}"
+        return "turned " + ", ".join(angles)
+
+    def explain(self, inputs: torch.Tensor, target: torch.Tensor) -> str:
+        angles = [f"{ANGLES[int(t)]}\u00b0" for t in torch.as_tensor(target).reshape(-1)]
+        mirror = " It may be mirrored first; a mirror keeps 'up' where it is." if self.config.horizontal_flip else ""
+        if len(angles) == 1:
+            return (f"The network sees the image turned by {angles[0]} and must say which of the four angles "
+                    f"(0\u00b0, 90\u00b0, 180\u00b0, 270\u00b0) it was turned by.{mirror}")
+        listed = ", ".join(angles[:-1]) + f" and {angles[-1]}"
+        return (f"The network sees the image turned by {listed} ({len(angles)} separate inputs) and must say "
+                f"for each which of the four angles it was turned by.{mirror}")

@@ -206,7 +206,8 @@ def test_render_and_preview():
     assert pred.size == img.size and not np.array_equal(np.asarray(pred), np.asarray(img))
     images = np.stack([noise_image(32, k) for k in range(2)])
     grid = preview_batch(task, images, 4, seed=0).own_drawing(task)  # drawn from the batch it made
-    assert grid.width > 2 * img.width and grid.height > 2 * 100
+    # one row per sample: the source with its grid beside the sample's drawing
+    assert grid.width > img.width + 150 and grid.height > 4 * img.height
     arr = np.asarray(grid).reshape(-1, 3)
     # both outline colours are drawn on the sources
     assert (arr == (255, 200, 0)).all(axis=1).any() and (arr == (0, 200, 255)).all(axis=1).any()
