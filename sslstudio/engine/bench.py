@@ -86,9 +86,9 @@ class NaiveBatches:
             yield self.task.make_batch(images.to(self.device), generator, index.to(self.device))
 
 
-def _rate(batches, steps: int, warmup: int, count: Callable, min_seconds: float = 0.0) -> float:
+def rate(batches, steps: int, warmup: int, count: Callable, min_seconds: float = 0.0) -> float:
     """Samples/s over at least ``steps`` batches and ``min_seconds`` after ``warmup`` batches
-    (the batches are cycled when there are too few)."""
+    (the batches are cycled when there are too few). Also :mod:`sslstudio.engine.estimate`'s timing."""
     if warmup < 1:
         raise ValueError("warmup must be at least 1")
     it = iter(batches)
@@ -146,21 +146,21 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
     naive = DataLoader(NaiveFolderDataset(files, task), batch_size=batch_size, shuffle=True,
                        num_workers=workers, drop_last=len(files) >= batch_size,
                        generator=torch.Generator().manual_seed(seed))
-    result["naive"] = _rate(NaiveBatches(naive, task, items, seed, dev), steps, warmup, _samples, LOADER_SECONDS)
+    result["naive"] = rate(NaiveBatches(naive, task, items, seed, dev), steps, warmup, _samples, LOADER_SECONDS)
 
     log("pipeline: the training loop's batches from the decoded images")
     result["decode_s"] = decode_s
     batches = [b for e in range(3) for b in epoch_batches(len(items), batch_size, seed, e)]
-    result["pipeline"] = _rate(DeviceBatches(items, task, seed, batches, dev), steps, warmup, _samples,
-                               LOADER_SECONDS)
+    result["pipeline"] = rate(DeviceBatches(items, task, seed, batches, dev), steps, warmup, _samples,
+                              LOADER_SECONDS)
 
     log("model: training steps on tensors already on the device")
     inputs, target = make_task_batch(task, items, [i for _, i in batches[0]], seed, 0, 0, dev)
     engine = dict(precision=prec, channels_last=dev.type == "cuda")
 
     def model_rate(precision: str, channels_last: bool, compiled: bool = False) -> float:
-        step = _train_step(task, arch, items, inputs, target, dev, precision, channels_last, compiled, seed)
-        return _rate(iter(step, None), steps, warmup, _samples)
+        step = train_step(task, arch, items, inputs, target, dev, precision, channels_last, compiled, seed)
+        return rate(iter(step, None), steps, warmup, _samples)
 
     result["model"] = model_rate(**engine)
     if engine != dict(precision="fp32", channels_last=False):
@@ -169,10 +169,10 @@ def run_bench(data: str, task_name: str = "rotation", arch: str = "resnet18", im
     if compile:
         log("model: the same step under torch.compile")
         t0 = time.perf_counter()
-        step = _train_step(task, arch, items, inputs, target, dev, prec, engine["channels_last"], True, seed)
+        step = train_step(task, arch, items, inputs, target, dev, prec, engine["channels_last"], True, seed)
         step()  # compiles
         result["compile_s"] = time.perf_counter() - t0
-        result["model_compiled"] = _rate(iter(step, None), steps, warmup, _samples)
+        result["model_compiled"] = rate(iter(step, None), steps, warmup, _samples)
 
     subset = files if not train_images or train_images >= len(files) else files[:train_images]
     result["train_images"] = len(subset)
@@ -200,8 +200,9 @@ def _engine_rate(files: list, **settings) -> float:
     return summary["samples_per_s"]
 
 
-def _train_step(task, arch, items, inputs, target, dev, precision, channels_last, compiled, seed):
-    """A function doing one training step of a fresh model on the given device tensors."""
+def train_step(task, arch, items, inputs, target, dev, precision, channels_last, compiled, seed):
+    """A function doing one training step of a fresh model on the given device tensors (its ``model``
+    attribute: the model it trains, for timing a forward pass). Also :mod:`sslstudio.engine.estimate`'s."""
     from sslstudio.models import build_backbone
 
     torch.manual_seed(seed)
@@ -224,6 +225,7 @@ def _train_step(task, arch, items, inputs, target, dev, precision, channels_last
             torch.cuda.synchronize(dev)
         return (inputs, target)
 
+    step.model = net
     return step
 
 

@@ -8,6 +8,11 @@ comma-separated numbers, anything else -> a line edit. Ranges come from
 :func:`~sslstudio.settings.spin_range`, tooltips from the help text, labels from
 :func:`~sslstudio.settings.label_of`. Fields without a default or declared ``form=False`` are left to
 the page. :meth:`ConfigForm.check` refuses a value the declaration refuses, with its sentence.
+
+The form remembers which fields the user changed (:meth:`ConfigForm.edited`): a change that does not
+come from :meth:`ConfigForm.set_values` marks its field, and :meth:`ConfigForm.set_values` unmarks the
+fields it sets (unless asked to mark them), so a page can fill the fields the user left alone and
+keep the ones they typed.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ class ConfigForm(QWidget):
         self._config_cls: type | None = None
         self._fields: list[dict] = []
         self._widgets: dict[str, QWidget] = {}
+        self._edited: set[str] = set()  # fields the user changed
+        self._setting = False  # True while set_values changes widgets: not the user's edits
         if config_cls is not None:
             self.set_config_cls(config_cls)
 
@@ -72,6 +79,7 @@ class ConfigForm(QWidget):
         while self._layout.rowCount():
             self._layout.removeRow(0)
         self._widgets.clear()
+        self._edited.clear()
         self._config_cls = config_cls if dataclasses.is_dataclass(config_cls) else None
         self._fields = _describe(config_cls) if self._config_cls else []  # not a dataclass: nothing to set
         for f in self._fields:
@@ -82,6 +90,7 @@ class ConfigForm(QWidget):
             label = QLabel(f["label"])
             label.setToolTip(help_text)
             self._widgets[f["name"]] = widget
+            self._watch_edits(f["name"], widget)
             extra = self._beside.get(f["name"])
             if extra is None:
                 self._layout.addRow(label, widget)
@@ -95,6 +104,27 @@ class ConfigForm(QWidget):
             note = QLabel("This task has no settings.")
             note.setEnabled(False)
             self._layout.addRow(note)
+
+    def _watch_edits(self, name: str, widget: QWidget) -> None:
+        signal = (widget.currentIndexChanged if isinstance(widget, QComboBox) else
+                  widget.toggled if isinstance(widget, QCheckBox) else
+                  widget.valueChanged if isinstance(widget, (QSpinBox, QDoubleSpinBox)) else widget.textChanged)
+        signal.connect(lambda *_args, n=name: self._user_changed(n))
+
+    def _user_changed(self, name: str) -> None:
+        if not self._setting:
+            self._edited.add(name)
+
+    def edited(self) -> list[str]:
+        """The fields the user changed (not through :meth:`set_values`), in the declaration's order."""
+        return [n for n in self.names() if n in self._edited]
+
+    def is_edited(self, name: str) -> bool:
+        return name in self._edited
+
+    def set_edited(self, names) -> None:
+        """Mark exactly ``names`` as changed by the user (a restored session's marks)."""
+        self._edited = {n for n in names if n in self._widgets}
 
     def _make_widget(self, f: dict) -> QWidget:
         default, kind, name = f["default"], f["kind"], f["name"]
@@ -120,6 +150,8 @@ class ConfigForm(QWidget):
             w.setRange(*spin_range(self._config_cls, name, w.decimals() if kind is float else 0))
             if f.get("unit"):
                 w.setSuffix(f" {f['unit']}")
+            if f.get("special"):  # the minimum means something else (0 clusters: auto)
+                w.setSpecialValueText(f["special"])
             if default is not None:
                 w.setValue(default)
             w.setKeyboardTracking(False)
@@ -172,8 +204,11 @@ class ConfigForm(QWidget):
             check_settings(self.all_values(), self._config_cls,
                            name=lambda f: label_of(f) if f.name in shown else flag_of(f))
 
-    def set_values(self, values: dict) -> None:
+    def set_values(self, values: dict, *, edited: bool = False) -> None:
+        """Show ``values`` (names the form lacks are ignored). The fields set count as not changed by
+        the user, or as changed with ``edited=True``."""
         self.blockSignals(True)
+        self._setting = True
         try:
             for f in self._fields:
                 if f["name"] not in values:
@@ -195,7 +230,12 @@ class ConfigForm(QWidget):
                                   else str(v))
                 except (TypeError, ValueError):
                     continue
+                if edited:
+                    self._edited.add(f["name"])
+                else:
+                    self._edited.discard(f["name"])
         finally:
+            self._setting = False
             self.blockSignals(False)
         self.changed.emit()
 

@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
-import dataclasses
+import html
 import time
 from datetime import datetime
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QMessageBox,
+from PySide6.QtWidgets import (QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QMessageBox,
                                QPlainTextEdit, QProgressBar, QPushButton, QSplitter, QTreeWidget, QTreeWidgetItem,
                                QVBoxLayout, QWidget)
 
 from sslstudio.data.cache import default_cache_dir
+from sslstudio.engine import verdict
 from sslstudio.engine.durations import clock
+from sslstudio.engine.estimate import cpu_recipe, estimate_minutes, has_gpu, paper_recipe, recipe_text
 from sslstudio.engine.pretrain import PretrainConfig, pretrain
 from sslstudio.engine.pretrain import resume_config as engine_resume_config
 from sslstudio.errors import ConfigError
 from sslstudio.gui.config_form import ConfigForm
-from sslstudio.gui.plots import (PALETTE, LiveCurve, legend_below, make_plot, reference_line, set_reference_line,
-                                 stage_curve)
+from sslstudio.gui.plots import (PALETTE, LiveCurve, add_chance_line, legend_below, make_plot, reference_line,
+                                 set_reference_line, stage_curve)
 from sslstudio.gui.workers import Job, JobRunner
 from sslstudio.models import list_archs
-from sslstudio.runs import RunDir, final_metric, new_run_path
+from sslstudio.runs import RunDir, new_run_path
 from sslstudio.runs import list_runs as runs_in
 from sslstudio.tasks import get_task
 
 __all__ = ["PretrainPage", "list_runs", "format_duration"]
+
+#: The time estimate starts once the settings have not changed for this long.
+ESTIMATE_DELAY_MS = 1000
 
 
 def format_duration(seconds: float | None) -> str:
@@ -117,6 +122,13 @@ class PretrainPage(QWidget):
         settings_box = QGroupBox("Pretraining")
         sl = QVBoxLayout(settings_box)
         sl.addWidget(self.form)
+        sl.addWidget(self._make_recipe_box())
+        self.estimate_label = QLabel("")
+        self.estimate_label.setObjectName("estimate")
+        self.estimate_label.setToolTip("Measured from a few timed training steps of these settings on this "
+                                       "machine, extrapolated to the whole run (decoding and the kNN monitor "
+                                       "not counted)")
+        sl.addWidget(self.estimate_label)
         sl.addLayout(buttons)
 
         # -- run list ---------------------------------------------------------------------------
@@ -218,27 +230,40 @@ class PretrainPage(QWidget):
         self.set_idle()
         self._running_path: str | None = None
         self._update_knn_visibility()
+        self._estimate_timer = QTimer(self)  # the estimate waits until the settings rest for a second
+        self._estimate_timer.setSingleShot(True)
+        self._estimate_timer.setInterval(ESTIMATE_DELAY_MS)
+        self._estimate_timer.timeout.connect(self.start_estimate)
+        self.form.changed.connect(self.schedule_estimate)
+        self._update_recipe_box()
         QTimer.singleShot(0, self._follow_labelled_folder)  # step 4's page exists once the window is built
+        QTimer.singleShot(0, self._follow_data_folder)
 
     # -- settings ------------------------------------------------------------------------------
     def image_size(self) -> int:
         return self.image_size_box.value()
 
     def set_task_defaults(self, task_name: str) -> None:
-        """Fill the settings whose declared default is the paper's (epochs, batch size, lr) from the task's recipe."""
+        """Follow the task: the recipe's fields the user has not typed take the task's values (its paper
+        recipe, or its CPU recipe after "Use the CPU recipe"); typed ones are kept, and the paper's
+        values are offered beside the recipe buttons instead."""
         try:
             task = get_task(task_name)
         except Exception:  # noqa: BLE001
             return
-        paper = {f.name for f in dataclasses.fields(PretrainConfig) if f.default is None}
-        self.form.set_values({n: getattr(task.optim, n) for n in self.form.names()
-                              if n in paper and getattr(task.optim, n, None) is not None})
+        self._task_name = task_name
+        recipe = self._recipe_for(task_name, self._recipe_kind)
+        self.form.set_values({n: v for n, v in recipe.items() if not self.form.is_edited(n)})
         self.metric_plot.getPlotItem().setLabel("left", task.metric_name)
+        self._update_recipe_box()
+        self.schedule_estimate()
 
     def values(self) -> dict:
-        """The form's settings (what the session keeps), the monitor folder as text."""
+        """The form's settings (what the session keeps), the monitor folder as text, the fields the user
+        typed and the recipe the others follow."""
         v = self.form.all_values()
-        return {**v, "monitor_labelled": v["monitor_labelled"] or "", "monitor_follow": self._monitor_follow}
+        return {**v, "monitor_labelled": v["monitor_labelled"] or "", "monitor_follow": self._monitor_follow,
+                "edited": self.form.edited(), "recipe": self._recipe_kind}
 
     def set_values(self, v: dict) -> None:
         v = dict(v)
@@ -246,7 +271,127 @@ class PretrainPage(QWidget):
             self._monitor_follow = v["monitor_follow"]
         if self._monitor_follow or not isinstance(v.get("monitor_labelled"), str):
             v.pop("monitor_labelled", None)  # the field follows step 4's folder
+        edited, kind = v.pop("edited", None), v.pop("recipe", None)
         self.form.set_values(v)
+        if isinstance(edited, list):
+            self.form.set_edited(edited)
+        if kind in ("paper", "cpu"):
+            self._recipe_kind = kind
+        self._update_recipe_box()
+
+    # -- recipes and the time estimate -----------------------------------------------------------
+    def _make_recipe_box(self) -> QFrame:
+        """The paper's recipe and, without a GPU, a CPU-sized one, each with its button."""
+        self._task_name = "rotation"
+        self._recipe_kind = "paper"  # what untyped recipe fields follow on a task change
+        self.gpu = has_gpu()
+        box = QFrame()
+        box.setObjectName("recipeBox")
+        box.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(8, 6, 8, 6)
+        self.recipe_note = QLabel()
+        self.recipe_note.setWordWrap(True)
+        self.recipe_note.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(self.recipe_note)
+        row = QHBoxLayout()
+        self.cpu_recipe_button = QPushButton("Use the CPU recipe")
+        self.cpu_recipe_button.setToolTip("Fill the form with a recipe sized for this machine's CPU "
+                                          "(a run of about 5-20 minutes on 2 cores for 4,000 images)")
+        self.cpu_recipe_button.clicked.connect(lambda: self.use_recipe("cpu"))
+        self.cpu_recipe_button.setVisible(not self.gpu)
+        self.paper_recipe_button = QPushButton("Use the paper's recipe")
+        self.paper_recipe_button.setToolTip("Fill the form with the task's paper recipe (epochs, batch size, "
+                                            "learning rate) at the default backbone and image size")
+        self.paper_recipe_button.clicked.connect(lambda: self.use_recipe("paper"))
+        row.addWidget(self.cpu_recipe_button)
+        row.addWidget(self.paper_recipe_button)
+        row.addStretch(1)
+        layout.addLayout(row)
+        self.recipe_box = box
+        return box
+
+    @staticmethod
+    def _recipe_for(task_name: str, kind: str) -> dict:
+        return cpu_recipe(task_name) if kind == "cpu" else paper_recipe(task_name)
+
+    def use_recipe(self, kind: str) -> None:
+        """Fill the form with the task's ``"cpu"`` or ``"paper"`` recipe; its fields then follow the task."""
+        if self.is_running():
+            return
+        self._recipe_kind = kind
+        self.form.set_values(self._recipe_for(self._task_name, kind))
+        self._update_recipe_box()
+
+    def _update_recipe_box(self) -> None:
+        """Say which recipes there are, and offer the paper's values where typed ones differ from them."""
+        name = self._task_name
+        paper = paper_recipe(name)
+        shown = self.form.all_values()
+        kept = [n for n in ("epochs", "batch_size", "lr") if self.form.is_edited(n) and shown.get(n) != paper[n]]
+        if kept:
+            words = {"epochs": "epochs", "batch_size": "batch size", "lr": "learning rate"}
+            offer = (f"<b>Paper's values for {html.escape(name)}: {paper['epochs']} epochs, batch "
+                     f"{paper['batch_size']}, lr {paper['lr']:.3g}</b> (your {', '.join(words[n] for n in kept)} "
+                     "kept) — “Use the paper's recipe” fills them in.")
+        else:
+            offer = f"Paper's recipe for {html.escape(name)}: {html.escape(recipe_text(paper))}."
+        if self.gpu:
+            self.recipe_note.setText(offer)
+        else:
+            cpu = recipe_text(cpu_recipe(name))
+            self.recipe_note.setText(f"This machine has no GPU.<br>{offer}<br>CPU recipe for {html.escape(name)}: "
+                                     f"{html.escape(cpu)}.")
+
+    def schedule_estimate(self) -> None:
+        """Estimate again once the settings have rested for :data:`ESTIMATE_DELAY_MS`."""
+        if not self.is_running():
+            self._estimate_timer.start()
+
+    def _follow_data_folder(self) -> None:
+        data = getattr(self.window_, "data_page", None)
+        if data is not None:
+            data.scan_finished.connect(lambda _report: self.schedule_estimate())
+        task_page = getattr(self.window_, "task_page", None)
+        if task_page is not None:
+            task_page.form.changed.connect(self.schedule_estimate)  # the task's options change its cost
+            self._task_name = task_page.task_name()
+            self._update_recipe_box()
+        self.schedule_estimate()
+
+    def estimate_config(self) -> PretrainConfig | None:
+        """The run Start would make (``None``: no folder yet, or a setting out of range)."""
+        data = getattr(self.window_, "data_page", None)
+        task_page = getattr(self.window_, "task_page", None)
+        if data is None or task_page is None or not data.folder or not data.image_count():
+            return None
+        try:
+            self.form.check()
+            return PretrainConfig(task=task_page.task_name(), data=data.folder, out="", **self.form.all_values(),
+                                  task_options=task_page.options())
+        except (ConfigError, TypeError, ValueError):
+            return None
+
+    def start_estimate(self) -> None:
+        """Time a few steps of the current settings in the background (the "estimate" slot: a newer
+        request replaces an older one, whose result is then dropped)."""
+        if self.is_running():
+            return
+        config = self.estimate_config()
+        if config is None:
+            self.jobs.cancel("estimate")
+            self.estimate_label.setText("")
+            return
+        self.estimate_label.setText("Estimating the time of this run…")
+        self.jobs.start("estimate", estimate_minutes, config, self.window_.data_page.image_count(),
+                        on_result=self._on_estimate, on_error=self._on_estimate_failed, pass_control=True)
+
+    def _on_estimate(self, estimate) -> None:
+        self.estimate_label.setText(f"<b>{html.escape(estimate.text())}</b> ({estimate.epochs} epochs of "
+                                    f"{estimate.steps_per_epoch} steps, {estimate.samples_per_s:,.0f} samples/s)")
+
+    def _on_estimate_failed(self, message: str, _details: str) -> None:
+        self.estimate_label.setText(f"No time estimate: {html.escape(message)}")
 
     # -- kNN monitor -----------------------------------------------------------------------------
     def _follow_labelled_folder(self) -> None:
@@ -292,9 +437,13 @@ class PretrainPage(QWidget):
             self.knn_curves[stage] = stage_curve(item, stage, i)
             self.knn_random[stage] = reference_line(item, f"{stage} random init", i)
 
-    def add_monitor_point(self, epoch: int, knn: dict, random: dict | None, epochs: int | None = None) -> None:
-        """Append one epoch's monitor figures (0-1 accuracies, plotted in %)."""
+    def add_monitor_point(self, epoch: int, knn: dict, random: dict | None, epochs: int | None = None,
+                          chance: float | None = None) -> None:
+        """Append one epoch's monitor figures (0-1 accuracies, plotted in %; ``chance``: one over the
+        monitor folder's classes, drawn as a line)."""
         self._knn_curves_for(knn)
+        if chance is not None:
+            add_chance_line(self.knn_plot, 100.0 * chance)
         self._knn_epochs = max(self._knn_epochs, int(epochs or 0), int(epoch))
         for stage, acc in knn.items():
             self.knn_curves[stage].append(epoch, None if acc is None else 100.0 * acc)
@@ -317,6 +466,8 @@ class PretrainPage(QWidget):
         self.stop_button.setEnabled(False)
         for w in self.settings_widgets():
             w.setEnabled(True)
+        for b in (self.cpu_recipe_button, self.paper_recipe_button):
+            b.setEnabled(True)
 
     def settings_widgets(self) -> tuple:
         """Every widget of a run setting (the form's, and the monitor's Browse…): none may change while a run
@@ -331,6 +482,8 @@ class PretrainPage(QWidget):
         self.stop_button.setEnabled(True)
         for w in self.settings_widgets():
             w.setEnabled(False)
+        for b in (self.cpu_recipe_button, self.paper_recipe_button):
+            b.setEnabled(False)
 
     def clear_plots(self) -> None:
         for c in self.curves:
@@ -342,6 +495,12 @@ class PretrainPage(QWidget):
         self._knn_random_values = {}
         self._knn_epochs = 1
         self._update_knn_visibility()
+        self.set_chance(None)
+        add_chance_line(self.knn_plot, None)
+
+    def set_chance(self, chance: float | None) -> None:
+        """Draw the pretext metric's chance level (a fraction) as a labelled dashed line (``None``: none)."""
+        add_chance_line(self.metric_plot, chance, None if chance is None else f"chance {100 * chance:.1f}%")
 
     def new_run_dir(self, task: str) -> Path:
         return new_run_path(self.window_.workspace / "runs", task)
@@ -401,6 +560,8 @@ class PretrainPage(QWidget):
         self.progress.setValue(0)
         self.status.setText("Resuming…" if config.resume else "Starting…")
         self._set_running()
+        self._estimate_timer.stop()
+        self.jobs.cancel("estimate")  # the run's own progress line takes over
         self._t0 = time.perf_counter()
         self.job = self.jobs.start("pretrain", pretrain, config, on_event=self.on_event, on_error=self._on_failed,
                                    on_result=self._on_finished, on_ended=self._on_ended, pass_control=True,
@@ -438,6 +599,7 @@ class PretrainPage(QWidget):
             self.loss_smooth.append(ev.global_step, ev.loss)
             self._last_step = ev
         elif kind == "epoch":
+            self.set_chance(ev.chance)
             self.metric_train.append(ev.epoch + 1, ev.train_metric)
             if ev.val_metric is not None:
                 self.metric_val.append(ev.epoch + 1, ev.val_metric)
@@ -447,7 +609,7 @@ class PretrainPage(QWidget):
             knn = ev.extra.get("monitor_knn")
             if knn:
                 random = ev.extra.get("monitor_knn_random")
-                self.add_monitor_point(ev.epoch + 1, knn, random, ev.epochs)
+                self.add_monitor_point(ev.epoch + 1, knn, random, ev.epochs, ev.extra.get("monitor_chance"))
                 from sslstudio.evaluation.monitor import format_monitor
 
                 self.log(f"epoch {ev.epoch + 1}: {format_monitor(knn, random)} "
@@ -479,20 +641,21 @@ class PretrainPage(QWidget):
 
     def _on_finished(self, summary: dict) -> None:
         self.flush()
-        cancelled = summary.get("status") == "cancelled"
-        metric, value = final_metric(summary)
-        text = (f"{'Stopped' if cancelled else 'Finished'}: {summary.get('epochs_completed', 0)} epoch(s) in "
-                f"{format_duration(summary.get('time_s'))}")
-        if value is not None:
-            text += f", {metric} {value:.4g}"
-        if not cancelled:
+        status = summary.get("status", verdict.FINISHED)
+        text = verdict.outcome(summary, cli=False)
+        colour = {verdict.NOT_LEARNT: "#b35900", verdict.DIVERGED: "#d62728"}.get(status)
+        if status != verdict.CANCELLED:
             self.progress.setValue(self.progress.maximum())
-        self.status.setText(text + ".")
-        self.log(text)
+        self.set_chance(summary.get("chance"))
+        self.status.setText(f"<span style='color:{colour}'>{html.escape(text)}</span>" if colour else html.escape(text))
+        self.log(text, "warning" if colour else "info")
         self.run_finished.emit(summary)
 
     def _on_failed(self, message: str, details: str) -> None:
+        from sslstudio.gui.window import window_words  # the window's words for the engine's flags
+
         self.flush()
+        message = window_words(message)
         self.status.setText(f"<span style='color:#d62728'>Failed: {message}</span>")
         self.log(details or message, "error")
         self.window_.show_error("Pretraining failed", message)
@@ -571,19 +734,23 @@ class PretrainPage(QWidget):
                     self.metric_val.append(r["epoch"] + 1, r.get(f"val_{metric}"))
                 if r.get("monitor_knn"):
                     self.add_monitor_point(r["epoch"] + 1, r["monitor_knn"], r.get("monitor_knn_random"),
-                                           config.get("epochs"))
+                                           config.get("epochs"), r.get("monitor_chance"))
             n += 1
         self.metric_plot.getPlotItem().setLabel("left", metric)
         self.flush()
         self.shown_run = path
         summary = run.read_summary() or {}
+        self.set_chance(summary.get("chance"))
         found = self.window_.compare_page.show_results_for_run(path)
-        self.status.setText(f"Showing {Path(path).name}: {config.get('task')} / {config.get('arch')}, "
-                            f"{summary.get('status', 'interrupted' if run.last_checkpoint.is_file() else 'no summary')}"
-                            + (f"; comparison results in step 4 ({Path(found).name})." if found else "."))
+        ended = (verdict.outcome(summary, cli=False) if summary else
+                 "interrupted." if run.last_checkpoint.is_file() else "no summary.")
+        self.status.setText(html.escape(f"Showing {Path(path).name}: {config.get('task')} / {config.get('arch')}. "
+                                        f"{ended}") + (f" Comparison results in step 4 ({Path(found).name})."
+                                                      if found else ""))
         self.run_opened.emit(path)
         return n
 
     def shutdown(self) -> None:
         self._timer.stop()
+        self._estimate_timer.stop()
         self.jobs.stop_all()

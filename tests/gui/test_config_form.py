@@ -98,3 +98,43 @@ def test_an_out_of_range_value_is_refused_with_the_declarations_sentence(page, w
     assert page.job is None and page.start_button.isEnabled()
     assert not (window.workspace / "runs").exists() or not any((window.workspace / "runs").iterdir())
     assert sentence in window.statusBar().currentMessage()
+
+
+def test_the_form_marks_the_fields_the_user_changed(page, qtbot):
+    from PySide6.QtCore import Qt
+
+    form = page.form
+    assert form.edited() == []
+    form.set_values({"epochs": 12, "lr": 0.02})  # the program's: not the user's
+    assert form.edited() == []
+    page.batch_size.setFocus()
+    page.batch_size.selectAll()
+    qtbot.keyClicks(page.batch_size, "24")
+    qtbot.keyClick(page.batch_size, Qt.Key.Key_Return)
+    page.arch.setCurrentIndex(page.arch.findData("resnet18_small"))
+    assert form.edited() == ["arch", "batch_size"] and form.is_edited("batch_size")
+    form.set_values({"batch_size": 32})  # set again by the program: follows it again
+    assert form.edited() == ["arch"]
+    form.set_values({"epochs": 5}, edited=True)
+    assert form.edited() == ["arch", "epochs"]
+    form.set_edited(["lr", "not_a_field"])
+    assert form.edited() == ["lr"]
+
+
+def test_words_and_special_values_come_from_the_declaration(qtbot):
+    from sslstudio.tasks.deepcluster import DeepClusterConfig
+    from sslstudio.tasks.exemplar import ExemplarConfig
+
+    form = ConfigForm(DeepClusterConfig)
+    qtbot.addWidget(form)
+    clusters = form.widget("clusters")
+    assert clusters.value() == 0 and clusters.text() == "auto"  # 0 clusters: one per 128 images
+    clusters.setValue(12)
+    assert clusters.text() == "12"
+    from PySide6.QtWidgets import QLabel
+
+    shown = {lab.text() for lab in form.findChildren(QLabel)}
+    assert "PCA dimensions" in shown and "Pca dim" not in shown
+    exemplar = ConfigForm(ExemplarConfig)
+    qtbot.addWidget(exemplar)
+    assert exemplar.widget("rotation").suffix() == " °" and exemplar.widget("min_patch").suffix() == " px"
