@@ -229,8 +229,11 @@ def _print_pretrain_summary(summary: dict, out: str) -> None:
     """The run's figures, then its status again with what to try when it did not learn (the last line)."""
     metric = summary["metric"]
     train, held_out = (metric_text(metric, summary.get(f"final_{part}_{metric}")) for part in ("train", "val"))
+    best = summary.get("best") or {}
+    best_text = (f" (best {metric_text(metric, best['score'])} at epoch {best['epoch'] + 1})"  # epochs from 1
+                 if best.get("epoch") is not None and summary["epochs_completed"] > 1 else "")
     print(f"{summary['status']}: {summary['epochs_completed']}/{summary['epochs']} epochs in "
-          f"{_fmt_time(summary['time_s'])}; train {metric} {train}, held-out {metric} {held_out}, "
+          f"{_fmt_time(summary['time_s'])}; train {metric} {train}, held-out {metric} {held_out}{best_text}, "
           f"{summary['samples_per_s'] or 0:,.0f} samples/s; skipped {summary['skipped']} file(s). Run: {out}")
     if summary.get("advice"):
         print(f"{summary['status']}: {summary['advice']}")

@@ -35,4 +35,20 @@ def metric_text(metric: str, value: float | None) -> str:
     return sig3(value)
 
 
-__all__ = ["metric_text", "pct", "sig3"]
+def size_text(n_bytes: int | float | None) -> str:
+    """A file's size in a unit that fits, to three significant figures: ``512 bytes``, ``1.23 KB``,
+    ``44.7 MB``, ``1.20 GB`` (decimal units: 1 KB = 1000 bytes)."""
+    if n_bytes is None or not math.isfinite(n_bytes) or n_bytes < 0:
+        return "n/a"
+    if n_bytes < 1000:
+        n = int(n_bytes)
+        return f"{n} byte" if n == 1 else f"{n} bytes"
+    value = float(n_bytes)
+    for unit in ("KB", "MB", "GB", "TB"):
+        value /= 1000
+        if float(f"{value:.3g}") < 1000 or unit == "TB":  # 999.96 KB reads 1.00 MB, not 1000 KB
+            return f"{sig3(value)} {unit}"
+    return f"{sig3(value)} TB"  # not reached: the loop returns at TB
+
+
+__all__ = ["metric_text", "pct", "sig3", "size_text"]

@@ -21,3 +21,13 @@ def test_a_metric_reads_in_its_own_unit():
     assert metric_text("accuracy", 0.25234375) == "25.2%"
     assert metric_text("psnr", 21.456) == "21.5 dB"
     assert metric_text("accuracy", None) == "n/a"
+
+
+def test_a_file_size_reads_in_a_unit_that_fits():
+    from sslstudio.figures import size_text
+
+    assert size_text(0) == "0 bytes" and size_text(1) == "1 byte" and size_text(512) == "512 bytes"
+    assert size_text(999) == "999 bytes" and size_text(1000) == "1.00 KB" and size_text(1234) == "1.23 KB"
+    assert size_text(44_712_345) == "44.7 MB" and size_text(1_200_000_000) == "1.20 GB"
+    assert size_text(999_960) == "1.00 MB"  # rounding up carries to the next unit, never "1000 KB"
+    assert size_text(123_456) == "123 KB" and size_text(None) == "n/a"

@@ -140,7 +140,7 @@ def pretrain(config: PretrainConfig, on_event: EventSink | None = None,
 
         error = JobError(f"the run in {config.out} stopped on a file it could not write or read: {os_reason(exc)}"
                          f"{f' ({exc.filename})' if exc.filename else ''}; free space or fix the folder, then "
-                         "resume the run (its last complete checkpoint is kept).")
+                         "continue with --resume (the last complete checkpoint is kept).")
         emit(FailedEvent(str(error), type(exc).__name__, traceback.format_exc()))
         raise error from exc
     except torch.cuda.OutOfMemoryError as exc:

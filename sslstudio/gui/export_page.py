@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
 from sslstudio.export import FORMATS, export_run
 from sslstudio.export.snippet import default_export_dir
 from sslstudio.export.snippet import load_snippet as export_snippet
+from sslstudio.figures import size_text
 from sslstudio.gui.workers import Job, JobRunner
 
 __all__ = ["ExportPage"]
@@ -141,7 +142,7 @@ class ExportPage(QWidget):
         paths = [str(p) for p in paths]
         for p in paths:
             size = Path(p).stat().st_size if Path(p).is_file() else 0
-            self.files.addItem(f"{p}  ({size / 1e6:.2f} MB)")
+            self.files.addItem(f"{p}  ({size_text(size)})")
         out = self.destination.text().strip()
         self.snippet.setPlainText(load_snippet(out))
         self.status.setText(f"Wrote {len(paths)} file(s) to {out}.")

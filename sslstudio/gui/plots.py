@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication
 
-__all__ = ["GrowingBuffer", "IntegerAxis", "LiveCurve", "MAX_POINTS", "add_chance_line", "apply_palette",
+__all__ = ["DataLegend", "GrowingBuffer", "IntegerAxis", "LiveCurve", "MAX_POINTS", "add_chance_line", "apply_palette",
            "find_chance_line", "make_plot", "smooth"]
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -186,6 +186,62 @@ class IntegerAxis(pg.AxisItem):
         return [str(int(round(v))) for v in values]
 
 
+def _has_data(item) -> bool:
+    """Whether a legend entry's item draws something (an item without data arrays, e.g. a bar chart's
+    sample, counts as drawn)."""
+    if not hasattr(item, "xData"):
+        return True
+    x = item.xData
+    return x is not None and len(x) > 0
+
+
+class DataLegend(pg.LegendItem):
+    """A legend that names only what is drawn: the entry of a curve without data (before a run, after a
+    clear) is left out, and comes back, in its place, once the curve has points.
+
+    Entries are kept in the order added; the shown ones are rebuilt when a curve's data changes from
+    empty to not empty or back (``sigPlotChanged``), which costs nothing otherwise.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._entries: list[tuple[object, str]] = []
+        self._shown: tuple[int, ...] = ()
+
+    def addItem(self, item, name):  # noqa: N802 - pyqtgraph API
+        self._entries.append((item, name))
+        signal = getattr(item, "sigPlotChanged", None)
+        if signal is not None:
+            signal.connect(self.sync)
+        self._shown = None  # rebuild
+        self.sync()
+
+    def removeItem(self, item):  # noqa: N802 - pyqtgraph API
+        self._entries = [(i, n) for i, n in self._entries if i is not item and n != item]
+        self._shown = None
+        self.sync()
+
+    def clear(self) -> None:
+        self._entries = []
+        self._shown = ()
+        super().clear()
+
+    def entries(self) -> list[str]:
+        """The names of every entry, shown or not."""
+        return [name for _item, name in self._entries]
+
+    def sync(self, *_args) -> None:
+        """Show the entries of the curves that have data (called when a curve's data changes)."""
+        shown = tuple(i for i, (item, _name) in enumerate(self._entries) if _has_data(item))
+        if shown == self._shown:
+            return
+        self._shown = shown
+        super().clear()
+        for i in shown:
+            super().addItem(*self._entries[i])
+        self.setVisible(bool(shown))  # no empty frame either
+
+
 def palette_colours(widget=None) -> tuple:
     """(text colour, base colour) of the application's (or ``widget``'s) palette."""
     pal = widget.palette() if widget is not None else QApplication.palette()
@@ -221,8 +277,9 @@ def make_plot(title: str, x_label: str, y_label: str, *, integer_x: bool = False
     """A plot with a grid, no SI prefixes, a legend in a corner on a semi-transparent background.
 
     Args:
-        integer_x: Ticks on whole numbers only (per-epoch plots).
-        legend: ``top-right``, ``bottom-right``, ``top-left``, ``bottom-left`` or ``none``.
+        integer_x: Ticks on whole numbers only (per-epoch and per-step plots).
+        legend: ``top-right``, ``bottom-right``, ``top-left``, ``bottom-left`` or ``none``; a
+            :class:`DataLegend`, which names only the curves that have data.
     """
     axis = {"bottom": IntegerAxis("bottom")} if integer_x else {}
     widget = pg.PlotWidget(axisItems=axis)
@@ -237,7 +294,8 @@ def make_plot(title: str, x_label: str, y_label: str, *, integer_x: bool = False
     if legend != "none":
         dx = 10 if "left" in legend else -10
         dy = 10 if "top" in legend else -10
-        item.addLegend(offset=(dx, dy), verSpacing=-4, labelTextSize="8pt")
+        item.legend = DataLegend(offset=(dx, dy), verSpacing=-4, labelTextSize="8pt")
+        item.legend.setParentItem(item.vb)
     widget.setMinimumHeight(160)
     apply_palette(widget)
     return widget
@@ -415,7 +473,7 @@ def set_reference_line(line: pg.PlotDataItem, y: float | None, x0: float, x1: fl
         line.setData([float(x0), float(x1)], [float(y), float(y)])
 
 
-class _RowLegend(pg.LegendItem):
+class _RowLegend(DataLegend):
     """A legend laid out by its plot's grid (a row of its own), sized by its entries."""
 
     def updateSize(self):  # noqa: N802 - pyqtgraph API

@@ -19,6 +19,7 @@ from sslstudio.engine.estimate import cpu_recipe, estimate_minutes, has_gpu, pap
 from sslstudio.engine.pretrain import PretrainConfig, pretrain
 from sslstudio.engine.pretrain import resume_config as engine_resume_config
 from sslstudio.errors import ConfigError
+from sslstudio.figures import metric_text, sig3
 from sslstudio.gui.config_form import ConfigForm
 from sslstudio.gui.plots import (PALETTE, LiveCurve, add_chance_line, legend_below, make_plot, reference_line,
                                  set_reference_line, stage_curve)
@@ -177,9 +178,10 @@ class PretrainPage(QWidget):
         self.progress.setValue(0)
         self.status = QLabel("Idle.")
         self.status.setWordWrap(True)
-        self.loss_plot = make_plot("Loss per step", "step", "loss", legend="top-right")
-        self.metric_plot = make_plot("Pretext metric per epoch", "epoch", "accuracy", integer_x=True,
+        self.loss_plot = make_plot("Loss per step", "step", "loss", integer_x=True, legend="top-right")
+        self.metric_plot = make_plot("Pretext metric per epoch", "epoch", "accuracy (%)", integer_x=True,
                                      legend="bottom-right")
+        self._metric_name = "accuracy"  # the plot shows accuracies in percent (as the tables), PSNR in dB
         loss_item, metric_item = self.loss_plot.getPlotItem(), self.metric_plot.getPlotItem()
         self.loss_raw = LiveCurve(loss_item, "loss", PALETTE[0], width=1, alpha=110)
         self.loss_smooth = LiveCurve(loss_item, "smoothed", PALETTE[0], width=2.5, smoothed=True)
@@ -254,7 +256,7 @@ class PretrainPage(QWidget):
         self._task_name = task_name
         recipe = self._recipe_for(task_name, self._recipe_kind)
         self.form.set_values({n: v for n, v in recipe.items() if not self.form.is_edited(n)})
-        self.metric_plot.getPlotItem().setLabel("left", task.metric_name)
+        self.set_metric(task.metric_name)
         self._update_recipe_box()
         self.schedule_estimate()
 
@@ -498,9 +500,23 @@ class PretrainPage(QWidget):
         self.set_chance(None)
         add_chance_line(self.knn_plot, None)
 
+    def set_metric(self, metric: str) -> None:
+        """Name the pretext plot's y axis after ``metric``: accuracies in percent, PSNR in dB."""
+        self._metric_name = metric or "accuracy"
+        label = {"accuracy": "accuracy (%)", "psnr": "PSNR (dB)"}.get(self._metric_name, self._metric_name)
+        self.metric_plot.getPlotItem().setLabel("left", label)
+
+    def metric_value(self, value: float | None) -> float | None:
+        """A pretext metric's value in the plot's units (accuracies x100, as percent)."""
+        if value is None:
+            return None
+        return 100.0 * value if self._metric_name.endswith("accuracy") else value
+
     def set_chance(self, chance: float | None) -> None:
-        """Draw the pretext metric's chance level (a fraction) as a labelled dashed line (``None``: none)."""
-        add_chance_line(self.metric_plot, chance, None if chance is None else f"chance {100 * chance:.1f}%")
+        """Draw the pretext metric's chance level (a fraction) as a labelled dashed line in the plot's units
+        (``None``: none)."""
+        add_chance_line(self.metric_plot, self.metric_value(chance),
+                        None if chance is None else f"chance {metric_text(self._metric_name, chance)}")
 
     def new_run_dir(self, task: str) -> Path:
         return new_run_path(self.window_.workspace / "runs", task)
@@ -599,13 +615,16 @@ class PretrainPage(QWidget):
             self.loss_smooth.append(ev.global_step, ev.loss)
             self._last_step = ev
         elif kind == "epoch":
+            if ev.metric_name != self._metric_name:
+                self.set_metric(ev.metric_name)
             self.set_chance(ev.chance)
-            self.metric_train.append(ev.epoch + 1, ev.train_metric)
+            self.metric_train.append(ev.epoch + 1, self.metric_value(ev.train_metric))
             if ev.val_metric is not None:
-                self.metric_val.append(ev.epoch + 1, ev.val_metric)
-            val = f", held-out {ev.metric_name} {ev.val_metric:.4g}" if ev.val_metric is not None else ""
-            train = f"{ev.train_metric:.4g}" if ev.train_metric is not None else "n/a"
-            self.log(f"epoch {ev.epoch + 1}/{ev.epochs}: loss {ev.train_loss:.4f}, {ev.metric_name} {train}{val}")
+                self.metric_val.append(ev.epoch + 1, self.metric_value(ev.val_metric))
+            val = (f", held-out {ev.metric_name} {metric_text(ev.metric_name, ev.val_metric)}"
+                   if ev.val_metric is not None else "")
+            train = metric_text(ev.metric_name, ev.train_metric)
+            self.log(f"epoch {ev.epoch + 1}/{ev.epochs}: loss {sig3(ev.train_loss)}, {ev.metric_name} {train}{val}")
             knn = ev.extra.get("monitor_knn")
             if knn:
                 random = ev.extra.get("monitor_knn_random")
@@ -631,12 +650,12 @@ class PretrainPage(QWidget):
             self._last_step = None
             self.progress.setRange(0, max(ev.total_steps, 1))
             self.progress.setValue(ev.global_step)
-            metric = f", {ev.metric_name} {ev.metric:.3f}" if ev.metric is not None else ""
+            metric = f", {ev.metric_name} {metric_text(ev.metric_name, ev.metric)}" if ev.metric is not None else ""
             self.progress.setFormat(f"%p%  step {ev.global_step}/{ev.total_steps}")
             paused = " — paused" if self.job is not None and self.job.control.paused else ""
             self.status.setText(f"Epoch {ev.epoch + 1}/{ev.epochs}, step {ev.step}/{ev.steps_per_epoch}: "
-                                f"loss {ev.loss:.4f}{metric} · {ev.images_per_s:.1f} images/s "
-                                f"({ev.samples_per_s:.1f} samples/s) · elapsed {format_duration(ev.elapsed_s)}"
+                                f"loss {sig3(ev.loss)}{metric} · {sig3(ev.images_per_s)} images/s "
+                                f"({sig3(ev.samples_per_s)} samples/s) · elapsed {format_duration(ev.elapsed_s)}"
                                 f" · ETA {format_duration(ev.eta_s)}{paused}")
 
     def _on_finished(self, summary: dict) -> None:
@@ -674,7 +693,7 @@ class PretrainPage(QWidget):
     def refresh_runs(self) -> None:
         self.runs.clear()
         for r in list_runs(self.window_.workspace):
-            value = f"{r['value']:.3f}" if isinstance(r["value"], (int, float)) else ""
+            value = metric_text(r["metric"] or "", r["value"]) if isinstance(r["value"], (int, float)) else ""
             item = QTreeWidgetItem([r["task"], r["arch"], r["date"][5:], r["status"], value])
             item.setData(0, Qt.ItemDataRole.UserRole, r["path"])
             item.setData(3, Qt.ItemDataRole.UserRole, bool(r["resumable"]))
@@ -722,6 +741,7 @@ class PretrainPage(QWidget):
             self.status.setText(str(exc))
             return 0
         metric = config.get("metric", "accuracy")
+        self.set_metric(metric)
         self.clear_plots()
         n = 0
         for r in run.iter_metrics():
@@ -729,14 +749,13 @@ class PretrainPage(QWidget):
                 self.loss_raw.append(r["global_step"], r.get("loss"))
                 self.loss_smooth.append(r["global_step"], r.get("loss"))
             elif r.get("type") == "epoch":
-                self.metric_train.append(r["epoch"] + 1, r.get(f"train_{metric}"))
+                self.metric_train.append(r["epoch"] + 1, self.metric_value(r.get(f"train_{metric}")))
                 if r.get(f"val_{metric}") is not None:
-                    self.metric_val.append(r["epoch"] + 1, r.get(f"val_{metric}"))
+                    self.metric_val.append(r["epoch"] + 1, self.metric_value(r.get(f"val_{metric}")))
                 if r.get("monitor_knn"):
                     self.add_monitor_point(r["epoch"] + 1, r["monitor_knn"], r.get("monitor_knn_random"),
                                            config.get("epochs"), r.get("monitor_chance"))
             n += 1
-        self.metric_plot.getPlotItem().setLabel("left", metric)
         self.flush()
         self.shown_run = path
         summary = run.read_summary() or {}

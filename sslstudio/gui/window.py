@@ -63,6 +63,15 @@ def window_words(message: str) -> str:
     return re.sub(r"(?<![\w-])--[a-z][a-z0-9-]*", name, message)
 
 
+#: The hint the status bar shows when a step has ended well: what to do next.
+NEXT_STEPS = {
+    "scan": "Next: choose a pretext task (step 2).",
+    "preview": "Next: pretrain (step 3).",
+    "run": "Next: compare it with baselines (step 4).",
+    "comparison": "Next: export the backbone (step 5).",
+}
+
+
 def default_workspace() -> Path:
     base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
     return Path(base or Path.home() / ".sslstudio") / "workspace"
@@ -97,6 +106,7 @@ class MainWindow(QMainWindow):
         self.show_dialogs = True
         self._jobs: set[Job] = set()
         self._closing = False
+        self.next_hint = ""  # the last "Next: …" hint shown
         self._select_after_refresh: str | None = None  # a stopped run, selected once the run list is new
         self.setWindowTitle("sslstudio")
         self.setAcceptDrops(False)
@@ -129,6 +139,13 @@ class MainWindow(QMainWindow):
         self.pretrain_page.image_size_box.valueChanged.connect(self.task_page.schedule_preview)
         self.pretrain_page.runs_changed.connect(self._on_runs_changed)
         self.pretrain_page.run_finished.connect(self._on_run_finished)
+        # a "Next: …" hint after each step that ended well
+        self.data_page.scan_finished.connect(lambda report: self.show_next("scan") if report.files else None)
+        self.task_page.preview_ready.connect(self._on_preview_ready)
+        self.pretrain_page.run_started.connect(lambda _path: self.clear_next())  # a run: the old hint is stale
+        self.compare_page.comparison_finished.connect(
+            lambda result: self.show_next("comparison")
+            if any(r.get("test_accuracy") is not None for r in result.get("rows", [])) else None)
 
         self._make_actions()
         self._restore()
@@ -190,8 +207,26 @@ class MainWindow(QMainWindow):
             self.pretrain_page.select_run(self._select_after_refresh)
             self._select_after_refresh = None
 
+    def show_next(self, step: str) -> None:
+        """Show the hint of what to do after ``step`` (a key of :data:`NEXT_STEPS`) in the status bar."""
+        self.next_hint = NEXT_STEPS[step]
+        self.statusBar().showMessage(self.next_hint)
+
+    def clear_next(self) -> None:
+        """Take a "Next: …" hint that no longer applies off the status bar (other messages stay)."""
+        if self.next_hint and self.statusBar().currentMessage() == self.next_hint:
+            self.statusBar().clearMessage()
+        self.next_hint = ""
+
+    def _on_preview_ready(self, n: int) -> None:
+        if n and self.stack.currentWidget() is self.task_page:  # a preview after a scan: the scan's hint stays
+            self.show_next("preview")
+
     def _on_run_finished(self, summary: dict) -> None:
-        """After Stop, say in the window's words whether and how the run can be continued."""
+        """After a run that learnt, the next step; after Stop, say in the window's words whether and how the
+        run can be continued."""
+        if summary.get("status") == "finished":
+            self.show_next("run")
         if summary.get("status") != "cancelled":
             return
         path = self.pretrain_page.run_dir

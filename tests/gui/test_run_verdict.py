@@ -32,7 +32,7 @@ def test_the_status_line_run_list_and_chance_line_say_how_the_run_ended(qtbot, w
     assert page.runs.topLevelItem(0).text(3) == expected
     if case == "not learnt":
         line = find_chance_line(page.metric_plot)
-        assert line is not None and line.value() == pytest.approx(0.25)
+        assert line is not None and line.value() == pytest.approx(25.0)  # the plot is in percent
         assert line.label.toPlainText() == "chance 25.0%"
         assert "chance 25.0%" in text and "paper trains 100" in text
     else:

@@ -109,6 +109,10 @@ def test_pretraining_one_epoch_plots_and_finishes(qtbot, window, tiny_images, fa
     assert page.metric_train.points() == 1
     x, y = page.loss_raw.item.getData()
     assert len(x) == 2
+    # the pretext plot reads in percent like the tables: its axis says so and its point is 100x the fraction
+    _x, acc = page.metric_train.item.getData()
+    assert acc[0] == pytest.approx(100 * summary["final_train_accuracy"])
+    assert page.metric_plot.getPlotItem().getAxis("left").labelText == "accuracy (%)"
     run_dir = Path(page.run_dir)
     assert run_dir.parent == window.workspace / "runs" and run_dir.name.startswith("rotation-")
     assert (run_dir / "summary.json").is_file()
@@ -125,11 +129,14 @@ def test_pretraining_one_epoch_plots_and_finishes(qtbot, window, tiny_images, fa
     assert page.runs.topLevelItemCount() == 1
     item = page.runs.topLevelItem(0)
     assert item.text(0) == "rotation" and item.text(3).startswith("finished")
+    assert item.text(4).endswith("%") and "." in item.text(4)  # the metric column in percent, one decimal
     page.clear_plots()
     assert page.loss_raw.points() == 0
     assert page.open_run(item.data(0, Qt.ItemDataRole.UserRole)) > 0
     # the metrics file logs every 10th step and each epoch's last one (the engine default)
     assert page.loss_raw.points() == 1 and page.metric_train.points() == 1
+    page.flush()
+    assert page.metric_train.item.getData()[1][0] == pytest.approx(acc[0])  # reopened: percent as well
 
     # export the run's backbone
     export = window.export_page
@@ -142,6 +149,9 @@ def test_pretraining_one_epoch_plots_and_finishes(qtbot, window, tiny_images, fa
     names = {Path(p).name for p in blocker.args[0]}
     assert {"backbone.pt", "backbone.safetensors", "metadata.json"} <= names
     assert export.files.count() == len(names)
+    listed = [export.files.item(i).text() for i in range(export.files.count())]
+    meta = next(t for t in listed if "metadata.json" in t)
+    assert meta.endswith(" bytes)") or meta.endswith(" KB)")  # a small file in a unit that fits, not "0.00 MB"
     assert "load_backbone" in export.snippet.toPlainText()
     qtbot.waitUntil(lambda: export.export_button.isEnabled(), timeout=5000)
 
