@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+from sslstudio.engine.durations import clock
 from sslstudio.figures import metric_text, pct as _pct
 
 FINISHED = "finished"
@@ -87,13 +88,14 @@ def to_try(status: str, *, lr: float | None = None, epochs: int | None = None, p
     """What to try after a run that did not learn or diverged, as a sentence ('' otherwise).
 
     ``cli`` names command-line flags; the window passes ``False`` and gets plain words for its fields."""
-    lr_name, epochs_flag = ("--lr", "--epochs; ") if cli else ("the learning rate", "")
+    lr_name = "--lr" if cli else "the learning rate"
     if status == DIVERGED:
         lower = f" (e.g. {lr / 10:g})" if lr else ""
         return f"Lower {lr_name}{lower} and start again."
     if status == NOT_LEARNT:
         paper = f"the paper trains {paper_epochs}" if paper_epochs and epochs and epochs < paper_epochs else ""
-        note = f" ({epochs_flag}{paper})".replace("; )", ")") if cli or paper else ""
+        inside = "; ".join(part for part in ("--epochs" if cli else "", paper) if part)
+        note = f" ({inside})" if inside else ""
         lower = "a lower --lr" if cli else "a lower learning rate"
         return f"Try more epochs{note} or {lower}."
     return ""
@@ -117,8 +119,6 @@ def advice(status: str, *, metric: float | None = None, chance: float | None = N
 def outcome(summary: dict, *, cli: bool = True) -> str:
     """How a run ended, in one line a person reads: its status, epochs, time, final figure against
     chance, and what to try when it did not learn (the window's status line; ``cli`` as in :func:`advice`)."""
-    from sslstudio.engine.durations import clock
-
     status = summary.get("status", FINISHED)
     metric = summary.get("metric") or "accuracy"
     value = summary.get(f"final_val_{metric}")
