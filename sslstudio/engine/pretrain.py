@@ -27,7 +27,7 @@ from sslstudio.engine.events import (Cancelled, CheckpointEvent, EpochEvent, Eve
                                      FinishedEvent, LogEvent, RunControl, StepEvent)
 from sslstudio.engine.loader import VAL_EPOCH, DeviceBatches, epoch_batches
 from sslstudio.engine.schedule import lr_multiplier, resolve_schedule
-from sslstudio.engine import verdict
+from sslstudio.engine import tblog, verdict
 from sslstudio.errors import ConfigError, JobError, RunError, SSLStudioError
 from sslstudio.data.arrays import IndexedImages
 from sslstudio.runs import RunDir, library_versions
@@ -110,7 +110,8 @@ class PretrainConfig:
                 d[key] = getattr(optim, key)
         d["lr_decay"] = optim.lr_decay
         d["milestones"] = list(optim.milestones)
-        d["schedule"], d["warmup_epochs"] = resolve_schedule(self.schedule, int(d["epochs"]), self.warmup_epochs)
+        decays = optim.lr_decay != 1.0 and bool(optim.milestones)
+        d["schedule"], d["warmup_epochs"] = resolve_schedule(self.schedule, int(d["epochs"]), self.warmup_epochs, decays)
         d["task_options"] = dataclasses.asdict(task.config)
         d["data"] = str(Path(self.data).resolve())
         d["out"] = str(Path(self.out).resolve())
@@ -198,6 +199,7 @@ class _RunState:
     start_epoch: int = 0
     history: list = field(default_factory=list)  # the epoch records, also those before a resume
     best: dict | None = None
+    tb: Any = None  # the TensorBoard scalar log (:class:`~sslstudio.engine.tblog.ScalarLog`)
     last_lr: float = 0.0  # the learning rate of the last update
     start_loss: float | None = None  # the mean loss of the run's first steps (the divergence rule's yardstick)
     first_losses: list = field(default_factory=list)
@@ -242,8 +244,11 @@ class _Pretrainer:
     def _run(self, device_setting: str) -> dict:
         """A run as its phases: set-up, the epochs (steps, validation, checkpoint), finish."""
         s = self._setup(device_setting)
-        cancelled = self._fit(s)
-        return self._finish(s, cancelled)
+        try:
+            cancelled = self._fit(s)
+            return self._finish(s, cancelled)
+        finally:
+            s.tb.close()  # finished, cancelled, diverged or failed: the event file is flushed and closed
 
     # -- set-up ----------------------------------------------------------------------------------
     def _setup(self, device_setting: str) -> _RunState:
@@ -270,6 +275,9 @@ class _Pretrainer:
                 run.metrics_path.unlink()
         self._wrap(s)
         self._write_config(s)
+        main = self.dist.is_main  # the TensorBoard copy of metrics.jsonl (its kept records when resuming)
+        s.tb = tblog.pretrain_log(run.path if main else None, self.emit, task.metric_name, s.chance,
+                                  run.read_metrics() if main else ())
         return s
 
     def _open(self) -> tuple[PretrainConfig, RunDir, dict | None, dict | None]:
@@ -551,6 +559,7 @@ class _Pretrainer:
         records.append(entry)
         if dist.is_main:
             s.run.append_metrics(records)
+            s.tb.add(records)  # the same records as TensorBoard scalars
         self.emit(EpochEvent(epoch=epoch, epochs=s.epochs, train_loss=train_loss, train_metric=train_metric,
                              val_loss=val_loss, val_metric=val_metric, metric_name=name, lr=s.last_lr,
                              images_per_s=ips, samples_per_s=ips * spi, elapsed_s=time.perf_counter() - s.t_start,
@@ -618,7 +627,7 @@ class _Pretrainer:
             f"final_train_{name}": final.get(f"train_{name}"),
             "final_val_loss": final.get("val_loss"),
             f"final_val_{name}": final.get(f"val_{name}"),
-            "best": s.best,
+            "best": {**s.best, "epoch_number": int(s.best["epoch"]) + 1} if s.best else s.best,
             "images_found": len(images.paths) + len(images.skipped),
             "images_used": s.n_images,
             "skipped": len(images.skipped),

@@ -7,7 +7,9 @@ uses warm-up + cosine for short ones: a step schedule spends its first 30% at th
 drops the rate in a few abrupt steps, which in a 5-10 epoch run leaves the network a single epoch
 or two at each rate; warm-up avoids the unstable first steps of a large rate on a freshly
 initialised network, and the cosine decay spends the second half of a short run at low rates
-where the loss settles.
+where the loss settles. A paper that trains at a constant rate (DeepCluster: no milestones) keeps it
+under ``auto`` (with the warm-up in a short run): DeepCluster re-initialises its classifier every epoch,
+and a rate decayed to zero would leave the last epochs' fresh classifier untrained.
 """
 
 from __future__ import annotations
@@ -22,14 +24,17 @@ SHORT_RUN_EPOCHS = 30
 SHORT_RUN_WARMUP = 0.1  # fraction of a short run spent warming up
 
 
-def resolve_schedule(schedule: str, epochs: int, warmup_epochs: float | None) -> tuple[str, float]:
-    """Return the concrete schedule name and warm-up length (in epochs)."""
+def resolve_schedule(schedule: str, epochs: int, warmup_epochs: float | None,
+                     paper_decays: bool = True) -> tuple[str, float]:
+    """Return the concrete schedule name and warm-up length (in epochs). ``paper_decays``: whether the
+    paper's schedule lowers the rate (False for a constant-rate paper, which ``auto`` keeps)."""
     if schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}.")
     if schedule == "auto":
-        schedule = "step" if epochs >= SHORT_RUN_EPOCHS else "cosine"
+        short = epochs < SHORT_RUN_EPOCHS
+        schedule = ("cosine" if short else "step") if paper_decays else "constant"
         if warmup_epochs is None:
-            warmup_epochs = 0.0 if schedule == "step" else SHORT_RUN_WARMUP * epochs
+            warmup_epochs = SHORT_RUN_WARMUP * epochs if short else 0.0
     return schedule, float(warmup_epochs or 0.0)
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslstudio.engine.device import autocast, device_name, resolve_device, resolve_precision
+from sslstudio.engine import tblog
 from sslstudio.engine.events import (Cancelled, EpochEvent, EventSink, FailedEvent, FinishedEvent, LogEvent,
                                      RunControl)
 from sslstudio.errors import ConfigError, SSLStudioError
@@ -191,6 +192,7 @@ class _Job:
     precision: str
     run: RunDir | None
     t0: float
+    tb: tblog.ScalarLog | None = None  # the TensorBoard copy of metrics.jsonl
 
     @property
     def label(self) -> dict:
@@ -202,9 +204,13 @@ def _finetune(cfg: FinetuneConfig, emit: EventSink, control: RunControl, data: L
     """The job's phases: set up, open the run folder, fit (one record per epoch), finish."""
     job = _setup(cfg, emit, data, init)
     _open_run(job)
-    torch.manual_seed(cfg.seed)
-    history, cancelled = _fit(job, control, _epoch_reporter(job, emit))
-    return _finish(job, history, cancelled, emit)
+    job.tb = tblog.finetune_log(job.run.path if job.run else None, emit, job.lr)
+    try:
+        torch.manual_seed(cfg.seed)
+        history, cancelled = _fit(job, control, _epoch_reporter(job, emit))
+        return _finish(job, history, cancelled, emit)
+    finally:
+        job.tb.close()
 
 
 def _setup(cfg: FinetuneConfig, emit: EventSink, data: LabelledData | None, init: tuple | None) -> _Job:
@@ -260,8 +266,10 @@ def _epoch_reporter(job: _Job, emit: EventSink):
     """The per-epoch callback: one record in ``metrics.jsonl`` and one :class:`EpochEvent` with its ETA."""
     def on_epoch(epoch: int, train_loss: float, train_acc: float, test_acc: float) -> None:
         if job.run:
-            job.run.append_metrics([{"type": "epoch", "epoch": epoch, "train_loss": train_loss,
-                                     "train_accuracy": train_acc, "test_accuracy": test_acc}])
+            record = {"type": "epoch", "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                      "test_accuracy": test_acc}
+            job.run.append_metrics([record])
+            job.tb.add([record])
         elapsed = time.perf_counter() - job.t0
         emit(EpochEvent(epoch=epoch, epochs=job.epochs, train_loss=train_loss, train_metric=train_acc,
                         val_loss=None, val_metric=test_acc, metric_name="accuracy", lr=job.lr, images_per_s=0.0,

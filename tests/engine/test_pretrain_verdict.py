@@ -86,6 +86,8 @@ def test_an_accuracy_at_chance_finishes_not_learnt_and_the_cli_says_what_to_try(
     assert last.startswith(verdict.NOT_LEARNT + ":") and "--epochs" in last and "25.0%" in last
     summary = RunDir(tmp_path / "run").read_summary()
     assert summary["status"] == verdict.NOT_LEARNT and summary["chance"] == pytest.approx(0.25)
+    # the best epoch's index (from 0, as in metrics.jsonl) and its number as the CLI shows it (from 1)
+    assert (summary["best"]["epoch"], summary["best"]["epoch_number"]) == (0, 1)
 
 
 def test_the_cli_exits_1_with_the_advice_when_a_run_diverges(tmp_path, monkeypatch, capsys):
