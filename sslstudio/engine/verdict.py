@@ -5,7 +5,9 @@ status line and run list):
 
 - ``finished``: it ran its epochs and its pretext metric ended clearly away from chance;
 - ``finished — not learnt``: it ran its epochs, but its held-out pretext accuracy (its training
-  accuracy when nothing is held out) ended within :data:`CHANCE_MARGIN` of the chance level;
+  accuracy when nothing is held out) ended within :func:`margin` of the chance level: within
+  :data:`CHANCE_MARGIN` (10 points), or, for a task of many classes, below :data:`CHANCE_MULTIPLE` times
+  chance (jigsaw's 100 permutations: 9% held-out is nine times chance and has been learnt);
 - ``diverged``: a step's loss became NaN or infinite, or the mean loss of the last
   :data:`START_STEPS` steps rose above :data:`DIVERGE_FACTOR` times the mean loss of the run's first
   :data:`START_STEPS` steps; the run stops by itself before that step's update and keeps its last
@@ -30,8 +32,10 @@ NOT_LEARNT = "finished \u2014 not learnt"
 DIVERGED = "diverged"
 CANCELLED = "cancelled"
 
-#: A pretext accuracy less than this far (absolute) above chance has not been learnt.
+#: A pretext accuracy less than this far (absolute) above chance has not been learnt...
 CHANCE_MARGIN = 0.10
+#: ...unless it is at least this multiple of chance (tasks of many classes: 1% chance, 5% learnt).
+CHANCE_MULTIPLE = 5.0
 #: A run whose recent mean step loss exceeds this multiple of its starting loss has diverged.
 DIVERGE_FACTOR = 3.0
 #: Steps averaged for the starting loss and for the recent loss the divergence rule compares.
@@ -62,9 +66,15 @@ def chance_from_state(state: dict) -> tuple[float | None, int | None]:
     return 1.0 / classes, classes
 
 
+def margin(chance: float) -> float:
+    """How far above ``chance`` an accuracy must end to count as learnt: :data:`CHANCE_MARGIN`, or
+    (CHANCE_MULTIPLE - 1) x chance when that is smaller (tasks of more than 40 classes)."""
+    return min(CHANCE_MARGIN, (CHANCE_MULTIPLE - 1.0) * chance)
+
+
 def not_learnt(metric: float | None, chance: float | None) -> bool:
-    """Whether an accuracy ``metric`` ended within :data:`CHANCE_MARGIN` of ``chance``."""
-    return metric is not None and chance is not None and metric - chance < CHANCE_MARGIN
+    """Whether an accuracy ``metric`` ended within :func:`margin` of ``chance``."""
+    return metric is not None and chance is not None and metric - chance < margin(chance)
 
 
 def diverged(loss: float, start_loss: float | None) -> bool:

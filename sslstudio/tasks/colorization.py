@@ -161,6 +161,7 @@ class ColorizationTask(PretextTask):
         self.class_weights = np.ones(q)
         self.prior_images = 0
         self.grey_images = 0
+        self.mode_share: float | None = None  # the commonest bin's share of the training pixels
         self._device_cache: dict = {}
 
     @property
@@ -222,6 +223,7 @@ class ColorizationTask(PretextTask):
             ab = targets[is_colour, :2].permute(0, 2, 3, 1).reshape(-1, 2)
             if len(ab):
                 counts += np.bincount(nearest_bins(ab, self.centres)[1][:, 0].numpy(), minlength=q)
+        self.mode_share = float(counts.max() / counts.sum()) if counts.sum() > 0 else None
         if counts.sum() > 0:
             p = counts / counts.sum()
             if self.config.prior_sigma > 0:
@@ -339,6 +341,7 @@ class ColorizationTask(PretextTask):
                 "target_sampling": f"point samples every {self.config.output_stride} px from offset 0 of the crop",
                 "prior_entropy_bits": round(self.prior_entropy_bits(), 4),
                 "prior_max_entropy_bits": round(math.log2(len(self.centres)), 4),
+                "commonest_bin_share": None if self.mode_share is None else round(self.mode_share, 4),
                 "prior_images": int(self.prior_images), "greyscale_images": int(self.grey_images),
                 "rebalance_lambda": self.config.rebalance_lambda,
                 "class_weight_range": [round(float(self.class_weights.min()), 4),

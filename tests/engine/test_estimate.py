@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sslstudio.engine import estimate as est
-from sslstudio.engine.estimate import cpu_recipe, estimate_minutes, format_estimate, paper_recipe
+from sslstudio.engine.estimate import CPU_LR, cpu_recipe, estimate_minutes, format_estimate, paper_recipe
 from sslstudio.engine.events import Cancelled, RunControl
 from sslstudio.engine.pretrain import PretrainConfig, pretrain
 from sslstudio.models import list_archs
@@ -69,8 +69,11 @@ def test_the_cpu_recipe_is_valid_for_every_task(task, tmp_path):
     assert recipe["image_size"] >= cls.min_image_size
     assert 1 <= recipe["epochs"] <= cls.optim.epochs
     assert recipe["batch_size"] <= cls.optim.batch_size
-    # the learning rate follows the batch (linear scaling from the paper's)
-    assert recipe["lr"] == pytest.approx(cls.optim.lr * recipe["batch_size"] / cls.optim.batch_size, rel=1e-2)
+    # the learning rate follows the batch (linear scaling from the paper's), except where a measured one
+    # replaces it because the scaled one did not learn in the recipe's epochs
+    scaled = cls.optim.lr * recipe["batch_size"] / cls.optim.batch_size
+    assert recipe["lr"] == pytest.approx(CPU_LR.get(task, scaled), rel=1e-2)
+    assert task not in CPU_LR or CPU_LR[task] > scaled  # the replacements are larger: short runs need them
     config = PretrainConfig(task=task, data=str(tmp_path), out=str(tmp_path / "run"), **recipe)
     check_settings(config)  # every declared range
     create_task(task, image_size=recipe["image_size"])  # the task accepts the size

@@ -317,3 +317,18 @@ def test_a_run_saved_with_261_bins_is_not_resumed_with_313(tmp_path, monkeypatch
     monkeypatch.undo()
     with pytest.raises(RunError, match=r"261.*313.*start a new run"):
         pretrain(PretrainConfig(**settings, resume=True))
+
+
+
+def test_the_commonest_bins_share_is_recorded_but_is_not_a_chance_level():
+    # rebalancing trades the common bins' accuracy for colourfulness: a run's bin accuracy sits below the
+    # commonest bin's share (10-13% against 20% on the shared data), so the share is information only
+    task = create_task("colorization", image_size=16)
+    red, blue = np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16, 3), np.uint8)
+    red[:] = (200, 40, 30)
+    blue[:] = (30, 40, 200)
+    task.prepare(np.stack([red, red, blue]), 0)
+    assert task.run_info()["commonest_bin_share"] == pytest.approx(2 / 3, abs=1e-4)
+    from sslstudio.engine.verdict import chance_level
+
+    assert chance_level(task, None) is None
