@@ -36,6 +36,7 @@ from sslstudio.evaluation.compare import CompareSettings
 from sslstudio.evaluation.report import curve_series, latest_results_for, normalise_result, stage_series
 from sslstudio.evaluation.table import (budget_order, budget_text, cell_details, cell_text, mode_label,
                                         results_table, row_key, row_label)
+from sslstudio.gui.config_form import SettingsScroll
 from sslstudio.gui.plots import (PALETTE, IntegerAxis, add_band, add_chance_line, apply_palette, make_plot,
                                  remove_band, set_tick_labels, styled_pen)
 from sslstudio.gui.workers import Job, JobRunner
@@ -306,7 +307,7 @@ class ComparePage(QWidget):
         split.addWidget(self._results)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
-        split.setSizes([self._settings_scroll.minimumWidth(), 670])
+        split.setSizes([self._settings_scroll.minimumSizeHint().width(), 670])
         split.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -526,12 +527,7 @@ class ComparePage(QWidget):
         ll.addWidget(title)
         ll.addWidget(box)
         ll.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidget(left)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)  # scrolls, never clips
-        scroll.setMinimumWidth(330)
+        scroll = SettingsScroll(left)  # as wide as the settings need: never clips, never scrolls sideways
         self._settings_scroll = scroll
 
     def _build_results(self) -> None:

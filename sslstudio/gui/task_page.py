@@ -12,7 +12,7 @@ from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QScrollArea, QSizePolicy, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
-from sslstudio.gui.config_form import ConfigForm
+from sslstudio.gui.config_form import ConfigForm, SettingsScroll
 from sslstudio.gui.workers import Job, JobRunner
 from sslstudio.tasks import get_task, list_tasks
 from sslstudio.tasks.render import min_display_scale
@@ -183,10 +183,7 @@ class TaskPage(QWidget):
         self.paper.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.form = ConfigForm()
         self.form.changed.connect(self.schedule_preview)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.form)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll = SettingsScroll(self.form)
         self.reset_button = QPushButton("Reset to paper defaults")
         self.reset_button.setToolTip("Set every option back to the value the paper used")
         self.reset_button.clicked.connect(self.form.reset)

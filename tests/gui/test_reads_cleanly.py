@@ -84,3 +84,31 @@ def test_a_next_hint_follows_each_step(qtbot, window, tiny_images):
     assert window.statusBar().currentMessage() == "Next: compare it with baselines (step 4)."  # nothing ran
     window.compare_page.comparison_finished.emit({"rows": [{"test_accuracy": 0.5}]})
     assert window.statusBar().currentMessage() == "Next: export the backbone (step 5)."
+
+
+
+def test_settings_panels_never_scroll_sideways_and_clip_nothing(window, qtbot):
+    from PySide6.QtCore import Qt
+    from sslstudio.gui.config_form import SettingsScroll
+
+    window.resize(1000, 700)  # a small window: the panels must still fit their settings
+    window.show()
+    qtbot.waitExposed(window)
+
+    def check(page) -> int:
+        scrolls = [s for s in page.findChildren(SettingsScroll) if s.isVisible()]
+        for scroll in scrolls:
+            assert scroll.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+            need = scroll.widget().minimumSizeHint().width()
+            assert scroll.viewport().width() >= need, (type(page).__name__, scroll.viewport().width(), need)
+        return len(scrolls)
+
+    window.go_to(1)
+    for task in ("exemplar", "colorization", "jigsaw", "deepcluster"):  # long labels, many decimals
+        tasks = window.task_page.task_list
+        tasks.setCurrentItem(tasks.findItems(task, Qt.MatchFlag.MatchExactly)[0])
+        qtbot.wait(100)
+        assert check(window.task_page) == 1
+    window.go_to(3)
+    qtbot.wait(100)
+    assert check(window.compare_page) == 1
