@@ -244,6 +244,7 @@ def _print_pretrain_summary(summary: dict, out: str) -> None:
 #: The numeric settings of ``finetune`` and ``compare``; their options come from the declarations
 #: (:class:`~sslstudio.evaluation.FinetuneConfig`, :class:`~sslstudio.evaluation.compare.CompareSettings`).
 _FINETUNE_NUMBERS = ("per_class", "fraction", "epochs", "batch_size", "lr", "image_size", "seed")
+_EXPLORE_NUMBERS = ("limit", "image_size", "seed", "clusters", "neighbours")
 _COMPARE_NUMBERS = ("per_class", "fraction", "repeats", "repeats_all", "knn_k", "knn_t", "epochs_all",
                     "image_size", "test_fraction", "seed")
 
@@ -285,6 +286,28 @@ def cmd_compare(args) -> int:
     if (Path(args.out) / "label_curve.png").is_file():
         print(f"label curve: {Path(args.out) / 'label_curve.png'}")
     return 0 if any(r.get("test_accuracy") is not None for r in result["rows"]) else 1
+
+
+def cmd_explore(args) -> int:
+    """The embedding map and nearest-neighbour gallery (plus activation maps and shortcut checks) into --out."""
+    from sslstudio.explore import ExploreConfig, explore
+
+    inits = _csv(args.init)
+    if args.init is not None and not inits:
+        raise SSLStudioError(f"--init {args.init!r} names no initialisation; give random, imagenet, run "
+                             "directories or weights files, comma-separated.")
+    config = ExploreConfig(out=args.out, run=args.run, inits=tuple(inits), data=args.data, labelled=args.labelled,
+                           stage=args.stage, method=args.method, query=args.query, device=args.device,
+                           arch=args.arch, weights=args.weights, feature_cache=not args.no_feature_cache,
+                           feature_cache_dir=args.feature_cache_dir, trust_code=args.trust_torchscript,
+                           **_typed(args, _EXPLORE_NUMBERS))
+    result = explore(config, emit=ProgressPrinter())
+    names = ", ".join(e["label"] for e in result["inits"])
+    files = ", ".join(Path(f).name for f in result["files"])
+    print(f"explore: {len(result['paths']):,} images, {names}, {result['stage']}, {result['method']} "
+          f"(coloured by {result['colour_by']}) in {_fmt_time(result['timings']['total_s'])}; wrote {files} "
+          f"to {args.out}")
+    return 0
 
 
 def cmd_export(args) -> int:
@@ -361,6 +384,7 @@ def _demo_headless(args, root: Path, data: Path) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from sslstudio.evaluation import FinetuneConfig
     from sslstudio.evaluation.compare import CompareSettings
+    from sslstudio.explore import ExploreConfig
     from sslstudio.settings import add_arguments
 
     p = argparse.ArgumentParser(prog="sslstudio", description="Self-supervised learning with pretext tasks.")
@@ -450,6 +474,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept TorchScript archives as weights; opening one runs code from the file, so only "
                         "for files whose source you trust")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("explore", help="embedding map and nearest-neighbour gallery of a backbone stage",
+                       description="Look inside backbones: the chosen stage's features of up to --limit images "
+                       "projected to 2-D (embedding.png/.csv, coloured by class or by k-means cluster), the "
+                       "query image's nearest images under each initialisation (neighbours.png), and summary.json.")
+    s.add_argument("--run", help="run directory to explore")
+    s.add_argument("--init", help="other initialisations, comma-separated: random, imagenet, run directories, "
+                   "weights files")
+    s.add_argument("--data", help="folder of unlabelled images (searched recursively)")
+    s.add_argument("--labelled", help="DIR/<class>/... or DIR/train/<class>/... (+ DIR/test): explored instead of "
+                   "--data, points coloured by class")
+    s.add_argument("--stage", help="backbone stage (default layer3 when the architecture has it, else the last)")
+    s.add_argument("--method", default="tsne", help="pca (instant), tsne or umap (default tsne)")
+    s.add_argument("--out", required=True, help="folder for the files")
+    s.add_argument("--query", help="image file (in the set or not) or row number of the gallery's query "
+                   "(default: the first image)")
+    add_arguments(s, ExploreConfig, _EXPLORE_NUMBERS)
+    s.add_argument("--arch", help="architecture of random / imagenet / weights-file inits (default: the run's, "
+                   "else resnet18)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--weights", help="ImageNet weights file for --init imagenet")
+    s.add_argument("--no-feature-cache", action="store_true", help="compute every feature afresh (same results)")
+    s.add_argument("--feature-cache-dir", help="feature cache folder (default $SSLSTUDIO_CACHE_DIR/features "
+                   "or ~/.cache/sslstudio/features)")
+    s.add_argument("--trust-torchscript", action="store_true",
+                   help="accept TorchScript archives as weights; opening one runs code from the file, so only "
+                        "for files whose source you trust")
+    s.set_defaults(func=cmd_explore)
 
     s = sub.add_parser("export", help="export a run's backbone")
     s.add_argument("run_dir")

@@ -91,6 +91,23 @@ def make_config(config_cls: type, options: dict | None) -> Any:
     return config
 
 
+@dataclass(frozen=True)
+class Defence:
+    """A defence a task declares against a shortcut (a trivial cue that would answer the pretext
+    question without learning what it is meant to teach), next to its settings.
+
+    Attributes:
+        name: Short name (``"gap"``).
+        description: One sentence: what it does and which shortcut it closes.
+        off: The task-setting overrides that switch it off (``{"gap_fraction": 0.0}``); the shortcut
+            check (``sslstudio explore``) measures the trained model with and without them.
+    """
+
+    name: str
+    description: str
+    off: dict
+
+
 @dataclass
 class EpochPlan:
     """What :meth:`PretextTask.begin_epoch` tells the loop.
@@ -119,6 +136,7 @@ class PretextTask:
         min_image_size: Smallest source side (pixels) the task can use as it is.
         small_image_policy: ``"upscale"`` or ``"skip"`` for sources smaller than that.
         needs_colour: Whether greyscale sources make no sense for the task.
+        defences: The :class:`Defence` s the task declares against shortcuts (none by default).
     """
 
     name: ClassVar[str] = ""
@@ -131,6 +149,7 @@ class PretextTask:
     min_image_size: ClassVar[int] = 8
     small_image_policy: ClassVar[str] = "upscale"
     needs_colour: ClassVar[bool] = False
+    defences: ClassVar[tuple[Defence, ...]] = ()
 
     def __init__(self, config: Any = None, image_size: int = 64):
         self.config = config if config is not None else self.config_cls()

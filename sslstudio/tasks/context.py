@@ -50,7 +50,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from sslstudio.errors import ConfigError
-from sslstudio.tasks.base import ClassificationTask, OptimConfig, param
+from sslstudio.tasks.base import ClassificationTask, Defence, OptimConfig, param
 from sslstudio.tasks.patches import (crop_batch, display, dominant_channel, pixelate_batch, pixelation_matrices,
                                     project_colour_batch, standardise_batch, to_float_batch)
 from sslstudio.tasks.registry import register_task
@@ -128,6 +128,16 @@ class ContextTask(ClassificationTask):
     min_image_size = 20
     small_image_policy = "upscale"
     needs_colour = False
+    # the per-patch normalisation is not a setting (always on), so it is not declared here
+    defences = (
+        Defence("gap", "A gap between neighbouring cells (half a patch), so that the network cannot match "
+                       "edges or continue lines across the boundary.", {"gap_fraction": 0.0}),
+        Defence("jitter", "Each patch shifted at random by up to 7/96 of its side, so that exact alignment "
+                          "does not give the position away.", {"jitter_fraction": 0.0}),
+        Defence("colour dropping / projection", "Two of three colour channels dropped per patch (or the "
+                "green-magenta component removed), against chromatic aberration, which tells where in the "
+                "lens' field a patch lies.", {"colour": "none"}),
+    )
 
     def __init__(self, config: ContextConfig | None = None, image_size: int = 64):
         super().__init__(config, image_size)

@@ -61,7 +61,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from sslstudio.errors import ConfigError
-from sslstudio.tasks.base import ClassificationTask, OptimConfig, param
+from sslstudio.tasks.base import ClassificationTask, Defence, OptimConfig, param
 from sslstudio.tasks.patches import crop_batch, display, greyscale_batch, standardise_batch, to_float_batch
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.render import SMALL_TEXT_PX, TEXT_PX, font
@@ -233,6 +233,15 @@ class JigsawTask(ClassificationTask):
     min_image_size = 18
     small_image_policy = "upscale"
     needs_colour = False
+    # the per-tile normalisation is not a setting (always on), so it is not declared here
+    defences = (
+        Defence("gaps between tiles", "Tiles smaller than their cells, at random positions in them, so that "
+                "the network cannot continue edges from tile to tile.", {"tile_fraction": 1.0}),
+        Defence("greyscale", "Some puzzles turned to greyscale, against colour shortcuts.",
+                {"greyscale_probability": 0.0}),
+        Defence("channel jitter", "Each colour channel of a tile shifted against the others, against "
+                "chromatic aberration.", {"channel_jitter": 0.0}),
+    )
 
     def __init__(self, config: JigsawConfig | None = None, image_size: int = 64):
         super().__init__(config, image_size)
