@@ -300,7 +300,7 @@ def cmd_explore(args) -> int:
                            stage=args.stage, method=args.method, query=args.query, device=args.device,
                            arch=args.arch, weights=args.weights, feature_cache=not args.no_feature_cache,
                            feature_cache_dir=args.feature_cache_dir, trust_code=args.trust_torchscript,
-                           **_typed(args, _EXPLORE_NUMBERS))
+                           projector=args.projector, **_typed(args, _EXPLORE_NUMBERS))
     result = explore(config, emit=ProgressPrinter())
     names = ", ".join(e["label"] for e in result["inits"])
     files = ", ".join(Path(f).name for f in result["files"])
@@ -495,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "else resnet18)")
     s.add_argument("--device", default="auto")
     s.add_argument("--weights", help="ImageNet weights file for --init imagenet")
+    s.add_argument("--projector", action="store_true",
+                   help="also write the features for TensorBoard's embedding projector (OUT/projector; needs the "
+                        "tensorboard extra)")
     s.add_argument("--no-feature-cache", action="store_true", help="compute every feature afresh (same results)")
     s.add_argument("--feature-cache-dir", help="feature cache folder (default $SSLSTUDIO_CACHE_DIR/features "
                    "or ~/.cache/sslstudio/features)")

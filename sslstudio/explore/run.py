@@ -84,6 +84,8 @@ class ExploreConfig:
     feature_cache: bool = True
     feature_cache_dir: str | None = None
     activation_stages: tuple = ()  # stages of the activation maps (default: every stage)
+    projector: bool = param(False, "Also write the features to TensorBoard's embedding projector "
+                                   "(<out>/projector; tensorboard --logdir <out>/projector).")
     extras: bool = True  # activation maps and shortcut checks, when their modules are present
     trust_code: bool = False
 
@@ -339,9 +341,21 @@ class _Exploration:
                     write_embedding_csv(self.out / f"{stem}.csv", self.images.paths, entry["coords"], texts)]
             files += entry["files"]
         files.append(self.write_gallery())
+        if self.cfg.projector:
+            files += self.write_projector(texts)
         self.timings["write_s"] = time.perf_counter() - t
         self.progress.step(f"wrote {len(files)} files")
         return files
+
+    def write_projector(self, texts: list[str]) -> list[Path]:
+        from sslstudio.explore.projector import write_projector
+
+        folder, why = write_projector(self.out, self.inits, self.images.paths, texts, self.images.images)
+        if folder is None:
+            self.log(f"no projector files: {why}", "warning")
+            return []
+        self.log(f"TensorBoard projector: tensorboard --logdir {folder}")
+        return [folder]
 
     def map_title(self, entry: dict) -> str:
         colour = "class" if self.colour_by == "class" else f"k-means cluster (k={len(self.label_names)})"
