@@ -350,6 +350,8 @@ class ComparePage(QWidget):
         self.inits.itemChanged.connect(self._on_inits_changed)
         self.inits.setMinimumHeight(56)
         self.inits.setMaximumHeight(80)
+        self.inits.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # long names end in "…"
+        self.inits.setTextElideMode(Qt.TextElideMode.ElideRight)
         for label, key, tip in (("ImageNet", "imagenet", "torchvision's ImageNet weights (local cache)"),
                                 ("random", "random", "A randomly initialised backbone")):
             self._add_init_item(label, key, tip, checked=True)

@@ -3,8 +3,9 @@
 Writes small demo data to a temporary folder, opens the window, walks through the steps (a scan,
 a preview, a two-epoch pretraining on the CPU, a short comparison of the run against the ImageNet
 and random baselines: linear and kNN probes on every stage and all-layer fine-tuning at two label
-budgets, an export) and saves
-``step1-data.png`` ... ``step5-export.png`` (PNG, palette-optimised to stay small).
+budgets, an export, an exploration of the run beside random init: t-SNE maps of the labelled images
+coloured by class, a selected image with its nearest neighbours and one hovered) and saves
+``step1-data.png`` ... ``step6-explore.png`` (PNG, palette-optimised to stay small).
 
 It uses whatever Qt platform is available: a real window under X11 or Wayland (for instance
 ``xvfb-run -a -s "-screen 0 1280x860x24" python -m sslstudio.gui.screenshots docs/screenshots``),
@@ -150,8 +151,38 @@ def main(argv: list[str] | None = None) -> int:
     wait_for_signal(exp.export_finished, 120)
     shot(5, "step5-export.png")
 
+    _explore(window, pre.run_dir, tmp / "demo")
+    shot(6, "step6-explore.png")
+
     window.close()
     return 0
+
+
+def _explore(window, run: str, demo: Path) -> None:
+    """Step 6: the run and random init mapped side by side, an image selected and another one hovered."""
+    from PySide6.QtCore import QPointF
+
+    page = window.explore_page
+    window.go_to(5)
+    page.set_checked_inits([run, "random"])
+    page.labelled.setText(str(demo / "labelled"))
+    page.stage.setCurrentText("layer3")
+    page.method.setCurrentIndex(max(page.method.findData("tsne"), 0))
+    page.start()
+    result = wait_for_signal(page.exploration_finished, 300)
+    _settle(800)
+    if not result:
+        return
+    result = result[0]
+    labels = [int(k) for k in result["labels"]]
+    pick = labels.index(labels[0], 1) if labels.count(labels[0]) > 1 else 0  # a second image of the first class
+    page.select_point(pick)
+    m, coords = page.maps[-1], result["inits"][-1]["coords"]  # random's map: the run's stays in full view
+    hover = int(coords[:, 0].argmin())  # its left-most point: the card opens over the map's own middle
+    x, y = coords[hover]
+    scene = m.plot.getPlotItem().getViewBox().mapViewToScene(QPointF(float(x), float(y)))
+    page.show_hover(hover, m.plot.mapToGlobal(m.plot.mapFromScene(scene)))
+    _settle(300)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The main window: a step list (1 Data ... 5 Export) beside the pages, one workspace of runs."""
+"""The main window: a step list (1 Data ... 5 Export, then 6 Explore) beside the pages, one workspace of runs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QListWidget, QMainWindow, QMessageBo
 
 from sslstudio.gui.compare_page import ComparePage
 from sslstudio.gui.data_page import DataPage
+from sslstudio.gui.explore_page import ExplorePage
 from sslstudio.gui.export_page import ExportPage
 from sslstudio.gui.pretrain_page import PretrainPage
 from sslstudio.gui.task_page import TaskPage
@@ -21,7 +22,7 @@ from sslstudio.runs import RunDir, list_runs
 
 __all__ = ["MainWindow", "default_workspace", "window_words"]
 
-STEPS = ("1  Data", "2  Pretext task", "3  Pretrain", "4  Fine-tune & compare", "5  Export")
+STEPS = ("1  Data", "2  Pretext task", "3  Pretrain", "4  Fine-tune & compare", "5  Export", "6  Explore")
 
 
 #: Command-line words the engine's messages may use, and what the window calls the same thing.
@@ -69,6 +70,8 @@ NEXT_STEPS = {
     "preview": "Next: pretrain (step 3).",
     "run": "Next: compare it with baselines (step 4).",
     "comparison": "Next: export the backbone (step 5).",
+    "export": "Next: look inside the backbone: maps, neighbours, shortcuts (step 6).",
+    "exploration": "Next: click a point to see its nearest images; try another stage or initialisation.",
 }
 
 
@@ -122,7 +125,9 @@ class MainWindow(QMainWindow):
         self.task_page = TaskPage(self)
         self.compare_page = ComparePage(self)
         self.export_page = ExportPage(self)
-        for page in (self.data_page, self.task_page, self.pretrain_page, self.compare_page, self.export_page):
+        self.explore_page = ExplorePage(self)
+        for page in (self.data_page, self.task_page, self.pretrain_page, self.compare_page, self.export_page,
+                     self.explore_page):
             self.stack.addWidget(page)
         self.steps.currentRowChanged.connect(self._on_step)
         central = QWidget()
@@ -146,6 +151,8 @@ class MainWindow(QMainWindow):
         self.compare_page.comparison_finished.connect(
             lambda result: self.show_next("comparison")
             if any(r.get("test_accuracy") is not None for r in result.get("rows", [])) else None)
+        self.export_page.export_finished.connect(lambda _paths: self.show_next("export"))
+        self.explore_page.exploration_finished.connect(lambda _result: self.show_next("exploration"))
 
         self._make_actions()
         self._restore()
@@ -189,6 +196,8 @@ class MainWindow(QMainWindow):
             self.pretrain_page.stop()
         elif self.compare_page.is_running():
             self.compare_page.stop()
+        elif self.explore_page.is_running():
+            self.explore_page.stop()
 
     def go_to(self, step: int) -> None:
         self.steps.setCurrentRow(step)
@@ -203,6 +212,7 @@ class MainWindow(QMainWindow):
         runs = list_runs(self.workspace / "runs")
         self.compare_page.set_runs(runs)
         self.export_page.set_runs(runs)
+        self.explore_page.set_runs(runs)
         if self._select_after_refresh:  # the stopped run: "Resume run" is enabled when it can be resumed
             self.pretrain_page.select_run(self._select_after_refresh)
             self._select_after_refresh = None
@@ -251,7 +261,8 @@ class MainWindow(QMainWindow):
 
     def wait_for_workers(self) -> None:
         """Cancel every job and wait for its thread; stop the thumbnail loader."""
-        for page in (self.task_page, self.pretrain_page, self.compare_page, self.export_page, self.data_page):
+        for page in (self.task_page, self.pretrain_page, self.compare_page, self.export_page, self.explore_page,
+                     self.data_page):
             page.shutdown()
         for job in list(self._jobs):
             job.stop()
@@ -291,6 +302,10 @@ class MainWindow(QMainWindow):
         compare.setdefault("labelled", str(s.value("compare/labelled", "") or ""))
         self.compare_page.set_values(compare)
         self._saved_compare = compare
+        try:
+            self._saved_explore = json.loads(s.value("explore/values", "{}") or "{}")
+        except (TypeError, ValueError):
+            self._saved_explore = {}
 
     def _restore_state(self) -> None:
         """What depends on the files (once the run list is filled): the data folder (scanned again), the
@@ -311,6 +326,7 @@ class MainWindow(QMainWindow):
         finally:
             self.compare_page.restoring = False
         self.compare_page.restore_state(self._saved_compare)
+        self.explore_page.restore_state(self._saved_explore)
 
     def save_settings(self) -> None:
         s = self.settings
@@ -320,6 +336,7 @@ class MainWindow(QMainWindow):
         s.setValue("pretrain/values", json.dumps(self.pretrain_page.values()))
         s.setValue("compare/labelled", self.compare_page.labelled.text())
         s.setValue("compare/values", json.dumps(self.compare_page.state()))
+        s.setValue("explore/values", json.dumps(self.explore_page.state()))
         s.setValue("data/folder", self.data_page.folder or "")
         item = self.pretrain_page.runs.currentItem()
         s.setValue("pretrain/selected_run", str(item.data(0, Qt.ItemDataRole.UserRole) or "") if item else "")

@@ -19,8 +19,8 @@ def scan(qtbot, window, folder):
 
 @pytest.mark.slow
 def test_window_builds_without_dialogs(window):
-    assert window.steps.count() == 5
-    assert window.stack.count() == 5
+    assert window.steps.count() == 6
+    assert window.stack.count() == 6
     window.go_to(4)
     assert window.stack.currentWidget() is window.export_page
     assert window.workspace.is_dir()
