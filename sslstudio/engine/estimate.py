@@ -60,6 +60,10 @@ CPU_RECIPES: dict[str, tuple[str, int, int]] = {
     "autoencoder": ("resnet18", 32, 20),
     "exemplar": ("resnet18", 32, 30),
     "deepcluster": ("resnet18", 32, 20),
+    "simclr": ("resnet18", 32, 10),  # not measured yet (docs/fidelity.md)
+    "simsiam": ("resnet18", 32, 10),  # not measured yet
+    "moco": ("resnet18", 32, 10),  # not measured yet
+    "byol": ("resnet18", 32, 10),  # not measured yet
 }
 
 #: Learning rates that replace the linearly scaled one, where that one did not learn in the recipe's epochs

@@ -266,6 +266,8 @@ class _Pretrainer:
         s.monitor = self._make_monitor(cfg, device, precision)  # a bad folder fails here, before any training
         self._load_data(s)
         self._build_model(s)
+        if callable(getattr(task, "plan_run", None)):  # the run's length and batch (BYOL's EMA schedule, chance)
+            task.plan_run(s.epochs, s.steps_per_epoch, s.batch_size // max(self.dist.world_size, 1))
         s.chance = verdict.chance_level(task, s.model)
         if previous is not None:
             self._restore(s, resume_state)
@@ -548,7 +550,7 @@ class _Pretrainer:
         dist.average_buffers(s.model)
         val_loss, val_metric = self._validate(s) if s.val_items is not None else (None, None)
         self._epoch_time = epoch_time
-        monitored = self._monitor(s.monitor, s.model, epoch, s.epochs)
+        monitored = {**self._task_extra(s), **self._monitor(s.monitor, s.model, epoch, s.epochs)}
         train_loss = loss_sum / max(seen, 1)
         train_metric = metric_sum / metric_count if metric_count else None
         ips = seen / max(epoch_time, 1e-9)
@@ -570,6 +572,15 @@ class _Pretrainer:
         if is_best:
             s.best = {"score": score, "epoch": epoch}
         return is_best
+
+    def _task_extra(self, s: _RunState) -> dict:
+        """Figures the task adds to the epoch's record (its ``epoch_extra(model)``, e.g. the two-view tasks'
+        collapse guard); the sentences under its ``warnings`` key become warning log lines instead."""
+        hook = getattr(s.task, "epoch_extra", None)
+        figures = dict(hook(s.model)) if callable(hook) else {}
+        for sentence in figures.pop("warnings", ()):
+            self.emit(LogEvent(sentence, "warning"))
+        return figures
 
     def _checkpoint(self, s: _RunState, epoch: int, is_best: bool) -> None:
         """Save the state after ``epoch`` (atomically; also as the best checkpoint when ``is_best``)."""
