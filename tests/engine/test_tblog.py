@@ -50,6 +50,7 @@ def assert_same(got: list[tuple[int, float]], want: list[tuple[int, float]]):
     assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6, abs=1e-9)  # stored as float32
 
 
+@pytest.mark.slow
 def test_pretraining_writes_the_metrics_jsonl_scalars_epoch_by_epoch(demo_root, tmp_path):
     out = tmp_path / "run"
     pretrain(pretrain_config(demo_root / "unlabelled", out, monitor_labelled=str(demo_root / "labelled"),
@@ -95,6 +96,7 @@ def test_finetuning_writes_its_scalars_and_runs_sit_side_by_side(demo_root, tmp_
     assert [e.value for e in multiplexer.Scalars("b/tensorboard", "opt/lr")] == pytest.approx([3e-3] * 2)
 
 
+@pytest.mark.slow
 def test_resume_rewrites_the_kept_epochs_without_duplicates(tmp_path):
     from tests.engine.test_pretrain import write_images
 

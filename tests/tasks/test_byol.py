@@ -90,6 +90,7 @@ def test_the_views_are_augmented_asymmetrically():
     assert "EMA rate 0.99" in small.render_note()
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_schedule_and_ends_like_an_uninterrupted_one(tmp_path):
     from PIL import Image
 

@@ -94,6 +94,7 @@ def test_export_leaves_the_key_encoder_and_queue_out_of_the_backbone():
     assert not any(k.startswith("backbone.") and ("queue" in k or "key" in k) for k in keys)
 
 
+@pytest.mark.slow
 def test_resume_restores_the_queue_and_key_encoder_of_an_uninterrupted_run(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
