@@ -179,10 +179,7 @@ def _add_pretrain_settings(parser) -> None:
     from sslstudio.settings import add_arguments
 
     add_arguments(parser, PretrainConfig, [n for n in _PRETRAIN_ARGS if n not in ("task", "data")],
-                  defaults={"workers": min(4, os.cpu_count() or 1)},
-                  helps={"compile": "slow first steps, pays off on GPUs (docs/benchmarks.md)",
-                         "monitor_labelled": "after every N epochs, the kNN accuracy of every backbone stage on "
-                                             "DIR/<class>/... or DIR/train + DIR/test, beside a random-init reference"})
+                  defaults={"workers": min(4, os.cpu_count() or 1)})
 
 
 def _typed_pretrain_settings(args) -> dict:

@@ -21,7 +21,11 @@ backbone so that the views of one image map to nearby points.
 
 The target a two-view batch carries is not a label: it is the views' augmentation parameters
 ``[B, 2, len(views.FIELDS)]``, what the preview draws under each view; the losses do not read it.
-Negatives are not gathered across processes in a data-parallel run: each process's batch is its own.
+In a data-parallel run (``torchrun``) the negatives are gathered across the processes, as the papers do:
+SimCLR's NT-Xent contrasts each process's views against the views of the whole global batch
+(:func:`gather_views`, whose gradient reaches every process's own views), and MoCo enqueues the keys of
+every process (:func:`gather_views` without gradient), so every process holds the same queue. Only training
+batches are gathered; held-out batches are scored per process.
 
 Every default against the papers: docs/fidelity.md.
 """
@@ -46,15 +50,86 @@ from sslstudio.tasks.views import ViewRecipe, describe, two_views
 COLLAPSE_FRACTION = 0.1
 
 
+# -- gathering across processes ------------------------------------------------------------------
+def _world() -> tuple[int, int]:
+    """``(rank, world size)`` of the process group, ``(0, 1)`` outside a data-parallel run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _GatherRows(torch.autograd.Function):
+    """Every process's rows, concatenated in rank order; the gradient of this process's rows is the sum over
+    the processes of the gradients they send back for them (each process's loss reads every row)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: tuple[int, ...], rank: int) -> torch.Tensor:
+        import torch.distributed as dist
+
+        longest = max(sizes)
+        padded = x.new_zeros((longest,) + tuple(x.shape[1:]))
+        padded[:x.shape[0]] = x
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded.contiguous())
+        ctx.sizes, ctx.rank = sizes, rank
+        return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        start = sum(ctx.sizes[:ctx.rank])
+        return grad[start:start + ctx.sizes[ctx.rank]], None, None
+
+
+def gather_views(x: torch.Tensor, grad: bool = True) -> tuple[torch.Tensor, int]:
+    """``(rows of every process in rank order, where this process's rows start)``; outside a data-parallel
+    run ``(x, 0)``. Processes may hold different numbers of rows. With ``grad``, the loss of every process
+    sends its gradient back to the process whose rows it read (SimCLR's global batch); without, the rows are
+    constants (MoCo's keys)."""
+    import torch.distributed as dist
+
+    rank, world = _world()
+    if world == 1:
+        return x, 0
+    count = torch.tensor([x.shape[0]], device=x.device)
+    counts = [torch.empty_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    sizes = tuple(int(c) for c in counts)
+    if grad:
+        rows = _GatherRows.apply(x, sizes, rank)
+    else:
+        with torch.no_grad():
+            rows = _GatherRows.apply(x.detach(), sizes, rank)
+    return rows, sum(sizes[:rank])
+
+
 # -- losses and figures ---------------------------------------------------------------------------
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool = False) -> torch.Tensor:
     """SimCLR's NT-Xent loss of the pairs ``(z1[i], z2[i])``: the mean over the ``2B`` views of the
-    cross-entropy of finding the view's partner among the other ``2B - 1`` by cosine / temperature."""
+    cross-entropy of finding the view's partner among the other ``2B - 1`` by cosine / temperature.
+
+    With ``gather`` in a data-parallel run, this process's views are the anchors and the candidates are the
+    ``2B`` views of the global batch (every process's, :func:`gather_views`): the mean of the processes'
+    losses, and the gradient data-parallel training averages, are those of one process holding the global
+    batch (when the processes' batches are equal)."""
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    sim = (z @ z.T) / temperature
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    local = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    if gather and _world()[1] > 1:
+        a1, start = gather_views(local[:n])
+        a2, _ = gather_views(local[n:])
+    else:
+        a1, a2, start = local[:n], local[n:], 0
+    total = a1.shape[0]
+    candidates = torch.cat([a1, a2])  # [2N, d]: first views, then second views, of every process
+    sim = (local @ candidates.T) / temperature  # [2n, 2N]
+    own = torch.cat([torch.arange(n) + start, torch.arange(n) + start + total]).to(local.device)
+    sim = sim.masked_fill(F.one_hot(own, 2 * total).bool(), float("-inf"))
+    partner = torch.cat([torch.arange(n) + start + total, torch.arange(n) + start]).to(local.device)
     return F.cross_entropy(sim, partner)
 
 

@@ -20,9 +20,10 @@ in eval mode and changes neither.
 The paper's recipe is ImageNet-scale (m = 0.999, K = 65,536, batch 256, lr 0.03, 200 epochs). Ours is a
 CIFAR-scale one (lightly's CIFAR-10 benchmark): m = 0.99, K = 4,096, temperature 0.2 (the paper's; lightly
 uses 0.1), batch 512, SGD lr 0.06 per 128 images (0.24), momentum 0.9, weight decay 5e-4, 200 epochs;
-crops of area 0.2 to 1 as in the authors' ``aug_plus``. Not done: the shuffled batch norm of the
-authors' multi-GPU code (keys here use their own batch's statistics), and gathering keys across
-processes in a data-parallel run (each process enqueues its own keys).
+crops of area 0.2 to 1 as in the authors' ``aug_plus``. In a data-parallel run every process enqueues the
+keys of all processes, in rank order (the authors' ``concat_all_gather``), so every process holds the same
+queue. Not done: the shuffled batch norm of the authors' multi-GPU code (keys here use their own
+batch's statistics).
 
 The target a batch carries is its views' augmentation parameters (what the preview draws), not a label.
 
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslstudio.tasks.base import OptimConfig, param
-from sslstudio.tasks.contrastive import TwoViewTask, ViewConfig, frozen_copy, mlp, momentum_update
+from sslstudio.tasks.contrastive import TwoViewTask, ViewConfig, frozen_copy, gather_views, mlp, momentum_update
 from sslstudio.tasks.registry import register_task
 
 
@@ -95,7 +96,7 @@ class MoCoHead(nn.Module):
             k = F.normalize(self.key_encoder(x[:, 1]), dim=1)
         negatives = q @ self.queue.clone().T.to(q.dtype)
         if self.training:
-            self.enqueue(k)
+            self.enqueue(gather_views(k, grad=False)[0])  # every process's keys (the authors' concat_all_gather)
         return torch.cat([q, k.to(q.dtype), negatives], 1)
 
 

@@ -16,8 +16,11 @@ weight decay 5e-4, batch 512, 200 epochs with cosine decay, temperature 0.5, col
 warm-up + cosine for short runs and its step schedule for 30 epochs or more, so the step schedule
 below stands in for the cosine of long runs.
 
-Negatives are this process's batch only: in a data-parallel run they are not gathered across
-processes (each process's B images are its own negatives).
+In a data-parallel run the negatives are the whole global batch, as in the paper (section 2.2: the
+negatives are aggregated over all devices): each process's views are contrasted against every
+process's views, and the gradient of each process's loss reaches the views it read
+(:func:`~sslstudio.tasks.contrastive.gather_views`). Not done: the paper's global batch norm (the
+projection's batch norm uses each process's own batch).
 
 Every default against the paper and the released code: docs/fidelity.md.
 """
@@ -74,4 +77,5 @@ class SimCLRTask(TwoViewTask):
         return self.remember(SimCLRHead(backbone, feature_dim, c.proj_hidden, c.proj_dim), c.proj_dim)
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return nt_xent(output[:, 0], output[:, 1], self.config.temperature)
+        training = self._head is None or self._head.training  # held-out batches are scored per process
+        return nt_xent(output[:, 0], output[:, 1], self.config.temperature, gather=training)
