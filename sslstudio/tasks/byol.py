@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslstudio.tasks.base import OptimConfig, param
-from sslstudio.tasks.contrastive import TwoViewTask, ViewConfig, frozen_copy, mlp, momentum_update
+from sslstudio.tasks.base import param
+from sslstudio.tasks.contrastive import (CIFAR_OPTIM, TwoViewTask, ViewConfig, frozen_copy, mlp, momentum_update)
 from sslstudio.tasks.registry import register_task
 from sslstudio.tasks.views import ViewRecipe
 
@@ -111,8 +111,7 @@ class ByolTask(TwoViewTask):
     paper = ("Grill, Strub, Altché, Tallec, Richemond, et al. Bootstrap Your Own Latent: A New Approach to "
              "Self-Supervised Learning. NeurIPS 2020")
     config_cls = ByolConfig
-    optim = OptimConfig(epochs=200, batch_size=512, lr=0.24, momentum=0.9, nesterov=False, weight_decay=5e-4,
-                        lr_decay=0.1, milestones=(0.5, 0.75))
+    optim = CIFAR_OPTIM
 
     def __init__(self, config=None, image_size: int = 64):
         super().__init__(config, image_size)

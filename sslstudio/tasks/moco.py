@@ -38,8 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslstudio.tasks.base import OptimConfig, param
-from sslstudio.tasks.contrastive import TwoViewTask, ViewConfig, frozen_copy, gather_views, mlp, momentum_update
+from sslstudio.tasks.base import param
+from sslstudio.tasks.contrastive import (CIFAR_OPTIM, TwoViewTask, ViewConfig, frozen_copy, gather_views, mlp,
+                                         momentum_update)
 from sslstudio.tasks.registry import register_task
 
 
@@ -108,8 +109,7 @@ class MoCoTask(TwoViewTask):
     paper = ("Chen, Fan, Girshick, He. Improved Baselines with Momentum Contrastive Learning (MoCo v2). "
              "arXiv 2003.04297, 2020")
     config_cls = MoCoConfig
-    optim = OptimConfig(epochs=200, batch_size=512, lr=0.24, momentum=0.9, nesterov=False, weight_decay=5e-4,
-                        lr_decay=0.1, milestones=(0.5, 0.75))
+    optim = CIFAR_OPTIM
 
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
         c = self.config

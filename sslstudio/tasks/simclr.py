@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sslstudio.tasks.base import OptimConfig, param
-from sslstudio.tasks.contrastive import TwoViewTask, ViewConfig, mlp, nt_xent
+from sslstudio.tasks.base import param
+from sslstudio.tasks.contrastive import CIFAR_OPTIM, TwoViewTask, ViewConfig, mlp, nt_xent
 from sslstudio.tasks.registry import register_task
 
 
@@ -69,8 +69,7 @@ class SimCLRTask(TwoViewTask):
     paper = ("Chen, Kornblith, Norouzi, Hinton. A Simple Framework for Contrastive Learning of Visual "
              "Representations. ICML 2020")
     config_cls = SimCLRConfig
-    optim = OptimConfig(epochs=200, batch_size=512, lr=0.24, momentum=0.9, nesterov=False, weight_decay=5e-4,
-                        lr_decay=0.1, milestones=(0.5, 0.75))
+    optim = CIFAR_OPTIM
 
     def build_head(self, backbone: nn.Module, feature_dim: int) -> nn.Module:
         c = self.config

@@ -96,3 +96,36 @@ def random_block_mask(size, coverage, block, rng):
         if trial.sum() <= target:
             mask = trial
     return mask
+
+
+def straight_and_resumed(tmp_path, task_name, options, n_images, seed, stop_after_epoch=0):
+    """Train ``task_name`` for 3 epochs (batch 4, 16 px) on a folder of ``n_images`` noise images twice:
+    straight through, and cancelled after epoch ``stop_after_epoch``'s checkpoint and then resumed.
+
+    Returns ``(straight run's summary, the stopped run's model state, the straight run's final model state,
+    the resumed run's final model state)``.
+    """
+    from sslstudio.engine import PretrainConfig, pretrain
+    from sslstudio.engine.events import RunControl
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k, img in enumerate(noise_images(n_images, 16, seed=seed)):
+        Image.fromarray(img).save(folder / f"{k}.png")
+
+    def config(out, **kw):
+        return PretrainConfig(task=task_name, data=str(folder), out=str(tmp_path / out), arch="resnet18", epochs=3,
+                              batch_size=4, image_size=16, device="cpu", workers=0, seed=0, holdout=0.0,
+                              task_options=options, **kw)
+
+    summary = pretrain(config("straight"))
+    control = RunControl()
+    stopped = pretrain(config("resumed"), control=control,
+                       on_event=lambda e: control.cancel() if e.kind == "checkpoint" and e.epoch == stop_after_epoch
+                       else None)
+    assert stopped["status"] == "cancelled" and stopped["epochs_completed"] == stop_after_epoch + 1
+    middle = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)["model"]
+    assert pretrain(config("resumed", resume=True))["epochs_completed"] == 3
+    last = [torch.load(tmp_path / f"{run}/checkpoints/last.pt", weights_only=True)["model"]
+            for run in ("straight", "resumed")]
+    return summary, middle, last[0], last[1]

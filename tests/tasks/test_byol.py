@@ -11,7 +11,7 @@ from sslstudio.models import build_backbone
 from sslstudio.tasks import create_task
 from sslstudio.tasks.byol import target_rate
 from sslstudio.tasks.views import COL
-from tests.tasks.reference import batch, noise_images
+from tests.tasks.reference import batch, noise_images, straight_and_resumed
 
 
 def head_and_task(**options):
@@ -92,29 +92,8 @@ def test_the_views_are_augmented_asymmetrically():
 
 @pytest.mark.slow
 def test_a_resumed_run_continues_the_schedule_and_ends_like_an_uninterrupted_one(tmp_path):
-    from PIL import Image
-
-    from sslstudio.engine import PretrainConfig, pretrain
-    from sslstudio.engine.events import RunControl
-
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for k, img in enumerate(noise_images(12, 16, seed=6)):
-        Image.fromarray(img).save(folder / f"{k}.png")
-
-    def config(out, **kw):
-        return PretrainConfig(task="byol", data=str(folder), out=str(tmp_path / out), arch="resnet18", epochs=3,
-                              batch_size=4, image_size=16, device="cpu", workers=0, seed=0, holdout=0.0,
-                              task_options={"proj_hidden": 32, "proj_dim": 16}, **kw)
-
-    summary = pretrain(config("straight"))
+    summary, _, a, b = straight_and_resumed(tmp_path, "byol", {"proj_hidden": 32, "proj_dim": 16}, 12, seed=6)
     assert summary["chance"] == pytest.approx(1 / 7)  # the loop told the task its batch
-    control = RunControl()
-    pretrain(config("resumed"), control=control,
-             on_event=lambda e: control.cancel() if e.kind == "checkpoint" and e.epoch == 0 else None)
-    pretrain(config("resumed", resume=True))
-    a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)["model"]
     assert int(a["step"]) == 9  # 3 epochs of 3 steps: the schedule ran to its end
     assert a.keys() == b.keys()
     for key in a:

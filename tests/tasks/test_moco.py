@@ -5,14 +5,11 @@ queue and the key encoder bit for bit."""
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from sslstudio.engine import PretrainConfig, pretrain
-from sslstudio.engine.events import RunControl
 from sslstudio.models import build_backbone
 from sslstudio.tasks import create_task
 from sslstudio.tasks.contrastive import momentum_update
-from tests.tasks.reference import batch, noise_images
+from tests.tasks.reference import batch, noise_images, straight_and_resumed
 
 D = 16
 
@@ -96,30 +93,8 @@ def test_export_leaves_the_key_encoder_and_queue_out_of_the_backbone():
 
 @pytest.mark.slow
 def test_resume_restores_the_queue_and_key_encoder_of_an_uninterrupted_run(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for k, img in enumerate(noise_images(16, 16, seed=5)):
-        Image.fromarray(img).save(folder / f"{k}.png")
-
-    def config(out, **kw):
-        return PretrainConfig(task="moco", data=str(folder), out=str(tmp_path / out), arch="resnet18", epochs=3,
-                              batch_size=4, image_size=16, device="cpu", workers=0, seed=0, holdout=0.0,
-                              task_options={"queue_size": 8, "proj_dim": D, "proj_hidden": 32}, **kw)
-
-    pretrain(config("straight"))
-    control = RunControl()
-
-    def stop_after_second_epoch(event):
-        if event.kind == "checkpoint" and event.epoch == 1:
-            control.cancel()
-
-    summary = pretrain(config("resumed"), on_event=stop_after_second_epoch, control=control)
-    assert summary["status"] == "cancelled" and summary["epochs_completed"] == 2
-    stopped = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)["model"]
-    summary = pretrain(config("resumed", resume=True))
-    assert summary["epochs_completed"] == 3
-    a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)["model"]
+    options = {"queue_size": 8, "proj_dim": D, "proj_hidden": 32}
+    _, stopped, a, b = straight_and_resumed(tmp_path, "moco", options, 16, seed=5, stop_after_epoch=1)
     assert not torch.equal(stopped["queue"], b["queue"])  # the third epoch moved the queue on
     assert a.keys() == b.keys() and any(k.startswith("key_encoder.") for k in a)
     for key in a:  # the queue, its pointer, the key encoder and the rest, bit for bit
