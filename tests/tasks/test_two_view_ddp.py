@@ -12,8 +12,21 @@ import torch
 from sslstudio.tasks.contrastive import nt_xent
 
 
-def run_two(tmp_path, body: str, timeout=180):
-    """Run ``body`` in two torchrun processes (gloo, CPU); each saves its results to ``rank<R>.pt``."""
+def pairs(n, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+
+
+def run_two(tmp_path, body: str, batch=None, timeout=180):
+    """Run ``body`` in two torchrun processes (gloo, CPU); each saves its results to ``rank<R>.pt``. ``batch``:
+    ``(z1, z2)`` given to both processes as ``z1``, ``z2`` (and ``nt_xent`` imported)."""
+    if batch is not None:
+        torch.save({"z1": batch[0], "z2": batch[1]}, tmp_path / "batch.pt")
+        body = textwrap.dedent("""
+            from sslstudio.tasks.contrastive import nt_xent
+            b = torch.load(os.path.join(out, "batch.pt"), weights_only=True)
+            z1, z2 = b["z1"], b["z2"]
+        """) + textwrap.dedent(body)
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent("""
         import os, sys, torch
@@ -33,20 +46,16 @@ def run_two(tmp_path, body: str, timeout=180):
 
 def test_nt_xent_over_two_processes_is_the_global_batch_loss_and_gradient(tmp_path):
     # the global batch: 8 pairs; process r holds pairs 4r..4r+3
-    g = torch.Generator().manual_seed(0)
-    z1, z2 = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
-    torch.save({"z1": z1, "z2": z2}, tmp_path / "batch.pt")
+    z1, z2 = pairs(8, 5, seed=0)
     results = run_two(tmp_path, """
-        from sslstudio.tasks.contrastive import nt_xent
-        b = torch.load(os.path.join(out, "batch.pt"), weights_only=True)
-        z1 = b["z1"][4 * rank:4 * rank + 4].clone().requires_grad_()
-        z2 = b["z2"][4 * rank:4 * rank + 4].clone().requires_grad_()
+        z1 = z1[4 * rank:4 * rank + 4].clone().requires_grad_()
+        z2 = z2[4 * rank:4 * rank + 4].clone().requires_grad_()
         loss = nt_xent(z1, z2, 0.5, gather=True)
         loss.backward()
         local = nt_xent(z1.detach(), z2.detach(), 0.5, gather=False)
         torch.save({"loss": loss.detach(), "g1": z1.grad, "g2": z2.grad, "local": local},
                    os.path.join(out, f"rank{rank}.pt"))
-    """)
+    """, batch=(z1, z2))
     f1, f2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
     full = nt_xent(f1, f2, 0.5)
     full.backward()
@@ -62,16 +71,11 @@ def test_nt_xent_over_two_processes_is_the_global_batch_loss_and_gradient(tmp_pa
 
 
 def test_nt_xent_gathers_batches_of_different_sizes(tmp_path):
-    g = torch.Generator().manual_seed(1)
-    z1, z2 = torch.randn(7, 4, generator=g), torch.randn(7, 4, generator=g)
-    torch.save({"z1": z1, "z2": z2}, tmp_path / "batch.pt")
+    z1, z2 = pairs(7, 4, seed=1)
     results = run_two(tmp_path, """
-        from sslstudio.tasks.contrastive import nt_xent
-        b = torch.load(os.path.join(out, "batch.pt"), weights_only=True)
         rows = slice(0, 3) if rank == 0 else slice(3, 7)
-        torch.save({"loss": nt_xent(b["z1"][rows], b["z2"][rows], 0.2, gather=True)},
-                   os.path.join(out, f"rank{rank}.pt"))
-    """)
+        torch.save({"loss": nt_xent(z1[rows], z2[rows], 0.2, gather=True)}, os.path.join(out, f"rank{rank}.pt"))
+    """, batch=(z1, z2))
     # each loss is the mean over its own 2n anchors: weighted by anchors, they give the global loss
     weighted = (3 * results[0]["loss"] + 4 * results[1]["loss"]) / 7
     assert torch.allclose(weighted, nt_xent(z1, z2, 0.2), atol=1e-6)
