@@ -46,8 +46,8 @@ from sslstudio.tasks.base import OptimConfig, PretextTask, param, to_image
 from sslstudio.tasks.render import hstack, labelled_tile
 from sslstudio.tasks.views import ViewRecipe, describe, two_views
 
-#: The optimiser recipe of lightly's CIFAR-10 benchmark that SimCLR, MoCo v2 and BYOL share (values not re-read
-#: against its source; docs/fidelity.md): SGD at lr 0.06 per 128 images (0.24 at batch 512), momentum 0.9,
+#: The optimiser recipe of lightly's CIFAR-10 benchmark that SimCLR, MoCo v2 and BYOL share (read in its
+#: ``cifar10_benchmark.py``; docs/fidelity.md): SGD at lr 0.06 per 128 images (0.24 at batch 512), momentum 0.9,
 #: weight decay 5e-4, 200 epochs; the engine's step schedule stands in for the cosine of long runs.
 CIFAR_OPTIM = OptimConfig(epochs=200, batch_size=512, lr=0.24, momentum=0.9, nesterov=False, weight_decay=5e-4,
                           lr_decay=0.1, milestones=(0.5, 0.75))
