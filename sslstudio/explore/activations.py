@@ -279,14 +279,25 @@ def _whole_image_cam(task, model, image: np.ndarray, layer: nn.Module, device) -
              "correct": None}]
 
 
+def _why_no_gradcam(task) -> str:
+    """Why the task's head has no class score of a whole image to explain (half a sentence)."""
+    from sslstudio.tasks.contrastive import TwoViewTask
+
+    if isinstance(task, TwoViewTask):
+        return ("its head does not classify: it maps each augmented view to a vector that is compared with "
+                "other views, so there is no class score to explain")
+    if task.name in ("jigsaw", "context"):
+        return f"the {task.name} network sees tiles or patch pairs of an image, not the image itself"
+    return f"the {task.name} head predicts pixels (colours or missing content), not a class of the image"
+
+
 def write_gradcam(out_dir: Path, run: str, image: np.ndarray, device) -> Path:
     """``gradcam.png`` of the run's pretext head, or ``gradcam.txt`` saying why there is none."""
     task, model = load_pretext_model(run, device)
     if task.name not in GRADCAM_TASKS:
         note = out_dir / "gradcam.txt"
         note.write_text(f"No Grad-CAM for the {task.name} task: Grad-CAM here is for heads that classify one whole "
-                        f"image ({', '.join(GRADCAM_TASKS)}); the {task.name} network sees "
-                        "tiles, patch pairs or channels of an image, not the image itself. The activation maps "
+                        f"image ({', '.join(GRADCAM_TASKS)}); {_why_no_gradcam(task)}. The activation maps "
                         "per stage are written for every task.\n", encoding="utf-8")
         log.info("no Grad-CAM for %s: it is for whole-image classification heads (%s)", task.name,
                  ", ".join(GRADCAM_TASKS))

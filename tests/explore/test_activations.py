@@ -111,3 +111,9 @@ def test_gradcam_for_a_whole_image_head_and_a_note_for_tiles(tmp_path):
     _fake_run(tmp_path / "jig", "jigsaw", options, jigsaw.build_head(build_backbone("resnet18"), 512))
     paths = write_activation_maps(tmp_path / "out_j", str(tmp_path / "jig"), [], str(image), [], 32, "cpu", 0)
     assert [p.name for p in paths] == ["gradcam.txt"] and "whole image" in paths[0].read_text()
+    assert "tiles or patch pairs" in paths[0].read_text()
+    simclr = create_task("simclr", {"proj_dim": 16, "proj_hidden": 16}, image_size=32)
+    _fake_run(tmp_path / "sim", "simclr", {"proj_dim": 16, "proj_hidden": 16},
+              simclr.build_head(build_backbone("resnet18"), 512))
+    paths = write_activation_maps(tmp_path / "out_s", str(tmp_path / "sim"), [], str(image), [], 32, "cpu", 0)
+    assert [p.name for p in paths] == ["gradcam.txt"] and "does not classify" in paths[0].read_text()
