@@ -137,7 +137,8 @@ def interpretation_notes(result: dict, init_facts: dict) -> list[str]:
                               f"({100 * p['delta']:+.1f} points, 95% interval {100 * p['ci_low']:+.1f} to "
                               f"{100 * p['ci_high']:+.1f})" for p in cells[:2])
             more = f", and {len(cells) - 2} more" if len(cells) > 2 else ""
-            notes.append(f"{label} is {word} of random init beyond noise in {len(cells)} of {totals[label]} cells: "
+            where = "ahead of" if word == "ahead" else "behind"
+            notes.append(f"{label} is {where} random init beyond noise in {len(cells)} of {totals[label]} cells: "
                          f"{shown}{more}.")
     if paired:
         quiet = sum(p["verdict"] == "within noise" for p in paired)

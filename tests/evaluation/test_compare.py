@@ -276,3 +276,21 @@ def test_a_stopped_comparison_keeps_its_finished_rows(demo_root, tmp_path):
     saved = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert len(saved["rows"]) == 2 and saved["meta"]["cancelled"] is True
     assert "Stopped before the end" in (tmp_path / "cmp" / "results.md").read_text()
+
+
+def test_notes_say_ahead_of_and_behind_random_init_in_plain_words():
+    from sslstudio.evaluation.report import interpretation_notes
+
+    def pair(delta, verdict, layer):
+        return {"init_label": "run (r)", "mode": "knn", "layer": layer, "per_class": 10, "delta": delta,
+                "ci_low": delta - 0.02, "ci_high": delta + 0.02, "verdict": verdict}
+
+    paired = [pair(0.05, "ahead", "layer1"), pair(-0.06, "behind", "layer2"), pair(0.0, "within noise", "layer3")]
+    rows = [{"init": i, "mode": "knn", "layer": "layer1", "per_class": 10, "test_accuracy": 0.4}
+            for i in ("r", "random")]
+    notes = interpretation_notes({"meta": {"inits": [{"init": "r", "init_label": "run (r)"}]}, "rows": rows,
+                                  "paired": paired}, {})
+    text = " ".join(notes)
+    assert "run (r) is ahead of random init beyond noise in 1 of 3 cells: kNN layer1 at 10 per class (+5.0" in text
+    assert "run (r) is behind random init beyond noise in 1 of 3 cells: kNN layer2 at 10 per class (-6.0" in text
+    assert "behind of" not in text
