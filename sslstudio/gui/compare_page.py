@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -27,16 +26,17 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QFrame, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget,
-                               QListWidgetItem, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
-                               QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+                               QFrame, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QPushButton, QScrollArea, QSizePolicy, QSpinBox, QSplitter, QTableWidget,
+                               QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from sslstudio.engine.durations import in_words
 from sslstudio.evaluation.compare import CompareSettings
 from sslstudio.evaluation.report import curve_series, latest_results_for, normalise_result, stage_series
 from sslstudio.evaluation.table import (budget_order, budget_text, cell_details, cell_text, mode_label,
                                         results_table, row_key, row_label)
-from sslstudio.gui.config_form import SettingsScroll
+from sslstudio.gui.panels import (HoldsSelection, add_init_item, check_only, checked_states, init_list, run_arch,
+                                  run_choices, run_controls, settings_column, settings_form, split_page)
 from sslstudio.gui.plots import (PALETTE, IntegerAxis, add_band, add_chance_line, apply_palette, make_plot,
                                  remove_band, set_tick_labels, styled_pen)
 from sslstudio.gui.workers import Job, JobRunner
@@ -260,7 +260,7 @@ class _Selector(QWidget):
         return False
 
 
-class ComparePage(QWidget):
+class ComparePage(HoldsSelection, QWidget):
     """Signals ``comparison_finished(result)`` (the engine's dict), ``comparison_failed(message)``,
     ``row_added(row)``."""
 
@@ -302,16 +302,7 @@ class ComparePage(QWidget):
 
         self._build_settings()
         self._build_results()
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self._settings_scroll)
-        split.addWidget(self._results)
-        split.setStretchFactor(0, 0)
-        split.setStretchFactor(1, 1)
-        split.setSizes([self._settings_scroll.minimumSizeHint().width(), 670])
-        split.setChildrenCollapsible(False)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(split)
+        split_page(self, self._settings_scroll, self._results, 670)
 
         self._update_budget()
         self._update_modes()
@@ -345,13 +336,8 @@ class ComparePage(QWidget):
         trow.addWidget(self.test_folder, 1)
         trow.addWidget(tbrowse)
 
-        self.inits = QListWidget()
-        self.inits.setToolTip("Initialisations to compare: finished runs of the workspace, ImageNet and random")
-        self.inits.itemChanged.connect(self._on_inits_changed)
-        self.inits.setMinimumHeight(56)
-        self.inits.setMaximumHeight(80)
-        self.inits.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # long names end in "…"
-        self.inits.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.inits = init_list("Initialisations to compare: finished runs of the workspace, ImageNet and random",
+                               80, self._on_inits_changed)
         for label, key, tip in (("ImageNet", "imagenet", "torchvision's ImageNet weights (local cache)"),
                                 ("random", "random", "A randomly initialised backbone")):
             self._add_init_item(label, key, tip, checked=True)
@@ -484,8 +470,7 @@ class ComparePage(QWidget):
         rrow.addWidget(self.repeats_all)
         rrow.addStretch(1)
 
-        form = QFormLayout()
-        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        form = settings_form()
         form.addRow("Labelled", lrow)
         form.addRow("Test", trow)
         form.addRow("Initialisations", self.inits)
@@ -496,41 +481,11 @@ class ComparePage(QWidget):
         form.addRow("Labels", brow)
         form.addRow("Repeats", rrow)
 
-        self.run_button = QPushButton("Run comparison")
-        self.run_button.setObjectName("primary")
-        self.run_button.clicked.connect(lambda: self.start())
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.clicked.connect(self.stop)
-        self.stop_button.setEnabled(False)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.stop_button)
-        buttons.addStretch(1)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
+        controls = run_controls("Run comparison", "Stop", "Idle.", self.start, self.stop)
+        self.run_button, self.stop_button, self.progress, self.status = controls
         self.progress.setFormat("%v of %m")
         self.progress.setToolTip("Rows (initialisation x mode x stage x budget) done")
-        self.status = QLabel("Idle.")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-
-        box = QGroupBox("Comparison")
-        bl = QVBoxLayout(box)
-        bl.addLayout(form)
-        bl.addLayout(buttons)
-        bl.addWidget(self.progress)
-        bl.addWidget(self.status)
-        left = QWidget()
-        ll = QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 4, 0)
-        title = QLabel("4 · Fine-tune & compare")
-        title.setObjectName("pageTitle")
-        ll.addWidget(title)
-        ll.addWidget(box)
-        ll.addStretch(1)
-        scroll = SettingsScroll(left)  # as wide as the settings need: never clips, never scrolls sideways
-        self._settings_scroll = scroll
+        self._settings_scroll = settings_column("4 · Fine-tune & compare", "Comparison", form, controls)
 
     def _build_results(self) -> None:
         self.notes = QLabel()
@@ -719,17 +674,7 @@ class ComparePage(QWidget):
             self.budget_kind.setCurrentIndex(self.budget_kind.findData("all"))
 
     def _add_init_item(self, label: str, key: str, tip: str, checked: bool, row: int | None = None) -> None:
-        item = QListWidgetItem(label)
-        item.setData(Qt.ItemDataRole.UserRole, key)
-        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-        item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
-        item.setToolTip(tip)
-        self.inits.blockSignals(True)
-        if row is None:
-            self.inits.addItem(item)
-        else:
-            self.inits.insertItem(row, item)
-        self.inits.blockSignals(False)
+        add_init_item(self.inits, label, key, tip, checked, row)
 
     # -- persistence ---------------------------------------------------------------------------
     def values(self) -> dict:
@@ -766,19 +711,12 @@ class ComparePage(QWidget):
     def set_runs(self, runs: list[dict]) -> None:
         """Offer every finished run of the workspace (the newest checked by default) plus the baselines."""
         self._runs = list(runs)
-        previous = {self.inits.item(i).data(Qt.ItemDataRole.UserRole): self.inits.item(i).checkState()
-                    for i in range(self.inits.count())}
+        previous = checked_states(self.inits)
         baselines = {k: previous.get(k, Qt.CheckState.Checked) for k in ("imagenet", "random")}
         self.inits.blockSignals(True)
         self.inits.clear()
-        finished = [r for r in runs if r["has_checkpoint"] and (r["status"].startswith("finished")
-                                                                 or r["status"] == "diverged")]
-        for k, r in enumerate(finished):
-            if r["path"] in previous:
-                checked = previous[r["path"]] == Qt.CheckState.Checked
-            else:
-                checked = k == 0 and not any(previous.get(x["path"]) == Qt.CheckState.Checked for x in finished)
-            self._add_init_item(f"{r['name']}  ({r['task']}, {r['arch']})", r["path"], r["path"], checked)
+        for label, key, tip, checked in run_choices(runs, previous):
+            self._add_init_item(label, key, tip, checked)
         self._add_init_item("ImageNet", "imagenet", "torchvision's ImageNet weights (local cache)",
                             baselines["imagenet"] == Qt.CheckState.Checked)
         self._add_init_item("random", "random", "A randomly initialised backbone",
@@ -791,22 +729,13 @@ class ComparePage(QWidget):
                 if self.inits.item(i).checkState() == Qt.CheckState.Checked]
 
     def set_checked_inits(self, keys: list[str]) -> None:
-        keys = [str(k) for k in keys]
-        self.inits.blockSignals(True)
-        for i in range(self.inits.count()):
-            item = self.inits.item(i)
-            item.setCheckState(Qt.CheckState.Checked if item.data(Qt.ItemDataRole.UserRole) in keys
-                               else Qt.CheckState.Unchecked)
-        self.inits.blockSignals(False)
+        check_only(self.inits, keys)
         self._on_inits_changed()
 
     def arch(self) -> str:
         """The backbone compared: that of the first checked run, else the pretraining page's."""
-        by_path = {r["path"]: r for r in self._runs}
-        for key in self.checked_inits():
-            if key in by_path and by_path[key].get("arch") not in (None, "?"):
-                return by_path[key]["arch"]
-        return self.window_.pretrain_page.arch.currentText()
+        arch = run_arch(self._runs, self.checked_inits())
+        return self.window_.pretrain_page.arch.currentText() if arch is None else arch
 
     def _on_inits_changed(self, *_args) -> None:
         with self._holding():
@@ -992,17 +921,6 @@ class ComparePage(QWidget):
             spin.valueChanged.connect(check)
         for field in (self.curve, self.labelled, self.test_folder):
             field.textChanged.connect(check)
-
-    @contextmanager
-    def _holding(self):
-        """Change several settings at once: the results are judged once, at the end."""
-        self._hold += 1
-        try:
-            yield
-        finally:
-            self._hold -= 1
-            if not self._hold:
-                self._check_selection()
 
     def _check_selection(self, *_args) -> None:
         """Clear the results on screen, with a note, when they no longer belong to the selection."""

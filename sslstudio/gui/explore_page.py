@@ -16,7 +16,6 @@ the method, the limit or a folder clears them with a one-line note.
 from __future__ import annotations
 
 import html
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -24,13 +23,13 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPoint, QSize, Qt, QUrl, Signal
 from PySide6.QtGui import QColor, QDesktopServices, QImage, QPainter, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFormLayout, QFrame,
-                               QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget,
-                               QListWidgetItem, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
-                               QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFrame, QGridLayout, QHBoxLayout,
+                               QHeaderView, QLabel, QLineEdit, QListWidgetItem, QPushButton, QScrollArea, QSizePolicy,
+                               QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from sslstudio.engine.durations import in_words
-from sslstudio.gui.config_form import SettingsScroll
+from sslstudio.gui.panels import (HoldsSelection, add_init_item, check_only, checked_states, init_list, run_arch,
+                                  run_choices, run_controls, settings_column, settings_form, split_page)
 from sslstudio.gui.plots import apply_palette, make_plot
 from sslstudio.gui.workers import Job, JobRunner
 
@@ -400,7 +399,7 @@ class Gallery(QScrollArea):
 
 
 # -- the page --------------------------------------------------------------------------------------
-class ExplorePage(QWidget):
+class ExplorePage(HoldsSelection, QWidget):
     """Signals ``exploration_finished(result)`` (the engine's dict) and ``exploration_failed(message)``."""
 
     exploration_finished = Signal(object)
@@ -424,16 +423,7 @@ class ExplorePage(QWidget):
         self._more_note = ""
         self._build_settings()
         self._build_results()
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self._settings_scroll)
-        split.addWidget(self._results)
-        split.setStretchFactor(0, 0)
-        split.setStretchFactor(1, 1)
-        split.setSizes([self._settings_scroll.minimumSizeHint().width(), 700])
-        split.setChildrenCollapsible(False)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(split)
+        split_page(self, self._settings_scroll, self._results, 700)
         self.hover_card = HoverCard(self)
         self.set_runs([])
         self._watch_selection()
@@ -451,14 +441,8 @@ class ExplorePage(QWidget):
 
     def _build_settings(self) -> None:
         self._browse_buttons: list[QPushButton] = []
-        self.inits = QListWidget()
-        self.inits.setToolTip("Initialisations to map: finished runs of the workspace, ImageNet and random "
-                              f"(the first {MAX_MAPS} checked are mapped side by side)")
-        self.inits.setMinimumHeight(56)
-        self.inits.setMaximumHeight(96)
-        self.inits.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.inits.setTextElideMode(Qt.TextElideMode.ElideRight)
-        self.inits.itemChanged.connect(self._on_inits_changed)
+        self.inits = init_list("Initialisations to map: finished runs of the workspace, ImageNet and random "
+                               f"(the first {MAX_MAPS} checked are mapped side by side)", 96, self._on_inits_changed)
         self.stage = QComboBox()
         self.stage.setToolTip("The backbone stage whose features are mapped (layer3: mid-level features)")
         self.method = QComboBox()
@@ -490,8 +474,7 @@ class ExplorePage(QWidget):
         self.extras.setChecked(True)
         self.extras.setToolTip("Also draw where each stage responds on one image, and (for a checked run) test "
                                "whether its pretext task could be solved by a shortcut")
-        form = QFormLayout()
-        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        form = settings_form()
         form.addRow("Initialisations", self.inits)
         form.addRow("Stage", self.stage)
         form.addRow("Method", mrow)
@@ -499,37 +482,10 @@ class ExplorePage(QWidget):
         form.addRow("Labelled", self._folder_row(self.labelled, "Choose a labelled folder"))
         form.addRow("Limit", self.limit)
         form.addRow("", self.extras)
-        self.run_button = QPushButton("Explore")
-        self.run_button.setObjectName("primary")
-        self.run_button.clicked.connect(lambda: self.start())
-        self.stop_button = QPushButton("Cancel")
-        self.stop_button.setEnabled(False)
-        self.stop_button.clicked.connect(self.stop)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.stop_button)
-        buttons.addStretch(1)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("Check one or two initialisations and press Explore.")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        box = QGroupBox("Exploration")
-        bl = QVBoxLayout(box)
-        bl.addLayout(form)
-        bl.addLayout(buttons)
-        bl.addWidget(self.progress)
-        bl.addWidget(self.status)
-        left = QWidget()
-        ll = QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 4, 0)
-        title = QLabel("6 · Explore")
-        title.setObjectName("pageTitle")
-        ll.addWidget(title)
-        ll.addWidget(box)
-        ll.addStretch(1)
-        self._settings_scroll = SettingsScroll(left)
+        controls = run_controls("Explore", "Cancel", "Check one or two initialisations and press Explore.",
+                                self.start, self.stop)
+        self.run_button, self.stop_button, self.progress, self.status = controls
+        self._settings_scroll = settings_column("6 · Explore", "Exploration", form, controls)
 
     def _fill_methods(self) -> None:
         from sslstudio.explore.embedding import UMAP_INSTALL, available_methods
@@ -667,30 +623,17 @@ class ExplorePage(QWidget):
                 edit.setText(value.strip())
 
     def _add_init_item(self, label: str, key: str, tip: str, checked: bool) -> QListWidgetItem:
-        item = QListWidgetItem(label)
-        item.setData(Qt.ItemDataRole.UserRole, key)
-        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-        item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
-        item.setToolTip(tip)
-        self.inits.addItem(item)
-        return item
+        return add_init_item(self.inits, label, key, tip, checked)
 
     def set_runs(self, runs: list[dict]) -> None:
         """Offer the workspace's finished runs (the newest checked by default), ImageNet and random."""
         self._runs = list(runs)
-        previous = {self.inits.item(i).data(Qt.ItemDataRole.UserRole): self.inits.item(i).checkState()
-                    for i in range(self.inits.count())}
-        finished = [r for r in runs if r["has_checkpoint"] and (r["status"].startswith("finished")
-                                                                 or r["status"] == "diverged")]
+        previous = checked_states(self.inits)
         with self._holding():
             self.inits.blockSignals(True)
             self.inits.clear()
-            for k, r in enumerate(finished):
-                if r["path"] in previous:
-                    checked = previous[r["path"]] == Qt.CheckState.Checked
-                else:
-                    checked = k == 0 and not any(previous.get(x["path"]) == Qt.CheckState.Checked for x in finished)
-                self._add_init_item(f"{r['name']}  ({r['task']}, {r['arch']})", r["path"], r["path"], checked)
+            for label, key, tip, checked in run_choices(runs, previous):
+                self._add_init_item(label, key, tip, checked)
             self._add_init_item("ImageNet", "imagenet", "torchvision's ImageNet weights",
                                 previous.get("imagenet") == Qt.CheckState.Checked)
             self._add_init_item("random", "random", "A randomly initialised backbone: what any learning is "
@@ -713,22 +656,15 @@ class ExplorePage(QWidget):
         return self.checked_inits()[:MAX_MAPS]
 
     def set_checked_inits(self, keys: list[str]) -> None:
-        keys = [str(k) for k in keys]
         with self._holding():
-            self.inits.blockSignals(True)
-            for i in range(self.inits.count()):
-                item = self.inits.item(i)
-                on = item.data(Qt.ItemDataRole.UserRole) in keys
-                item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
-            self.inits.blockSignals(False)
+            check_only(self.inits, keys)
             self._on_inits_changed()
 
     def arch(self) -> str:
         """The architecture mapped: that of the first checked run, else the pretraining page's."""
-        by_path = {r["path"]: r for r in self._runs}
-        for key in self.checked_inits():
-            if key in by_path and by_path[key].get("arch") not in (None, "?"):
-                return by_path[key]["arch"]
+        arch = run_arch(self._runs, self.checked_inits())
+        if arch is not None:
+            return arch
         pre = getattr(self.window_, "pretrain_page", None)
         return pre.arch.currentText() if pre is not None else "resnet18"
 
@@ -808,17 +744,6 @@ class ExplorePage(QWidget):
         self.limit.valueChanged.connect(self._check_selection)
         self.data.textChanged.connect(self._check_selection)
         self.labelled.textChanged.connect(self._check_selection)
-
-    @contextmanager
-    def _holding(self):
-        """Change several settings at once: the results are judged once, at the end."""
-        self._hold += 1
-        try:
-            yield
-        finally:
-            self._hold -= 1
-            if not self._hold:
-                self._check_selection()
 
     def describe(self, sel: dict) -> str:
         names = [k if k in ("random", "imagenet") else Path(k).name for k in sel.get("inits") or []]
@@ -957,7 +882,7 @@ class ExplorePage(QWidget):
         if self.is_running():
             self.job.cancel()
             self.stop_button.setEnabled(False)
-            self.status.setText("Cancelling… (a t-SNE already under way finishes first)")
+            self.status.setText("Cancelling…")
 
     def on_event(self, ev) -> None:
         kind = getattr(ev, "kind", None)
