@@ -17,6 +17,10 @@ Methods (:func:`available_methods`):
 ``umap``
     ``umap-learn`` (optional: ``pip install "sslstudio[umap]"``), 15 neighbours.
 
+Given a ``control`` (:class:`~sslstudio.engine.events.RunControl`), :func:`project` runs a t-SNE or UMAP in
+a process of its own (:func:`projection_process_main`, started with ``spawn``: the window has threads), so
+that Cancel ends it at once instead of after the minute scikit-learn may take.
+
 Points are coloured by class for a labelled set, else by :func:`cluster_labels` (k-means on the
 same rows). :func:`write_embedding_png` and :func:`write_embedding_csv` write the map's files.
 No Qt here: the window draws the coordinates itself.
@@ -27,6 +31,9 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import re
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +41,8 @@ from typing import Sequence
 
 import numpy as np
 
-from sslstudio.errors import ConfigError, DataError
+from sslstudio.engine.events import Cancelled
+from sslstudio.errors import ConfigError, DataError, JobError, SSLStudioError
 from sslstudio.evaluation.features import global_pool
 from sslstudio.runs import atomic_write_bytes
 
@@ -48,6 +56,11 @@ TSNE_THREADS = 2
 UMAP_NEIGHBOURS = 15
 #: The fewest images a map is drawn from.
 MIN_IMAGES = 3
+#: Seconds between two looks at the Cancel button while a projection runs in its own process, and the
+#: seconds a terminated projection process gets before it is killed.
+POLL_S = 0.1
+KILL_AFTER_S = 1.0
+METHOD_LABELS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
 
 @dataclass
@@ -106,26 +119,133 @@ def tsne_perplexity(n: int, wanted: float = TSNE_PERPLEXITY) -> float:
 
 
 def project(features: np.ndarray, method: str = "pca", seed: int = 0, *, perplexity: float = TSNE_PERPLEXITY,
-            max_iter: int = TSNE_MAX_ITER, n_jobs: int = TSNE_THREADS) -> Projection:
+            max_iter: int = TSNE_MAX_ITER, n_jobs: int = TSNE_THREADS, control=None) -> Projection:
     """Project rows ``[N, D]`` (already prepared, e.g. :func:`map_features`) to 2-D with ``method``.
 
     The same rows, method and seed give the same map. Raises :class:`ConfigError` for an unknown or
     unavailable method and :class:`DataError` for fewer than :data:`MIN_IMAGES` rows.
+
+    With ``control`` (a :class:`~sslstudio.engine.events.RunControl`), a t-SNE or UMAP runs in its own
+    process: when ``control`` is cancelled the process is ended at once and the call raises what
+    ``control.checkpoint()`` raises (:class:`~sslstudio.engine.events.Cancelled`); a failure there is the
+    :class:`~sslstudio.errors.SSLStudioError` it raised, or a :class:`~sslstudio.errors.JobError` with one
+    sentence. Without ``control``, and for PCA, the map is made in this process.
     """
     name = check_method(method)
     x = np.asarray(features, dtype=np.float32)
     if x.ndim != 2 or len(x) < MIN_IMAGES:
         raise DataError(f"a map needs at least {MIN_IMAGES} images; {len(x)} could be used.")
+    settings = {"perplexity": float(perplexity), "max_iter": int(max_iter), "n_jobs": int(n_jobs)}
     t0 = time.perf_counter()
-    if name == "pca":
-        out = _pca(x, seed)
-    elif name == "tsne":
-        out = _tsne(x, seed, perplexity, max_iter, n_jobs)
+    if control is not None and name != "pca":
+        out = _project_in_child(x, name, seed, settings, control)
     else:
-        out = _umap(x, seed)
+        out = _compute(x, name, seed, settings)
     out.coords = np.ascontiguousarray(out.coords, dtype=np.float32)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _compute(x: np.ndarray, name: str, seed: int, settings: dict) -> Projection:
+    if name == "pca":
+        return _pca(x, seed)
+    if name == "tsne":
+        return _tsne(x, seed, settings["perplexity"], settings["max_iter"], settings["n_jobs"])
+    return _umap(x, seed)
+
+
+# -- a projection in its own process (cancellable) ------------------------------------------------------
+def projection_process_main(features_conn, reply_conn, method: str, seed: int, settings: dict) -> None:
+    """Entry of the process a cancellable projection runs in (module level, so ``spawn`` can import it).
+
+    Reads the rows from ``features_conn``, then sends ``("ok", Projection)`` or ``("error", exception)``
+    through ``reply_conn``: an :class:`~sslstudio.errors.SSLStudioError` as raised, anything else as a
+    :class:`~sslstudio.errors.JobError` of one sentence (no traceback). Ctrl+C is left to the parent,
+    which ends this process.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        x = np.asarray(features_conn.recv(), dtype=np.float32)
+        features_conn.close()
+        reply = ("ok", _compute(x, check_method(method), seed, settings))
+    except SSLStudioError as exc:
+        reply = ("error", exc)
+    except Exception as exc:  # noqa: BLE001 - the parent shows one sentence, not a traceback
+        reply = ("error", JobError(failure_sentence(method, exc)))
+    try:
+        reply_conn.send(reply)
+    finally:
+        reply_conn.close()
+
+
+def failure_sentence(method: str, exc: BaseException) -> str:
+    """One sentence for a projection that failed: its first line, first sentence, e.g.
+    ``the t-SNE map failed: ValueError: Input X contains NaN.``"""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = re.split(r"(?<=[.!?])\s+", lines[0])[0].rstrip(".") if lines else "no message"
+    return f"the {METHOD_LABELS.get(str(method), repr(method))} map failed: {type(exc).__name__}: {first}."
+
+
+def _project_in_child(x: np.ndarray, name: str, seed: int, settings: dict, control) -> Projection:
+    """:func:`projection_process_main` in a ``spawn`` process, watched every :data:`POLL_S` seconds for a Cancel.
+    Not a daemon, so scikit-learn may still start its own workers there."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    features_in, features_out = ctx.Pipe(duplex=False)
+    reply_in, reply_out = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=projection_process_main, args=(features_in, reply_out, name, seed, settings),
+                       name=f"sslstudio-{name}", daemon=False)
+    proc.start()
+    features_in.close()  # the child holds its own copies: at its end these ends see EOF / a broken pipe
+    reply_out.close()
+    # the rows go from a thread: a pipe write of megabytes blocks until the child has started and read them
+    sender = threading.Thread(target=_send_quietly, args=(features_out, x), daemon=True)
+    sender.start()
+    reply = None
+    try:
+        reply = _wait_for_reply(proc, reply_in, control, name)
+    finally:  # a reply: the child is ending by itself; none (Ctrl+C here, say): end it now
+        _end_process(proc, grace=5.0 if reply is not None else 0.0)
+        sender.join(KILL_AFTER_S)
+        features_out.close()
+        reply_in.close()
+    if reply[0] != "ok":
+        raise reply[1]
+    return reply[1]
+
+
+def _send_quietly(conn, x: np.ndarray) -> None:
+    try:
+        conn.send(x)
+    except OSError:  # the child ended first (cancelled, or failed while starting): its end says why
+        pass
+
+
+def _wait_for_reply(proc, conn, control, name: str) -> tuple:
+    while not conn.poll(POLL_S):  # a reply, or EOF when the child ended without one
+        if control.cancelled:
+            _end_process(proc, grace=0.0)
+            control.checkpoint()  # raises Cancelled
+            raise Cancelled()
+    try:
+        return conn.recv()
+    except EOFError:
+        proc.join(KILL_AFTER_S)
+        raise JobError(f"the {METHOD_LABELS[name]} map failed: its process ended without a result "
+                       f"(exit code {proc.exitcode}), perhaps out of memory.") from None
+
+
+def _end_process(proc, grace: float) -> None:
+    """Wait up to ``grace`` seconds for ``proc`` to end, then terminate it, kill it if it is still there after
+    :data:`KILL_AFTER_S`, and reap it."""
+    proc.join(grace)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(KILL_AFTER_S)
+    if proc.is_alive():
+        proc.kill()
+    proc.join()
 
 
 def _pca(x: np.ndarray, seed: int) -> Projection:
@@ -254,5 +374,6 @@ def read_embedding_csv(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
 
 
 __all__ = ["METHODS", "MIN_IMAGES", "Projection", "available_methods", "check_method", "cluster_labels",
-           "cluster_names", "colours", "l2_normalise", "map_features", "project", "read_embedding_csv",
-           "tsne_perplexity", "umap_available", "write_embedding_png", "write_embedding_csv"]
+           "cluster_names", "colours", "failure_sentence", "l2_normalise", "map_features", "project",
+           "projection_process_main", "read_embedding_csv", "tsne_perplexity", "umap_available",
+           "write_embedding_png", "write_embedding_csv"]

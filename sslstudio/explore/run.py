@@ -26,8 +26,8 @@ Points are coloured by class for a labelled folder; otherwise by k-means cluster
 initialisation's features, the same colours on every map (so a second map shows where the first one's
 groups went). Progress goes to ``emit`` as :class:`~sslstudio.engine.events.ProgressEvent` /
 :class:`~sslstudio.engine.events.LogEvent` (as :func:`sslstudio.evaluation.compare` does), and
-``control.checkpoint()`` is checked between phases and feature batches (a t-SNE, once started, runs to
-its end: under a minute for 10,000 images).
+``control.checkpoint()`` is checked between phases and feature batches; a t-SNE or UMAP runs in its own
+process, which a Cancel ends at once (:func:`~sslstudio.explore.embedding.project` with ``control``).
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ class _Exploration:
 
     def map_and_neighbours(self, entry: dict) -> None:
         method = self.plan["method"]
-        projection = project(entry["features"], method, self.cfg.seed)
+        projection = project(entry["features"], method, self.cfg.seed, control=self.control)
         for note in projection.notes:
             self.log(f"{entry['label']}: {note}")
             if note not in self.notes:

@@ -1,12 +1,16 @@
-"""Projections to 2-D keep clusters apart; k-means colours; UMAP is optional; the map's files."""
+"""Projections to 2-D keep clusters apart; k-means colours; UMAP is optional; the map's files; a t-SNE
+in its own process gives the same map and ends at once on Cancel."""
 
+import multiprocessing
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from sslstudio.errors import ConfigError, DataError
+from sslstudio.errors import ConfigError, DataError, JobError
 from sslstudio.explore import embedding
 from sslstudio.explore.embedding import (available_methods, check_method, cluster_labels, map_features, project,
                                          read_embedding_csv, tsne_perplexity, write_embedding_csv,
@@ -109,3 +113,73 @@ def test_the_csv_holds_the_rows_and_the_png_is_an_image(tmp_path):
     png = write_embedding_png(tmp_path / "e.png", coords, y, ["a", "b"], "title")
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size == (880, 660)
+
+
+# -- t-SNE / UMAP in their own process, so that Cancel ends them at once --------------------------------
+@pytest.mark.slow
+def test_a_projection_in_its_own_process_gives_the_same_map_as_in_process():
+    from sslstudio.engine.events import RunControl
+
+    x = np.random.default_rng(3).normal(size=(200, 16)).astype(np.float32)
+    here = project(x, "tsne", seed=5, max_iter=250)
+    there = project(x, "tsne", seed=5, max_iter=250, control=RunControl())
+    assert there.coords.dtype == np.float32 and there.coords.shape == (200, 2)
+    assert np.array_equal(there.coords, here.coords) and there.params == here.params
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.slow
+def test_cancel_ends_a_running_tsne_at_once_and_leaves_no_process():
+    """6,000 x 64 points take about a minute on 2 cores; a Cancel 5 s in (after the 2-4 s the process takes to
+    start and import its libraries, so scikit-learn is at work) ends the call within seconds."""
+    from sslstudio.engine.events import Cancelled, RunControl
+
+    x = np.random.default_rng(0).normal(size=(6000, 64)).astype(np.float32)
+    control, outcome = RunControl(), {}
+
+    def job():
+        try:
+            outcome["result"] = project(x, "tsne", seed=0, control=control)
+        except BaseException as exc:  # noqa: BLE001 - the test reads what was raised
+            outcome["error"] = exc
+        outcome["ended"] = time.perf_counter()
+
+    thread = threading.Thread(target=job, daemon=True)
+    thread.start()
+    time.sleep(5.0)
+    assert thread.is_alive() and len(multiprocessing.active_children()) == 1  # the projection is running
+    asked = time.perf_counter()
+    control.cancel()
+    thread.join(30)
+    assert not thread.is_alive() and "result" not in outcome
+    assert isinstance(outcome["error"], Cancelled)
+    assert outcome["ended"] - asked < 8.0
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.slow
+def test_a_projection_that_fails_in_its_process_is_one_sentence():
+    from sslstudio.engine.events import RunControl
+
+    x = np.random.default_rng(0).normal(size=(50, 16)).astype(np.float32)
+    x[7, 3] = np.nan
+    with pytest.raises(JobError) as info:
+        project(x, "tsne", control=RunControl())
+    message = str(info.value)
+    assert message.startswith("the t-SNE map failed: ValueError:") and "NaN" in message
+    assert message.endswith(".") and message.count(". ") == 0 and "\n" not in message
+    assert "Traceback" not in message
+    assert multiprocessing.active_children() == []
+
+
+def test_the_process_entry_answers_an_unknown_method_with_the_usual_sentence():
+    features_in, features_out = multiprocessing.Pipe(duplex=False)
+    reply_in, reply_out = multiprocessing.Pipe(duplex=False)
+    features_out.send(np.zeros((10, 4), dtype=np.float32))
+    embedding.projection_process_main(features_in, reply_out, "isomap", 0, {})
+    kind, error = reply_in.recv()
+    assert kind == "error" and isinstance(error, ConfigError)
+    assert str(error) == "unknown projection method 'isomap'; use pca, tsne or umap."
+    # anything else that fails there becomes one sentence: the first line's first sentence
+    long = ValueError("Input X contains NaN.\nTSNE does not accept missing values. See the docs.")
+    assert embedding.failure_sentence("tsne", long) == "the t-SNE map failed: ValueError: Input X contains NaN."
