@@ -60,10 +60,11 @@ CPU_RECIPES: dict[str, tuple[str, int, int]] = {
     "autoencoder": ("resnet18", 32, 20),
     "exemplar": ("resnet18", 32, 30),
     "deepcluster": ("resnet18", 32, 20),
-    "simclr": ("resnet18", 32, 10),  # not measured yet (docs/fidelity.md)
-    "simsiam": ("resnet18", 32, 10),  # not measured yet
-    "moco": ("resnet18", 32, 10),  # not measured yet
-    "byol": ("resnet18", 32, 10),  # not measured yet
+    # the two-view tasks, measured end to end on 2 cores (docs/fidelity.md): 2-9 min each
+    "simclr": ("resnet18", 32, 10),  # 2 min 6 s
+    "simsiam": ("resnet18", 32, 10),  # 2 min 34 s
+    "moco": ("resnet18", 32, 10),  # 4 min 47 s
+    "byol": ("resnet18", 32, 10),  # 8 min 27 s
 }
 
 #: Learning rates that replace the linearly scaled one, where that one did not learn in the recipe's epochs
