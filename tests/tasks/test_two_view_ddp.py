@@ -44,6 +44,7 @@ def run_two(tmp_path, body: str, batch=None, timeout=180):
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
+@pytest.mark.slow  # two processes started by torchrun
 def test_nt_xent_over_two_processes_is_the_global_batch_loss_and_gradient(tmp_path):
     # the global batch: 8 pairs; process r holds pairs 4r..4r+3
     z1, z2 = pairs(8, 5, seed=0)
@@ -70,6 +71,7 @@ def test_nt_xent_over_two_processes_is_the_global_batch_loss_and_gradient(tmp_pa
     assert torch.allclose(results[0]["local"], nt_xent(z1[:4], z2[:4], 0.5), atol=1e-6)
 
 
+@pytest.mark.slow  # two processes started by torchrun
 def test_nt_xent_gathers_batches_of_different_sizes(tmp_path):
     z1, z2 = pairs(7, 4, seed=1)
     results = run_two(tmp_path, """
@@ -81,6 +83,7 @@ def test_nt_xent_gathers_batches_of_different_sizes(tmp_path):
     assert torch.allclose(weighted, nt_xent(z1, z2, 0.2), atol=1e-6)
 
 
+@pytest.mark.slow  # two processes started by torchrun
 def test_moco_processes_enqueue_every_process_keys_in_rank_order(tmp_path):
     results = run_two(tmp_path, """
         from torch import nn
