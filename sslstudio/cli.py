@@ -86,6 +86,11 @@ class ProgressPrinter:
                 parts.append(f"{event.samples_per_s:,.0f} samples/s")
             parts.append(f"ETA {_fmt_time(event.eta_s)}")
             self.stream.write("  ".join(parts) + "\n")
+            from sslstudio.tasks.contrastive import spread_text
+
+            spread = spread_text(event.extra)
+            if spread:
+                self.stream.write(f"  {spread}\n")
             knn = event.extra.get("monitor_knn")
             if knn:
                 from sslstudio.evaluation.monitor import format_monitor

@@ -95,3 +95,23 @@ def test_pretrain_uses_the_decode_cache_unless_told_not_to(demo_root, tmp_path, 
     assert main([*common, "--out", str(tmp_path / "c"), "--no-cache"]) == 0
     assert json.loads((tmp_path / "c" / "config.json").read_text())["cache_dir"] is None
     assert json.loads((tmp_path / "b" / "config.json").read_text())["cache_dir"] == str(cache)
+
+
+def test_the_progress_lines_give_a_two_view_epoch_its_spread():
+    import io
+
+    from sslstudio.cli import ProgressPrinter
+    from sslstudio.engine.events import EpochEvent
+
+    def epoch(extra):
+        stream = io.StringIO()
+        ProgressPrinter(stream)(EpochEvent(
+            epoch=0, epochs=2, train_loss=4.0, train_metric=0.2, val_loss=None, val_metric=0.25,
+            metric_name="accuracy", lr=0.1, images_per_s=10.0, samples_per_s=20.0, elapsed_s=1.0, eta_s=1.0,
+            extra=extra))
+        return stream.getvalue()
+
+    assert "spread" not in epoch({})
+    lines = epoch({"collapse_std": 0.0442, "collapse_healthy": 0.0884}).splitlines()
+    assert lines[0].startswith("epoch 1/2:") and "held-out accuracy 25.0%" in lines[0]
+    assert lines[1] == "  projection spread 0.0442 (50% of the 0.0884 of well spread outputs; collapsed below 0.0088)"

@@ -28,6 +28,7 @@ from sslstudio.models import list_archs
 from sslstudio.runs import RunDir, new_run_path
 from sslstudio.runs import list_runs as runs_in
 from sslstudio.tasks import get_task
+from sslstudio.tasks.contrastive import COLLAPSE_FRACTION, spread_text
 
 __all__ = ["PretrainPage", "list_runs", "format_duration"]
 
@@ -197,6 +198,15 @@ class PretrainPage(QWidget):
         self.knn_random: dict[str, object] = {}  # stage -> dashed random-init line
         self._knn_random_values: dict[str, float] = {}
         self._knn_epochs = 1
+        self.spread_plot = make_plot("Projection spread", "epoch", "spread", integer_x=True, legend="none")
+        legend_below(self.spread_plot, columns=2)  # the curve runs near the top, the floor's label at the foot
+        self.spread_plot.setToolTip("Two-view tasks: the per-dimension standard deviation of the L2-normalised "
+                                    "projections, averaged over the dimensions (SimSiam's collapse check). Well "
+                                    "spread outputs sit near 1/sqrt(d); near zero every image maps to one point.")
+        spread_item = self.spread_plot.getPlotItem()
+        self.spread_curve = LiveCurve(spread_item, "spread", PALETTE[3], symbol="o")
+        self.spread_healthy = reference_line(spread_item, "well spread", 2)  # 1/sqrt(d): in the tooltip
+        self._spread_epochs = 1
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
@@ -212,7 +222,11 @@ class PretrainPage(QWidget):
         plots_row.addWidget(self.loss_plot, 1)
         plots_row.addWidget(self.knn_plot, 1)
         tl.addLayout(plots_row, 3)  # the kNN plot's legend takes a row of its own
-        tl.addWidget(self.metric_plot, 2)
+        metric_row = QHBoxLayout()
+        metric_row.setContentsMargins(0, 0, 0, 0)
+        metric_row.addWidget(self.metric_plot, 1)
+        metric_row.addWidget(self.spread_plot, 1)  # shown only for runs that report a spread
+        tl.addLayout(metric_row, 2)
         right.addWidget(top)
         right.addWidget(self.log_view)
         right.setSizes([560, 140])
@@ -232,6 +246,7 @@ class PretrainPage(QWidget):
         self.set_idle()
         self._running_path: str | None = None
         self._update_knn_visibility()
+        self.spread_plot.setVisible(False)
         self._estimate_timer = QTimer(self)  # the estimate waits until the settings rest for a second
         self._estimate_timer.setSingleShot(True)
         self._estimate_timer.setInterval(ESTIMATE_DELAY_MS)
@@ -456,6 +471,19 @@ class PretrainPage(QWidget):
             set_reference_line(self.knn_random[stage], y, 1, max(self._knn_epochs, 2))
         self._update_knn_visibility()
 
+    def add_spread_point(self, epoch: int, figures: dict, epochs: int | None = None) -> None:
+        """Plot an epoch's collapse figures (``collapse_std``, ``collapse_healthy``) when it has them: the
+        spread, the well-spread level as a dashed line and the collapse threshold as the grey line."""
+        value, healthy = figures.get("collapse_std"), figures.get("collapse_healthy")
+        if value is None or not healthy:
+            return
+        self.spread_curve.append(epoch, value)
+        self._spread_epochs = max(self._spread_epochs, int(epochs or 0), int(epoch))
+        set_reference_line(self.spread_healthy, healthy, 1, max(self._spread_epochs, 2))
+        floor = COLLAPSE_FRACTION * healthy
+        add_chance_line(self.spread_plot, floor, f"collapsed below {floor:.4f}")
+        self.spread_plot.setVisible(True)
+
     # -- state ---------------------------------------------------------------------------------
     def is_running(self) -> bool:
         return self.job is not None and self.job.is_running()
@@ -499,6 +527,11 @@ class PretrainPage(QWidget):
         self._update_knn_visibility()
         self.set_chance(None)
         add_chance_line(self.knn_plot, None)
+        self.spread_curve.clear()
+        set_reference_line(self.spread_healthy, None, 0, 0)
+        add_chance_line(self.spread_plot, None)
+        self._spread_epochs = 1
+        self.spread_plot.setVisible(False)
 
     def set_metric(self, metric: str) -> None:
         """Name the pretext plot's y axis after ``metric``: accuracies in percent, PSNR in dB."""
@@ -625,6 +658,10 @@ class PretrainPage(QWidget):
                    if ev.val_metric is not None else "")
             train = metric_text(ev.metric_name, ev.train_metric)
             self.log(f"epoch {ev.epoch + 1}/{ev.epochs}: loss {sig3(ev.train_loss)}, {ev.metric_name} {train}{val}")
+            spread = spread_text(ev.extra)
+            if spread:
+                self.add_spread_point(ev.epoch + 1, ev.extra, ev.epochs)
+                self.log(f"epoch {ev.epoch + 1}: {spread}")
             knn = ev.extra.get("monitor_knn")
             if knn:
                 random = ev.extra.get("monitor_knn_random")
@@ -643,7 +680,7 @@ class PretrainPage(QWidget):
 
     def flush(self) -> None:
         """Redraw what arrived since the last tick (called by the ~10 Hz timer)."""
-        for c in (*self.curves, *self.knn_curves.values()):
+        for c in (*self.curves, *self.knn_curves.values(), self.spread_curve):
             c.flush()
         ev = self._last_step
         if ev is not None:
@@ -752,6 +789,7 @@ class PretrainPage(QWidget):
                 self.metric_train.append(r["epoch"] + 1, self.metric_value(r.get(f"train_{metric}")))
                 if r.get(f"val_{metric}") is not None:
                     self.metric_val.append(r["epoch"] + 1, self.metric_value(r.get(f"val_{metric}")))
+                self.add_spread_point(r["epoch"] + 1, r, config.get("epochs"))
                 if r.get("monitor_knn"):
                     self.add_monitor_point(r["epoch"] + 1, r["monitor_knn"], r.get("monitor_knn_random"),
                                            config.get("epochs"), r.get("monitor_chance"))

@@ -161,6 +161,17 @@ def collapse_std(z: torch.Tensor) -> float:
     return float(z.std(0, unbiased=False).mean())
 
 
+def spread_text(figures: dict) -> str | None:
+    """One line of an epoch's collapse figures (``collapse_std`` and ``collapse_healthy`` of
+    :meth:`TwoViewTask.epoch_extra`), for the command line and the window's log; ``None`` when the epoch has
+    none (the pretext tasks)."""
+    value, healthy = figures.get("collapse_std"), figures.get("collapse_healthy")
+    if value is None or not healthy:
+        return None
+    return (f"projection spread {value:.4f} ({value / healthy:.0%} of the {healthy:.4f} of well spread "
+            f"outputs; collapsed below {COLLAPSE_FRACTION * healthy:.4f})")
+
+
 class CollapseWatch:
     """Running sums of L2-normalised projections, whose per-dimension standard deviation (averaged over the
     dimensions) is :func:`collapse_std` of every row added."""

@@ -108,3 +108,12 @@ def test_a_run_records_the_collapse_figure_in_its_epoch_records(tmp_path):
     record = [e for e in epochs if e["type"] == "epoch"][-1]
     assert 0 < record["collapse_std"] <= 1 and record["collapse_healthy"] == pytest.approx(1 / math.sqrt(128))
     assert 0 <= record["val_accuracy"] <= 1
+
+
+def test_the_spread_line_says_how_far_from_well_spread_and_from_collapse():
+    from sslstudio.tasks.contrastive import spread_text
+
+    assert spread_text({}) is None and spread_text({"collapse_std": 0.1}) is None  # a pretext task's epoch
+    text = spread_text({"collapse_std": 0.0442, "collapse_healthy": 1 / math.sqrt(128)})
+    assert text == ("projection spread 0.0442 (50% of the 0.0884 of well spread outputs; "
+                    "collapsed below 0.0088)")
