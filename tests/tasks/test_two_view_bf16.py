@@ -19,12 +19,14 @@ OPTIONS = {"simclr": {"proj_dim": 16, "proj_hidden": 32}, "simsiam": {"proj_dim"
 @pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_a_bf16_training_step_matches_fp32_and_keeps_its_state_in_fp32(name):
     cpu = torch.device("cpu")
-    task = create_task(name, OPTIONS[name], image_size=16)
+    # 32 px, not 16: at 16 px layer4 works on 1x1 maps, where torch's CPU bf16 convolution backward gives a NaN
+    # weight gradient in about one run in eight (seen with a bare resnet18, no task code involved)
+    task = create_task(name, OPTIONS[name], image_size=32)
     torch.manual_seed(0)
     backbone = build_backbone("resnet18")
     model = task.build_head(backbone, backbone.feature_dim).train()
     twin = copy.deepcopy(model)
-    inputs, target = batch(task, noise_images(8, 16))
+    inputs, target = batch(task, noise_images(8, 32))
 
     losses = {}
     for precision, net in (("fp32", twin), ("bf16", model)):
