@@ -235,9 +235,14 @@ class _Pretrainer:
             self.emit = lambda event: None
         try:
             if not self.dist.is_main:  # rank 0 holds the folder for the whole run
-                return self._run(device_setting)
-            with RunDir(self.config.out).hold("pretrain"):
-                return self._run(device_setting)
+                result = self._run(device_setting)
+            else:
+                with RunDir(self.config.out).hold("pretrain"):
+                    result = self._run(device_setting)
+            # every process leaves its last collective before any tears the group down: a gloo process whose
+            # peer destroys the group while it is still sending aborts at exit ("terminate called ...")
+            self.dist.barrier()
+            return result
         finally:
             self.dist.close()
 
