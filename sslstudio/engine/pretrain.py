@@ -213,11 +213,25 @@ class _RunState:
 
 
 class _Diverged(Exception):
-    """The loss became non-finite or rose far above its start: the run stops before this step's update."""
+    """The loss became non-finite or rose far above its start, or (``cause="gradient"``) a gradient was not
+    finite: the run stops before this step's update."""
 
-    def __init__(self, epoch: int, step: int, loss: float):
-        super().__init__(f"loss {loss} at epoch {epoch + 1}, step {step}")
-        self.epoch, self.step, self.loss = epoch, step, loss
+    def __init__(self, epoch: int, step: int, loss: float, cause: str = "loss"):
+        super().__init__(f"{cause} not finite or far above its start at epoch {epoch + 1}, step {step}")
+        self.epoch, self.step, self.loss, self.cause = epoch, step, loss, cause
+
+
+def _gradients_finite(net: torch.nn.Module) -> bool:
+    """Whether every gradient is finite: one norm over all of them (a NaN or inf element makes it non-finite),
+    read with the step's one sync. Data-parallel processes hold the same averaged gradients, so they agree."""
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    if not grads:
+        return True
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch 2.6 and newer: grouped by device and dtype
+        total = torch.nn.utils.get_total_norm(grads)
+    else:
+        total = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]).sum()
+    return bool(torch.isfinite(total))
 
 
 class _Pretrainer:
@@ -459,12 +473,16 @@ class _Pretrainer:
 
     def _stop_diverged(self, s: _RunState, exc: _Diverged) -> None:
         """Record where the loss diverged and say which checkpoint is kept (the step's update was not made)."""
-        s.diverged = {"epoch": exc.epoch + 1, "step": exc.step, "loss": exc.loss, "start_loss": s.start_loss}
+        s.diverged = {"epoch": exc.epoch + 1, "step": exc.step, "loss": exc.loss, "start_loss": s.start_loss,
+                      "cause": exc.cause}
         start = f" against {s.start_loss:.4g} at the start" if s.start_loss is not None else ""
+        if exc.cause == "gradient":
+            start = f"; the loss was {exc.loss:.4g}"
         kept = (f"the checkpoint after epoch {len(s.history)} is kept" if s.run.last_checkpoint.is_file()
                 else "there is no checkpoint (it diverged in the first epoch)")
-        self.emit(LogEvent(f"the loss diverged at epoch {exc.epoch + 1}, step {exc.step} ({exc.loss:.4g}{start}): "
-                           f"the run stopped; {kept}", "error"))
+        what = verdict.what_diverged(s.diverged)
+        self.emit(LogEvent(f"{what} at epoch {exc.epoch + 1}, step {exc.step} ({exc.loss:.4g}{start}): "
+                           f"the run stopped before that update; {kept}", "error"))
 
     def _watch_loss(self, s: _RunState, loss: float) -> bool:
         """Whether the run diverges at this step: a non-finite loss, or the mean of the last
@@ -524,6 +542,9 @@ class _Pretrainer:
             raise _Diverged(epoch, step, value)
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if not _gradients_finite(s.net):  # a NaN gradient would make every weight it reaches NaN
+            s.optimizer.zero_grad(set_to_none=True)
+            raise _Diverged(epoch, step, value, cause="gradient")
         s.optimizer.step()
         s.last_lr = s.optimizer.param_groups[0]["lr"]
         s.scheduler.step()
@@ -633,7 +654,8 @@ class _Pretrainer:
         return {
             "status": status,
             "advice": verdict.advice(status, metric=final_metric, chance=s.chance, lr=s.settings.get("lr"),
-                                     epochs=s.epochs, paper_epochs=int(s.task.optim.epochs), where=where),
+                                     epochs=s.epochs, paper_epochs=int(s.task.optim.epochs), where=where,
+                                     diverged_at=s.diverged, bf16=s.precision == "bf16"),
             "chance": s.chance,
             "diverged": s.diverged,
             "lr": s.settings.get("lr"), "paper_epochs": int(s.task.optim.epochs),

@@ -94,14 +94,16 @@ def status_of(cancelled: bool, diverged_at: int | None, metric: float | None, ch
 
 
 def to_try(status: str, *, lr: float | None = None, epochs: int | None = None, paper_epochs: int | None = None,
-           cli: bool = True) -> str:
+           cli: bool = True, bf16: bool = False) -> str:
     """What to try after a run that did not learn or diverged, as a sentence ('' otherwise).
 
-    ``cli`` names command-line flags; the window passes ``False`` and gets plain words for its fields."""
+    ``cli`` names command-line flags; the window passes ``False`` and gets plain words for its fields.
+    ``bf16``: the run diverged under bf16 autocast, whose rounding can also be the cause."""
     lr_name = "--lr" if cli else "the learning rate"
     if status == DIVERGED:
         lower = f" (e.g. {lr / 10:g})" if lr else ""
-        return f"Lower {lr_name}{lower} and start again."
+        fp32 = (" or use --precision fp32" if cli else " or choose fp32 precision") if bf16 else ""
+        return f"Lower {lr_name}{lower}{fp32} and start again."
     if status == NOT_LEARNT:
         paper = f"the paper trains {paper_epochs}" if paper_epochs and epochs and epochs < paper_epochs else ""
         inside = "; ".join(part for part in ("--epochs" if cli else "", paper) if part)
@@ -111,15 +113,23 @@ def to_try(status: str, *, lr: float | None = None, epochs: int | None = None, p
     return ""
 
 
+def what_diverged(diverged_at: dict | None) -> str:
+    """``the loss diverged``, or ``a gradient was not finite`` when the loss was finite but a gradient was not."""
+    if diverged_at and diverged_at.get("cause") == "gradient":
+        return "a gradient was not finite"
+    return "the loss diverged"
+
+
 def advice(status: str, *, metric: float | None = None, chance: float | None = None, lr: float | None = None,
            epochs: int | None = None, paper_epochs: int | None = None, cli: bool = True,
-           where: str = "held-out") -> str:
+           where: str = "held-out", diverged_at: dict | None = None, bf16: bool = False) -> str:
     """Why the run did not learn and what to try, in one sentence ('' for a run that learnt or was stopped).
 
-    ``where``: whose accuracy ``metric`` is (``held-out``, or ``training`` when nothing was held out)."""
-    try_next = to_try(status, lr=lr, epochs=epochs, paper_epochs=paper_epochs, cli=cli)
+    ``where``: whose accuracy ``metric`` is (``held-out``, or ``training`` when nothing was held out);
+    ``diverged_at``: the run's ``diverged`` record; ``bf16`` as in :func:`to_try`."""
+    try_next = to_try(status, lr=lr, epochs=epochs, paper_epochs=paper_epochs, cli=cli, bf16=bf16)
     if status == DIVERGED:
-        return f"the loss diverged. {try_next}"
+        return f"{what_diverged(diverged_at)}. {try_next}"
     if status == NOT_LEARNT:
         return (f"the pretext task was not learnt ({where} accuracy {_pct(metric)} against a chance level of "
                 f"{_pct(chance)}). {try_next}")
@@ -145,7 +155,7 @@ def outcome(summary: dict, *, cli: bool = True) -> str:
             text += f" (chance {_pct(summary['chance'])})"
     diverged_at = summary.get("diverged")
     if status == DIVERGED and diverged_at:
-        text += f"; the loss diverged at epoch {diverged_at['epoch']}, step {diverged_at['step']}"
+        text += f"; {what_diverged(diverged_at)} at epoch {diverged_at['epoch']}, step {diverged_at['step']}"
     try_next = to_try(status, lr=summary.get("lr"), epochs=summary.get("epochs"),
-                      paper_epochs=summary.get("paper_epochs"), cli=cli)
+                      paper_epochs=summary.get("paper_epochs"), cli=cli, bf16=summary.get("precision") == "bf16")
     return f"{text}. {try_next}".strip()

@@ -100,3 +100,39 @@ def test_the_cli_exits_1_with_the_advice_when_a_run_diverges(tmp_path, monkeypat
     assert code == 1
     assert out.out.strip().splitlines()[-1].startswith(verdict.DIVERGED + ": the loss diverged")
     assert "no checkpoint" in out.err
+
+
+class _NanGradient(torch.autograd.Function):
+    """The identity forward; a NaN gradient backward (what torch's CPU bf16 convolution backward sometimes
+    gives on small feature maps): the loss stays finite while the update would poison every weight."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("nan"))
+
+
+def test_a_nan_gradient_under_a_finite_loss_stops_the_run_before_its_update(tmp_path, monkeypatch, capsys):
+    data = write_images(tmp_path / "imgs", 8, size=16)  # 4 steps per epoch
+    loss = RotationTask.loss
+    seen = {"n": 0}
+
+    def patched(self, output, target):
+        seen["n"] += 1
+        return loss(self, _NanGradient.apply(output) if seen["n"] >= 6 else output, target)
+
+    monkeypatch.setattr(RotationTask, "loss", patched)
+    sink = Sink()
+    summary = pretrain(_config(data, tmp_path / "run"), on_event=sink)
+    d = summary["diverged"]
+    assert summary["status"] == verdict.DIVERGED and (d["epoch"], d["step"], d["cause"]) == (2, 2, "gradient")
+    assert d["loss"] == d["loss"] and summary["epochs_completed"] == 1  # the loss itself was finite
+    assert summary["advice"].startswith("a gradient was not finite.") and "fp32" not in summary["advice"]
+    state = RunDir(tmp_path / "run").load_checkpoint("last")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    said = [e.message for e in sink.kinds("log") if "gradient was not finite" in e.message]
+    assert said and "epoch 2, step 2" in said[0] and "before that update" in said[0]
+    assert "a gradient was not finite at epoch 2, step 2" in verdict.outcome(summary)

@@ -96,3 +96,15 @@ def test_the_outcome_line_gives_the_figure_against_chance_and_what_to_try():
     assert verdict.outcome(finished).endswith("held-out accuracy 80.0% (chance 1.0%).")
     psnr = {"status": verdict.FINISHED, "metric": "psnr", "final_val_psnr": 21.456, "epochs": 1, "epochs_completed": 1}
     assert "held-out psnr 21.5 dB." in verdict.outcome(psnr)
+
+
+def test_a_bf16_divergence_also_suggests_fp32():
+    assert "--precision fp32" in verdict.to_try(verdict.DIVERGED, lr=0.1, bf16=True)
+    assert "fp32" not in verdict.to_try(verdict.DIVERGED, lr=0.1)
+    assert "choose fp32 precision" in verdict.to_try(verdict.DIVERGED, lr=0.1, bf16=True, cli=False)
+    summary = {"status": verdict.DIVERGED, "epochs_completed": 1, "epochs": 3, "time_s": 5.0, "lr": 0.1,
+               "precision": "bf16", "diverged": {"epoch": 2, "step": 3, "cause": "gradient"}}
+    line = verdict.outcome(summary)
+    assert "a gradient was not finite at epoch 2, step 3" in line and "--precision fp32" in line
+    assert verdict.advice(verdict.DIVERGED, diverged_at=summary["diverged"]).startswith("a gradient was not finite")
+    assert verdict.advice(verdict.DIVERGED, diverged_at={"epoch": 1, "step": 1}).startswith("the loss diverged")
