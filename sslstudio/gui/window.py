@@ -343,11 +343,20 @@ class MainWindow(QMainWindow):
         s.setValue("pretrain/shown_run", self.pretrain_page.shown_run or "")
         s.sync()
 
+    def close_question(self) -> str | None:
+        """What closing the window asks while a job runs (None when none does): which job, and what is kept."""
+        if self.pretrain_page.is_running():
+            return "Pretraining is running. Stop it and quit? (The last checkpoint is kept.)"
+        if self.compare_page.is_running():
+            return "A comparison is running. Stop it and quit? (The rows finished so far are written.)"
+        if self.explore_page.is_running():
+            return "An exploration is running. Stop it and quit?"
+        return None
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
-        busy = self.pretrain_page.is_running() or self.compare_page.is_running()
-        if busy and self.confirm_close:
-            answer = QMessageBox.question(self, "Quit sslstudio?",
-                                          "A job is running. Stop it and quit? (The last checkpoint is kept.)",
+        question = self.close_question()
+        if question and self.confirm_close:
+            answer = QMessageBox.question(self, "Quit sslstudio?", question,
                                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
                                           QMessageBox.StandardButton.No)
             if answer != QMessageBox.StandardButton.Yes:

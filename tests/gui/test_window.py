@@ -302,6 +302,31 @@ def test_close_during_training_cancels_and_waits(qtbot, tmp_path, settings, tiny
     assert not w.running_jobs()
 
 
+def test_closing_asks_while_any_job_runs_and_names_it(window, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from sslstudio.gui import window as window_module
+
+    asked = []
+
+    def answer_no(parent, title, text, *args):
+        asked.append(text)
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(window_module.QMessageBox, "question", answer_no)
+    window.confirm_close = True
+    assert window.close_question() is None
+    pages = {"pretrain": window.pretrain_page, "compare": window.compare_page, "explore": window.explore_page}
+    words = {"pretrain": "checkpoint is kept", "compare": "rows finished so far", "explore": "exploration"}
+    for name, page in pages.items():
+        monkeypatch.setattr(page, "is_running", lambda: True)
+        assert words[name] in window.close_question()
+        assert not window.close() and window.isVisible()  # "No" keeps the window and the job
+        assert words[name] in asked[-1]
+        monkeypatch.setattr(page, "is_running", lambda: False)
+    assert len(asked) == 3
+
+
 @pytest.mark.slow
 def test_stop_then_resume_an_interrupted_run(qtbot, window, tiny_images, fast, monkeypatch):
     import sslstudio.gui.pretrain_page as pretrain_page
