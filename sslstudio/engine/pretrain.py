@@ -223,7 +223,7 @@ class _Diverged(Exception):
 
 def _gradients_finite(net: torch.nn.Module) -> bool:
     """Whether every gradient is finite: one norm over all of them (a NaN or inf element makes it non-finite),
-    read with the step's one sync. Data-parallel processes hold the same averaged gradients, so they agree."""
+    read back once per step. Data-parallel processes hold the same averaged gradients, so they agree."""
     grads = [p.grad for p in net.parameters() if p.grad is not None]
     if not grads:
         return True
@@ -475,13 +475,13 @@ class _Pretrainer:
         """Record where the loss diverged and say which checkpoint is kept (the step's update was not made)."""
         s.diverged = {"epoch": exc.epoch + 1, "step": exc.step, "loss": exc.loss, "start_loss": s.start_loss,
                       "cause": exc.cause}
-        start = f" against {s.start_loss:.4g} at the start" if s.start_loss is not None else ""
+        figures = f"{exc.loss:.4g}" + (f" against {s.start_loss:.4g} at the start" if s.start_loss is not None else "")
         if exc.cause == "gradient":
-            start = f"; the loss was {exc.loss:.4g}"
+            figures = f"the loss was {exc.loss:.4g}"
         kept = (f"the checkpoint after epoch {len(s.history)} is kept" if s.run.last_checkpoint.is_file()
                 else "there is no checkpoint (it diverged in the first epoch)")
         what = verdict.what_diverged(s.diverged)
-        self.emit(LogEvent(f"{what} at epoch {exc.epoch + 1}, step {exc.step} ({exc.loss:.4g}{start}): "
+        self.emit(LogEvent(f"{what} at epoch {exc.epoch + 1}, step {exc.step} ({figures}): "
                            f"the run stopped before that update; {kept}", "error"))
 
     def _watch_loss(self, s: _RunState, loss: float) -> bool:

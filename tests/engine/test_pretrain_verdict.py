@@ -135,4 +135,5 @@ def test_a_nan_gradient_under_a_finite_loss_stops_the_run_before_its_update(tmp_
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     said = [e.message for e in sink.kinds("log") if "gradient was not finite" in e.message]
     assert said and "epoch 2, step 2" in said[0] and "before that update" in said[0]
+    assert f"(the loss was {d['loss']:.4g})" in said[0]
     assert "a gradient was not finite at epoch 2, step 2" in verdict.outcome(summary)
